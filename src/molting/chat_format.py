@@ -1,0 +1,73 @@
+"""Render conversations with the tokenizer's chat template and find which tokens are the assistant's.
+
+TRL builds assistant-only labels only for templates with `{% generation %}` markers, and TinyLlama's
+template has none. molting instead renders each conversation prefix with `apply_chat_template` (so the
+template is the model's own, never hand-written: the phase 6 `<|endoftext|>` bug), finds each assistant
+turn's character span, and marks the tokens inside it, up to and including the end-of-turn token. The
+same function feeds the preflight's budget and EOS checks and the trainer, so what is checked is exactly
+what is trained.
+"""
+
+from dataclasses import dataclass, field
+
+from molting.errors import UserError
+
+
+def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a prompt ready for generation, tokenized exactly as in training."""
+    text = render(tokenizer, messages, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@dataclass
+class TokenizedConversation:
+    input_ids: list[int]
+    assistant_mask: list[int]  # 1 where the token is supervised (assistant content + end-of-turn)
+    assistant_turns: list[tuple[int, int]]  # token spans [start, end) of each assistant turn
+    role_tokens: dict[str, int] = field(default_factory=dict)  # tokens per role, template tokens included
+    text: str = ""
+    assistant_chars: list[tuple[int, int]] = field(default_factory=list)  # the same turns in `text`
+
+
+def tokenize_conversation(tokenizer, messages: list[dict]) -> TokenizedConversation:
+    full = render(tokenizer, messages)
+    role_spans: list[tuple[str, int, int]] = []
+    assistant_chars: list[tuple[int, int]] = []
+    previous_end = 0
+    for i, message in enumerate(messages):
+        upto = render(tokenizer, messages[: i + 1])
+        if not full.startswith(upto):
+            raise UserError(
+                "the chat template renders a conversation differently from its own prefixes, so assistant "
+                "tokens cannot be located. Set `chat_template` in molt.yaml to a template that renders "
+                "turns in order."
+            )
+        if message["role"] == "assistant":
+            prompt = render(tokenizer, messages[:i], add_generation_prompt=True)
+            start = len(prompt) if full.startswith(prompt) else previous_end
+            end = len(upto.rstrip())  # the turn ends with its end-of-turn token, not the newline after it
+            assistant_chars.append((start, end))
+        role_spans.append((message["role"], previous_end, len(upto)))
+        previous_end = len(upto)
+
+    encoding = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    input_ids = encoding["input_ids"]
+    offsets = encoding["offset_mapping"]
+    mask = [0] * len(input_ids)
+    turns = []
+    for start, end in assistant_chars:
+        idx = [t for t, (s, e) in enumerate(offsets) if e > s and start <= s < end]
+        for t in idx:
+            mask[t] = 1
+        turns.append((idx[0], idx[-1] + 1) if idx else (0, 0))
+    role_tokens: dict[str, int] = {}
+    for s, _ in offsets:
+        for role, a, b in role_spans:
+            if a <= s < b:
+                role_tokens[role] = role_tokens.get(role, 0) + 1
+                break
+    return TokenizedConversation(input_ids, mask, turns, role_tokens, full, assistant_chars)

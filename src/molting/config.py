@@ -1,0 +1,154 @@
+"""The run config (molt.yaml): which base, which persona files, and the LoRA/training/generation settings.
+
+Reached through `load_run_config(path, overrides)`. YAML only overrides the defaults below; the defaults
+are what worked in the logs (LoRA r=16 α=32, lr 1e-4, max_length 1024). Relative paths in the file are
+taken from the file's own folder. The resolved config (every default filled in, paths absolute) is
+written to the run directory as config.yaml.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from molting.errors import UserError
+from molting.yaml_source import FieldValueError, YamlDoc, build, load_yaml, placeholder_problems
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16  # adapter rank (the logs: 16; r=32 was their next idea)
+    alpha: int = 32  # scaling numerator: the update is scaled by alpha / r
+    # LoRA dropout. None means 0.05 on a GPU and 0 on a CPU, where dropout costs time and tiny runs
+    # gain nothing from it.
+    dropout: float | None = None
+    # Which linear layers get adapters: "all-linear" (PEFT picks every linear but the output head),
+    # or a list of module names, e.g. [q_proj, k_proj, v_proj, o_proj].
+    target_modules: str | list[str] = "all-linear"
+    # Modules trained in full and saved beside the adapter. Empty for real models; the builtin bases
+    # (random weights) need [embed_tokens, lm_head] to learn words at all, see examples/claudio/molt.yaml.
+    modules_to_save: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise FieldValueError("r", "LoRA rank must be at least 1 (the logs used 16).")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise FieldValueError("dropout", "dropout must be in [0, 1).")
+
+
+@dataclass
+class TrainSettings:
+    epochs: float = 8  # passes over the dataset (phase 7: 8 epochs)
+    learning_rate: float = 1e-4
+    batch_size: int = 4  # examples per forward pass
+    grad_accum: int = 1  # forward passes per optimizer step; effective batch = batch_size × grad_accum
+    # Longest training example in tokens (system + user + assistant). `molt check` fails when an
+    # assistant token would be cut off: phase 7 lost answers at 512.
+    max_length: int = 1024
+    warmup_steps: int = 10
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    weight_decay: float = 0.0
+    seed: int = 42
+    logging_steps: int = 5  # one line in train_log.jsonl every this many optimizer steps
+    # Weights dtype. "auto": bf16 on a GPU that supports it, fp16 on other GPUs; on a CPU fp32 weights,
+    # trained with bf16 autocast where the CPU has native bf16 (AVX512-BF16/AMX), plain fp32 otherwise.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    gradient_checkpointing: bool = False  # trade compute for memory on long examples
+
+    def __post_init__(self):
+        for name in ("batch_size", "grad_accum", "max_length", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise FieldValueError(name, f"{name} must be at least 1.")
+        if self.epochs <= 0:
+            raise FieldValueError("epochs", "epochs must be positive.")
+        if self.learning_rate <= 0:
+            raise FieldValueError("learning_rate", "learning_rate must be positive.")
+        if self.warmup_steps < 0:
+            raise FieldValueError("warmup_steps", "warmup_steps cannot be negative.")
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 256  # longest answer; an answer that hits it is reported as truncated
+    temperature: float = 0.0  # 0 means greedy decoding
+    top_p: float = 1.0
+    repetition_penalty: float = 1.1
+    batch_size: int = 8  # questions generated together (left-padded)
+    seed: int = 0  # sampling seed, used when temperature > 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise FieldValueError("max_new_tokens", "max_new_tokens must be at least 1.")
+        if self.temperature < 0:
+            raise FieldValueError("temperature", "temperature cannot be negative (0 is greedy).")
+        if self.batch_size < 1:
+            raise FieldValueError("batch_size", "batch_size must be at least 1.")
+
+
+@dataclass
+class CheckSettings:
+    min_steps: int = 100  # fewer optimizer steps than this is a warning (phase 6 trained 50)
+    allow_truncation: bool = False  # if true, lost assistant tokens are a warning, not an error
+
+
+@dataclass
+class RunConfig:
+    base_model: str  # Hugging Face id, local path, or builtin:tiny / builtin:small
+    persona: str  # persona card (persona.yaml)
+    data: str  # training conversations (data.jsonl)
+    suite: str  # evaluation questions (suite.yaml)
+    # A Jinja chat template to use instead of the base's own. Leave empty to use the tokenizer's: the
+    # template a model was tuned with is the one it should keep.
+    chat_template: str | None = None
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    check: CheckSettings = field(default_factory=CheckSettings)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> dict:
+    """Apply `section.field=value` overrides (value parsed as YAML) to the raw config mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"{source} {item!r}: expected FIELD=VALUE, e.g. train.epochs=2.")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        target = data
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise UserError(f"{source} {item!r}: {part} is not a section.")
+        target[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    doc = load_yaml(path)
+    if doc.data is None:
+        doc.data = {}
+    if not isinstance(doc.data, dict):
+        raise UserError(f"{doc.path}: expected a mapping of config fields at the top level.")
+    problems = placeholder_problems(doc)
+    if problems:
+        raise UserError(problems)
+    doc = YamlDoc(doc.path, apply_overrides(doc.data, list(overrides)), doc.lines)
+    config = build(RunConfig, doc)
+    base_dir = Path(path).resolve().parent
+    for name in ("persona", "data", "suite"):
+        setattr(config, name, str((base_dir / getattr(config, name)).resolve()))
+    if config.chat_template and Path(base_dir / config.chat_template).is_file():
+        config.chat_template = (base_dir / config.chat_template).read_text(encoding="utf-8")
+    return config
+
+
+def load_resolved_config(run_dir: Path) -> RunConfig:
+    """The config a run was trained with (config.yaml in the run directory)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{path}: not found. Is {run_dir} a run directory? Train it first: molt train CONFIG.")
+    return build(RunConfig, load_yaml(path))

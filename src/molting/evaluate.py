@@ -1,0 +1,87 @@
+"""Evaluation (`molt eval RUN`): answer the suite with the full inference prompt, then score the answers.
+
+Reached through `eval_run(run_dir, eval_id, use_adapter)`. Writes eval/<eval-id>/responses.jsonl (id,
+prompt, response, new tokens, finish reason) and eval/<eval-id>/scores.json (rubric v1, the `molt score`
+format plus generation settings and timing). `use_adapter=False` evaluates the untrained base with the
+same prompts, the baseline the report sets beside the trained model.
+"""
+
+import time
+from pathlib import Path
+
+from molting.atomic_write import write_json_atomic, write_jsonl_atomic
+from molting.base_model import eos_token_ids, load_model, load_tokenizer, pick_device
+from molting.config import load_resolved_config
+from molting.errors import UserError
+from molting.generate import generate_answers
+from molting.manifest import peak_memory_mb
+from molting.persona import load_persona
+from molting.rubric import score_responses
+from molting.suite import load_suite
+
+
+def load_for_eval(run_dir: Path, use_adapter: bool):
+    """Model and tokenizer as the run left them: the base plus its adapter (merged for speed), or the
+    untrained base alone."""
+    from transformers import AutoTokenizer
+
+    config = load_resolved_config(run_dir)
+    device = pick_device()
+    model = load_model(config.base_model, config.train.dtype, device)
+    if use_adapter:
+        adapter = run_dir / "adapter"
+        if not (adapter / "adapter_config.json").is_file():
+            raise UserError(f"{adapter}: no trained adapter. Train first: molt train CONFIG --name {run_dir.name}.")
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        tokenizer = AutoTokenizer.from_pretrained(str(adapter))
+    else:
+        tokenizer = load_tokenizer(config.base_model, config.chat_template)
+    model.eval()
+    return config, model, tokenizer, device
+
+
+def eval_run(
+    run_dir: str | Path, eval_id: str | None = None, use_adapter: bool = True, show_progress: bool = True
+) -> dict:
+    from rich.progress import Progress
+
+    run_dir = Path(run_dir)
+    eval_id = eval_id or ("final" if use_adapter else "base")
+    config, model, tokenizer, device = load_for_eval(run_dir, use_adapter)
+    persona = load_persona(config.persona)
+    suite = load_suite(config.suite, persona)
+    system = persona.system_prompts.inference.strip()
+    prompts = [
+        [{"role": "system", "content": system}, {"role": "user", "content": q.question}] for q in suite.questions
+    ]
+    started = time.time()
+    with Progress(disable=not show_progress) as progress:
+        task = progress.add_task(f"answering ({eval_id})", total=len(prompts))
+        answers = generate_answers(
+            model,
+            tokenizer,
+            prompts,
+            config.generation,
+            eos_token_ids(tokenizer, model),
+            on_batch=lambda n: progress.advance(task, n),
+        )
+    seconds = time.time() - started
+    rows = [{"id": q.id, "prompt": q.question, **a} for q, a in zip(suite.questions, answers, strict=True)]
+    out = run_dir / "eval" / eval_id
+    write_jsonl_atomic(out / "responses.jsonl", rows)
+    scores = score_responses(persona, suite.by_id, rows)
+    scores.update(
+        {
+            "eval_id": eval_id,
+            "model": "adapter" if use_adapter else "untrained base",
+            "base_model": config.base_model,
+            "generation": vars(config.generation),
+            "generation_seconds": round(seconds, 2),
+            "new_tokens": sum(r["new_tokens"] for r in rows),
+            "memory": peak_memory_mb(device),
+        }
+    )
+    write_json_atomic(out / "scores.json", scores)
+    return scores

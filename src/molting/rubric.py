@@ -1,0 +1,464 @@
+"""Rubric v1 (from the logs): five dimensions, 0–2 each, a total out of 10 per answer.
+
+| dim | name | what costs points |
+| D1 | identity | identity collapse, claiming to be another AI or a generic assistant |
+| D2 | factual accuracy | required facts missing, forbidden claims, technology not on the card |
+| D3 | personality / voice | wrong language, no trait of the card, generic assistant voice |
+| D4 | behavioural cleanliness | template tokens, task-planning or tool-call text, system prompt pasted |
+| D5 | coherence / completeness | truncated, repetition loops, too short to be an answer |
+
+Version 1 is deterministic detectors driven by the persona card: every dimension starts at 2 and each
+detector that fires caps it, recording its evidence (detector name and the matched text), so every point
+lost can be traced. Contradictions within an answer are not detected in v1. Reached through
+`score_answer` (one answer) and `score_responses` (a file's worth, the `molt score` format).
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from molting.persona import Persona
+from molting.suite import Question
+from molting.text_match import Match, compile_pattern, find_first, fold
+
+RUBRIC_VERSION = "v1"
+DIMENSIONS = ("D1", "D2", "D3", "D4", "D5")
+DIMENSION_NAMES = {
+    "D1": "identity",
+    "D2": "factual accuracy",
+    "D3": "personality / voice",
+    "D4": "behavioural cleanliness",
+    "D5": "coherence / completeness",
+}
+
+
+def _compile(patterns: list[str]) -> list[re.Pattern]:
+    return [compile_pattern(p) for p in patterns]
+
+
+TEMPLATE_TOKENS = _compile(
+    [
+        r"</s>",
+        r"<s>",
+        r"<\|[a-z_]{2,20}\|>",
+        r"\[/?INST\]",
+        r"<</?SYS>>",
+        r"<unk>",
+    ]
+)
+TOOL_CALL = _compile(
+    [
+        r"<tool_call>",
+        r"<function[=_]",
+        r"\"function_call\"",
+        r"\{\s*\"(name|tool)\"\s*:\s*\"[^\"]+\"\s*,\s*\"(arguments|parameters)\"",
+    ]
+)
+TASK_PLANNING = _compile(
+    [
+        r"\bvou (comecar|come[cç]ar) (por|pelo|pela|analisando|verificando)",
+        r"\bprimeiro,? vou\b",
+        r"\bdeixa eu (primeiro|verificar|analisar)",
+        r"\bpasso 1\b",
+        r"\bmeu plano (e|eh)\b",
+        r"\blet me (first|start|check|analy[sz]e)\b",
+        r"\bi'?ll start by\b",
+        r"\bstep 1:",
+        r"\bfirst,? i will\b",
+    ]
+)
+GENERIC_ASSISTANT = _compile(
+    [
+        r"\bsou (apenas )?um assistente (virtual|de ia|de inteligencia)",
+        r"\bcomo (um )?modelo de linguagem\b",
+        r"\bas an ai (language )?model\b",
+        r"\bi am (just )?an ai assistant\b",
+        r"\bi'?m (just )?an ai assistant\b",
+    ]
+)
+GENERIC_VOICE = _compile(
+    [
+        r"\bestou aqui para (te )?ajudar\b",
+        r"\bcomo posso (te )?ajudar( hoje)?\?",
+        r"\bfico feliz em ajudar\b",
+        r"\bhow can i (help|assist) you( today)?\?",
+        r"\bi'?m here to help\b",
+        r"\bhappy to help\b",
+    ]
+)
+# Technologies an answer may invent (phase 8: "ROS2, MATLAB, OpenCV"). One that is not on the card's
+# knowledge.stack costs a D2 point.
+TECHNOLOGIES = [
+    "Python",
+    "Django",
+    "Flask",
+    "FastAPI",
+    "Java",
+    "Spring",
+    "Kotlin",
+    "Swift",
+    "Golang",
+    "Rust",
+    "C\\+\\+",
+    "C#",
+    "\\.NET",
+    "PHP",
+    "Laravel",
+    "Ruby",
+    "Rails",
+    "Angular",
+    "Vue",
+    "Svelte",
+    "jQuery",
+    "MATLAB",
+    "ROS2",
+    "ROS",
+    "OpenCV",
+    "TensorFlow",
+    "PyTorch",
+    "Keras",
+    "Kubernetes",
+    "Terraform",
+    "MongoDB",
+    "MySQL",
+    "PostgreSQL",
+    "Postgres",
+    "Redis",
+    "GraphQL",
+    "Flutter",
+    "Dart",
+    "Elixir",
+    "Scala",
+    "Haskell",
+    "Perl",
+    "Fortran",
+    "COBOL",
+    "Unity",
+    "Unreal",
+    "Arduino",
+    "Firebase",
+    "Supabase",
+    "Express",
+    "Tailwind",
+    "TypeScript",
+    "React",
+    "Next\\.js",
+    "NestJS",
+    "Prisma",
+    "Docker",
+    "JavaScript",
+    "Node\\.js",
+    "Webpack",
+    "Vite",
+    "Jest",
+    "AWS",
+    "Azure",
+    "GCP",
+]
+_TECH_PATTERNS = {name: re.compile(rf"(?<![\w.]){name}(?![\w])", re.IGNORECASE) for name in TECHNOLOGIES}
+
+LANGUAGE_MARKERS = {
+    "pt": {
+        "nao",
+        "voce",
+        "eu",
+        "com",
+        "para",
+        "isso",
+        "sou",
+        "meu",
+        "minha",
+        "tambem",
+        "mas",
+        "muito",
+        "sao",
+        "tem",
+        "uma",
+        "um",
+        "os",
+        "do",
+        "da",
+        "no",
+        "na",
+        "em",
+        "que",
+        "e",
+        "o",
+        "de",
+        "como",
+        "mais",
+        "ele",
+        "ela",
+        "seu",
+        "sua",
+        "quem",
+        "trabalho",
+        "gosto",
+    },
+    "en": {
+        "the",
+        "and",
+        "you",
+        "is",
+        "are",
+        "i",
+        "to",
+        "of",
+        "in",
+        "it",
+        "that",
+        "with",
+        "for",
+        "my",
+        "this",
+        "what",
+        "have",
+        "be",
+        "not",
+        "on",
+        "am",
+        "an",
+        "at",
+        "can",
+        "but",
+        "he",
+        "she",
+        "who",
+        "work",
+        "like",
+    },
+    "es": {
+        "el",
+        "los",
+        "las",
+        "y",
+        "pero",
+        "muy",
+        "usted",
+        "soy",
+        "es",
+        "del",
+        "tambien",
+        "yo",
+        "eres",
+        "tengo",
+        "esto",
+        "quien",
+        "trabajo",
+    },
+}
+LANGUAGE_NAMES = {"pt": "Portuguese", "en": "English", "es": "Spanish"}
+_WORD = re.compile(r"[a-z']+")
+_BULLET = re.compile(r"^\s*([-*•]|\d+[.)])\s+\S", re.MULTILINE)
+_ENDS_SENTENCE = re.compile(r"[.!?…)\"'»:;`*]\s*$|[\U0001F300-\U0001FAFF\u2600-\u27BF]\s*$")
+
+
+def detect_language(folded_lower: str) -> tuple[str | None, dict[str, int]]:
+    """The language with the most function-word hits, or None when fewer than 3 hits (too little text)."""
+    words = _WORD.findall(folded_lower)
+    counts = {lang: sum(1 for w in words if w in markers) for lang, markers in LANGUAGE_MARKERS.items()}
+    # Portuguese and Spanish share many words; count only the words that tell them apart.
+    best = max(counts, key=counts.get)
+    if counts[best] < 3:
+        return None, counts
+    if best in ("pt", "es"):
+        pt_only = sum(1 for w in words if w in LANGUAGE_MARKERS["pt"] - LANGUAGE_MARKERS["es"])
+        es_only = sum(1 for w in words if w in LANGUAGE_MARKERS["es"] - LANGUAGE_MARKERS["pt"])
+        best = "es" if es_only > pt_only else "pt"
+    return best, counts
+
+
+_REPEATED_CHUNK = re.compile(r"(.{1,16}?)\1{7,}", re.DOTALL)
+
+
+def _repetition(folded_lower: str) -> str | None:
+    """A loop: a word 4 times running, a 4-word phrase 3 times, or any short chunk 8 times running."""
+    chunk = _REPEATED_CHUNK.search(folded_lower)
+    if chunk and chunk.group(1).strip():
+        return chunk.group(0)[:60]
+    words = _WORD.findall(folded_lower)
+    run = 1
+    for a, b in zip(words, words[1:], strict=False):
+        run = run + 1 if a == b else 1
+        if run >= 4:
+            return " ".join([a] * run)
+    seen: dict[tuple, int] = {}
+    for i in range(len(words) - 3):
+        gram = tuple(words[i : i + 4])
+        seen[gram] = seen.get(gram, 0) + 1
+        if seen[gram] >= 3:
+            return " ".join(gram)
+    return None
+
+
+def _shingles(text: str, n: int = 12) -> set[tuple]:
+    """Runs of n words. 12 words copied verbatim from the system prompt is pasting, not a shared phrase
+    ("um projeto de pesquisa sobre portabilidade de personalidade" is 8 and belongs in a right answer)."""
+    words = _WORD.findall(fold(text).lower())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+@dataclass
+class Evidence:
+    dim: str
+    detector: str  # e.g. forbidden_claim:joao_family, missing_fact, template_tokens
+    detail: str  # the matched text, or what is missing
+    cap: int  # the dimension is at most this because of it
+
+    def as_dict(self) -> dict:
+        return {"dim": self.dim, "detector": self.detector, "detail": self.detail, "cap": self.cap}
+
+
+@dataclass
+class AnswerScore:
+    id: str
+    dims: dict[str, int]
+    evidence: list[Evidence] = field(default_factory=list)
+    facts_shown: list[str] = field(default_factory=list)
+    language: str | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.dims.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "dims": self.dims,
+            "total": self.total,
+            "evidence": [e.as_dict() for e in self.evidence],
+            "facts_shown": self.facts_shown,
+            "language": self.language,
+        }
+
+
+class Scorer:
+    """Scores answers against one persona card. Build once; `score` is cheap (compiled patterns)."""
+
+    def __init__(self, persona: Persona):
+        self.persona = persona
+        stack = {fold(t).lower() for t in persona.knowledge.stack}
+        self.foreign_tech = {n: p for n, p in _TECH_PATTERNS.items() if fold(n.replace("\\", "")).lower() not in stack}
+        self.prompt_shingles = _shingles(persona.system_prompts.inference) | _shingles(persona.system_prompts.train)
+
+    def score(self, question: Question, response: str, finish_reason: str | None = None) -> AnswerScore:
+        dims = dict.fromkeys(DIMENSIONS, 2)
+        evidence: list[Evidence] = []
+
+        def cap(dim: str, value: int, detector: str, detail: str) -> None:
+            evidence.append(Evidence(dim, detector, detail, value))
+            dims[dim] = min(dims[dim], value)
+
+        text = response.strip()
+        folded = fold(text)
+        lower = folded.lower()
+        if len(_WORD.findall(lower)) < 3:  # nothing a person would call an answer
+            for dim in DIMENSIONS:
+                cap(dim, 0, "no_answer", f"fewer than 3 words: {text[:40]!r}")
+            return AnswerScore(question.id, dims, evidence)
+
+        # Forbidden claims of the card, each in its category's dimension.
+        for claim in self.persona.forbidden_claims:
+            m = find_first(claim.compiled, text, folded)
+            if m:
+                value = 1 if claim.category == "task_planning" else 0
+                cap(claim.dimension, value, f"forbidden_claim:{claim.id}", m.text)
+
+        # D1 identity
+        m = find_first(GENERIC_ASSISTANT, text, folded)
+        if m:
+            cap("D1", 1, "generic_assistant", m.text)
+
+        # D2 facts
+        shown = [
+            fid for fid in question.must_mention if find_first(self.persona.fact_by_id[fid].compiled, text, folded)
+        ]
+        missing = [fid for fid in question.must_mention if fid not in shown]
+        if missing:
+            value = 0 if not shown else 1
+            cap("D2", value, "missing_fact", ", ".join(missing))
+        invented = [n.replace("\\", "") for n, p in self.foreign_tech.items() if p.search(text)]
+        if invented:
+            cap("D2", 1, "technology_not_on_card", ", ".join(invented))
+
+        # D3 voice
+        language, _ = detect_language(lower)
+        if language is None:
+            cap("D3", 1, "language_unrecognised", "too few words of any known language")
+        elif language != self.persona.language:
+            cap(
+                "D3",
+                0,
+                "wrong_language",
+                f"answer is in {LANGUAGE_NAMES[language]}, the card asks for {LANGUAGE_NAMES[self.persona.language]}",
+            )
+        if self.persona.traits and not any(find_first(t.compiled, text, folded) for t in self.persona.traits):
+            cap(
+                "D3", 1, "no_trait", "no trait of the card shows (" + ", ".join(t.id for t in self.persona.traits) + ")"
+            )
+        m = find_first(GENERIC_VOICE, text, folded)
+        if m:
+            cap("D3", 1, "generic_voice", m.text)
+
+        # D4 cleanliness
+        m = find_first(TEMPLATE_TOKENS, text, folded)
+        if m:
+            cap("D4", 0, "template_tokens", m.text)
+        m = find_first(TOOL_CALL, text, folded)
+        if m:
+            cap("D4", 0, "tool_call_text", m.text)
+        m = find_first(TASK_PLANNING, text, folded)
+        if m:
+            cap("D4", 1, "task_planning", m.text)
+        bullets = _BULLET.findall(text)
+        copied = _shingles(text) & self.prompt_shingles
+        if len(bullets) >= 3 or copied:
+            detail = []
+            if len(bullets) >= 3:
+                detail.append(f"{len(bullets)} bullet lines")
+            if copied:
+                detail.append("copies the system prompt: '" + " ".join(next(iter(copied))) + "'")
+            cap("D4", 0 if len(bullets) >= 3 and copied else 1, "prompt_leak", "; ".join(detail))
+
+        # D5 coherence
+        loop = _repetition(lower)
+        if loop:
+            cap("D5", 0, "repetition_loop", loop)
+        if finish_reason == "length":
+            cap("D5", 1, "truncated", "hit max_new_tokens: " + text[-40:])
+        elif not _ENDS_SENTENCE.search(text):
+            cap("D5", 1, "truncated", "ends mid-sentence: " + text[-40:])
+        if len(_WORD.findall(lower)) < 6:
+            cap("D5", 1, "too_short", text[:40])
+
+        return AnswerScore(question.id, dims, evidence, shown, language)
+
+
+def summarize(scores: list[AnswerScore]) -> dict:
+    """Averages per dimension and overall, and how often each detector fired (answers, not matches)."""
+    n = len(scores)
+    dims = {d: round(sum(s.dims[d] for s in scores) / n, 3) if n else 0.0 for d in DIMENSIONS}
+    fired: dict[str, int] = {}
+    for s in scores:
+        for detector in {
+            e.detector.split(":")[0] if e.detector.startswith("forbidden_claim") else e.detector for e in s.evidence
+        }:
+            fired[detector] = fired.get(detector, 0) + 1
+        for claim in {e.detector for e in s.evidence if e.detector.startswith("forbidden_claim:")}:
+            fired[claim] = fired.get(claim, 0) + 1
+    return {
+        "rubric": RUBRIC_VERSION,
+        "answers": n,
+        "average": round(sum(s.total for s in scores) / n, 3) if n else 0.0,
+        "dimensions": dims,
+        "detectors_fired": dict(sorted(fired.items())),
+    }
+
+
+def score_responses(persona: Persona, questions: dict[str, Question], rows: list[dict]) -> dict:
+    """Score rows `{"id", "response", ["finish_reason"]}` in order; the `molt score` output."""
+    scorer = Scorer(persona)
+    scores = [scorer.score(questions[r["id"]], r["response"], r.get("finish_reason")) for r in rows]
+    return {**summarize(scores), "questions": [s.as_dict() for s in scores]}
+
+
+__all__ = ["Scorer", "score_responses", "summarize", "detect_language", "Match", "DIMENSIONS"]

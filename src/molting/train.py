@@ -1,0 +1,229 @@
+"""LoRA training (`molt train`): TRL's SFTTrainer on PEFT adapters, loss on assistant tokens only.
+
+Reached through `train_run(config, run_dir)`. The preflight runs first and stops the run on any error.
+Conversations are tokenized by `chat_format.tokenize_conversation` (the base's own chat template, every
+assistant turn supervised up to and including its end-of-turn token) and handed to SFTTrainer as a
+pre-tokenized dataset with `assistant_masks`, from which TRL builds the labels. The run directory gets
+train_log.jsonl (one line per logging step, appended as training goes), adapter/ (safetensors with the
+tokenizer and chat template, moved into place only when complete) and manifest.json.
+"""
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+from molting.atomic_write import replace_dir_atomic, write_json_atomic, write_text_atomic
+from molting.base_model import load_model, load_tokenizer, mixed_precision, pick_device
+from molting.chat_format import tokenize_conversation
+from molting.config import RunConfig
+from molting.dataset import load_dataset
+from molting.errors import UserError
+from molting.manifest import git_commit, inputs_record, machine, peak_memory_mb, versions
+from molting.persona import load_persona
+from molting.preflight import run_preflight
+
+
+def write_preflight(report: dict, run_dir: Path) -> None:
+    write_json_atomic(run_dir / "preflight.json", report)
+
+
+def preflight_errors(report: dict) -> list[str]:
+    return [f["message"] for f in report["findings"] if f["level"] == "error"]
+
+
+def save_resolved_config(config: RunConfig, run_dir: Path) -> None:
+    import yaml
+
+    header = "# Resolved config of this run: every default filled in, paths absolute.\n"
+    write_text_atomic(
+        run_dir / "config.yaml", header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+    )
+
+
+def loss_by_epoch(log: list[dict]) -> list[dict]:
+    """Mean logged loss within each epoch, and the last logged loss of it (the logs' 'epoch N end')."""
+    epochs: dict[int, list[float]] = {}
+    for row in log:
+        if "loss" in row:
+            epochs.setdefault(max(1, math.ceil(row["epoch"] - 1e-9)), []).append(row["loss"])
+    return [
+        {"epoch": e, "mean_loss": round(sum(v) / len(v), 4), "end_loss": round(v[-1], 4)}
+        for e, v in sorted(epochs.items())
+    ]
+
+
+def _callbacks(log_path: Path, total_steps: int, device: str, show_progress: bool):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from transformers import TrainerCallback
+
+    class LogAndProgress(TrainerCallback):
+        """Appends one JSON line per logging step and drives a rich progress bar."""
+
+        def __init__(self):
+            self.start = time.monotonic()
+            self.rows: list[dict] = []
+            self.progress = Progress(
+                TextColumn("training"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} steps"),
+                TextColumn("{task.fields[loss]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                disable=not show_progress,
+            )
+            self.task = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=total_steps, loss="")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.progress.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            row = {
+                "step": state.global_step,
+                "epoch": round(state.epoch or 0.0, 4),
+                "loss": round(logs["loss"], 4),
+                "lr": logs.get("learning_rate"),
+                "grad_norm": logs.get("grad_norm"),
+                "elapsed_s": round(time.monotonic() - self.start, 2),
+                **peak_memory_mb(device),
+            }
+            self.rows.append(row)
+            with log_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            self.progress.update(self.task, loss=f"loss {row['loss']:.3f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.progress.stop()
+
+    return LogAndProgress()
+
+
+def train_run(
+    config: RunConfig, run_dir: Path, show_progress: bool = True, allow_truncation: bool | None = None
+) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    report = run_preflight(config, allow_truncation)
+    write_preflight(report, run_dir)
+    errors = preflight_errors(report)
+    if errors:
+        raise UserError(["molt check found errors; fix them before training:", *errors])
+    save_resolved_config(config, run_dir)
+
+    persona = load_persona(config.persona)
+    conversations = load_dataset(config.data, persona.system_prompts.train)
+    tokenizer = load_tokenizer(config.base_model, config.chat_template)
+    rows = []
+    for conv in conversations:
+        tokenized = tokenize_conversation(tokenizer, conv.messages)
+        rows.append({"input_ids": tokenized.input_ids, "assistant_masks": tokenized.assistant_mask})
+    dataset = Dataset.from_list(rows)
+
+    device = pick_device()
+    torch.manual_seed(config.train.seed)
+    model = load_model(config.base_model, config.train.dtype, device)
+    dtype = model.dtype
+    precision = mixed_precision(config.train.dtype, device, dtype)
+    dropout = config.lora.dropout if config.lora.dropout is not None else (0.05 if device == "cuda" else 0.0)
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=dropout,
+        target_modules=config.lora.target_modules,
+        task_type="CAUSAL_LM",
+        modules_to_save=config.lora.modules_to_save or None,
+    )
+    steps = report["steps"]["total_steps"]
+    log_path = run_dir / "train_log.jsonl"
+    log_path.unlink(missing_ok=True)
+    callback = _callbacks(log_path, steps, device, show_progress)
+    args = SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=config.train.batch_size,
+        gradient_accumulation_steps=config.train.grad_accum,
+        num_train_epochs=config.train.epochs,
+        learning_rate=config.train.learning_rate,
+        lr_scheduler_type=config.train.lr_scheduler,
+        warmup_steps=config.train.warmup_steps,
+        weight_decay=config.train.weight_decay,
+        logging_steps=config.train.logging_steps,
+        logging_first_step=True,
+        save_strategy="no",
+        report_to=[],
+        seed=config.train.seed,
+        data_seed=config.train.seed,
+        max_length=config.train.max_length,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=config.train.gradient_checkpointing,
+        use_cpu=device == "cpu",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[callback],
+    )
+    trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.jsonl replace its dict dumps
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total_params = sum(p.numel() for p in trainer.model.parameters())
+    train_started = time.time()
+    result = trainer.train()
+    train_seconds = time.time() - train_started
+
+    staging = run_dir / ".adapter.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.model.save_pretrained(str(staging), safe_serialization=True)
+    tokenizer.save_pretrained(str(staging))
+    replace_dir_atomic(staging, run_dir / "adapter")
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # pruned on success
+
+    by_epoch = loss_by_epoch(callback.rows)
+    manifest = {
+        "run": run_dir.name,
+        "config": config.to_dict(),
+        "inputs": inputs_record(config.persona, config.data, config.suite),
+        "versions": versions(),
+        "git_commit": git_commit(Path(config.persona).parent),
+        "machine": machine(),
+        "train": {
+            "device": device,
+            "dtype": str(dtype).replace("torch.", ""),
+            "mixed_precision": precision,
+            "lora_dropout": dropout,
+            "examples": len(conversations),
+            "optimizer_steps": result.global_step,
+            "trainable_parameters": trainable,
+            "total_parameters": total_params,
+            "train_loss_mean": round(result.training_loss, 4),
+            "final_loss": callback.rows[-1]["loss"] if callback.rows else None,
+            "loss_by_epoch": by_epoch,
+            "seconds": round(train_seconds, 1),
+        },
+        "timings": {
+            "started": started,
+            "train_seconds": round(train_seconds, 1),
+            "total_seconds": round(time.time() - started, 1),
+        },
+        "memory": peak_memory_mb(device),
+    }
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    return manifest

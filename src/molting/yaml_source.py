@@ -1,0 +1,212 @@
+"""Read YAML files (persona card, suite, run config) into typed dataclasses.
+
+Every error names the file, the line and the dotted field, and says what was expected, so a user can
+fix the file without reading our code. All problems in a file are reported at once, not just the first.
+Dataclasses declare the schema: their fields (with type hints) are the allowed keys; fields without a
+default are required; `__post_init__` raises ValueError for values that are the right type but wrong.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from molting.errors import UserError
+
+
+@dataclass
+class YamlDoc:
+    """A parsed YAML file and the line of every key and list item in it."""
+
+    path: Path
+    data: Any
+    lines: dict[tuple, int]
+
+    def where(self, path: tuple = ()) -> str:
+        """`file:line` for the closest known prefix of `path` (a tuple of keys and list indices)."""
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.lines:
+                return f"{self.path}:{self.lines[path[:n]]}"
+        return str(self.path)
+
+
+def dotted(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def load_yaml(path: str | Path) -> YamlDoc:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found. Check the path (relative paths are taken from the config file).")
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise UserError(f"{path}{line}: invalid YAML: {problem}. Fix the syntax at that line.") from None
+    lines: dict[tuple, int] = {}
+    if root is not None:
+        _record_lines(root, (), lines)
+    return YamlDoc(path=path, data=data, lines=lines)
+
+
+def _record_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = path + (key.value,)
+            lines[child] = key.start_mark.line + 1
+            _record_lines(value, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _record_lines(item, path + (i,), lines)
+
+
+def build(cls: type, doc: YamlDoc, value: Any = dataclasses.MISSING, path: tuple = ()) -> Any:
+    """Build `cls` from the document (or from `value` found at `path` in it); raise UserError listing
+    every problem."""
+    problems: list[str] = []
+    result = _build(cls, doc.data if value is dataclasses.MISSING else value, doc, path, problems)
+    if problems:
+        raise UserError(problems)
+    return result
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list,):
+        return "a list"
+    if origin in (dict,):
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {str: "text", int: "a whole number", float: "a number", bool: "true or false"}.get(tp, str(tp))
+
+
+def _build(tp: Any, value: Any, doc: YamlDoc, path: tuple, problems: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        non_none = [o for o in options if o is not type(None)]
+        if len(non_none) == 1:
+            return _build(non_none[0], value, doc, path, problems)
+        for option in non_none:  # e.g. str | list[str]: take the first that fits without problems
+            trial: list[str] = []
+            out = _build(option, value, doc, path, trial)
+            if not trial:
+                return out
+        names = " or ".join(_type_name(o) for o in non_none)
+        problems.append(f"{doc.where(path)}: {dotted(path)}: expected {names}, got {value!r}.")
+        return None
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            problems.append(f"{doc.where(path)}: {dotted(path)}: expected {_type_name(tp)}, got {value!r}.")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            problems.append(f"{doc.where(path)}: {dotted(path)}: expected a list, got {value!r}.")
+            return []
+        (item_tp,) = typing.get_args(tp)
+        return [_build(item_tp, v, doc, path + (i,), problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{doc.where(path)}: {dotted(path)}: expected a mapping, got {value!r}.")
+            return {}
+        _, value_tp = typing.get_args(tp)
+        return {str(k): _build(value_tp, v, doc, path + (k,), problems) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build_dataclass(tp, value, doc, path, problems)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        # PyYAML reads "2e-4" (no dot) as text; users write learning rates that way.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp is Any:
+        return value
+    if tp in (str, int, float, bool):
+        if isinstance(value, bool) and tp is not bool or not isinstance(value, tp):
+            problems.append(f"{doc.where(path)}: {dotted(path)}: expected {_type_name(tp)}, got {value!r}.")
+        return value
+    raise TypeError(f"yaml_source cannot build {tp!r}")  # a bug in a schema, not a user error
+
+
+def _build_dataclass(cls: type, value: Any, doc: YamlDoc, path: tuple, problems: list[str]) -> Any:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        problems.append(f"{doc.where(path)}: {dotted(path)}: expected a mapping of fields, got {value!r}.")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    before = len(problems)
+    for key in value:
+        if key not in fields:
+            allowed = ", ".join(fields)
+            problems.append(
+                f"{doc.where(path + (key,))}: {dotted(path + (key,))}: unknown field. Allowed here: {allowed}."
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        if name in value:
+            kwargs[name] = _build(hints[name], value[name], doc, path + (name,), problems)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"{doc.where(path)}: {dotted(path + (name,))}: required field is missing.")
+    if len(problems) > before:
+        return None
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        field = getattr(e, "field", None)
+        at = path + (field,) if field else path
+        problems.append(f"{doc.where(at)}: {dotted(at)}: {e}")
+        return None
+
+
+class FieldValueError(ValueError):
+    """Raised from `__post_init__` to point the error at one field's line."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+PLACEHOLDER = "TODO"  # `molt init` writes this marker into every value the user must fill in
+
+
+def placeholder_problems(doc: YamlDoc) -> list[str]:
+    """Every value still holding `molt init`'s TODO marker, with its line."""
+    problems: list[str] = []
+
+    def walk(value: Any, path: tuple) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, path + (k,))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, path + (i,))
+        elif isinstance(value, str) and PLACEHOLDER in value:
+            problems.append(
+                f"{doc.where(path)}: {dotted(path)}: placeholder not filled in ({value.strip()[:60]!r}). "
+                "Replace it with your persona's own text."
+            )
+
+    walk(doc.data, ())
+    return problems
