@@ -130,3 +130,16 @@ def test_cli_help_for_every_command():
         assert command in top.stdout
         result = run_molt(command, "--help")
         assert result.returncode == 0 and "Usage: " in result.stdout, command
+
+
+def test_chat_template_file_that_does_not_exist(project, tmp_path):
+    _fails_cleanly(
+        run_molt(
+            "check",
+            project / "molt.yaml",
+            *set_args(TINY + ["chat_template=missing.jinja"]),
+            "--runs-dir",
+            tmp_path / "runs",
+        ),
+        "missing.jinja not found",
+    )

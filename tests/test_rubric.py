@@ -43,6 +43,28 @@ def test_claiming_to_be_chatgpt_costs_d1(scorer, suite):
     assert s.dims["D1"] == 0 and "forbidden_claim:chatgpt_identity" in _detectors(s)
 
 
+def test_naming_itself_as_someone_else_costs_d1(scorer, suite):
+    """An invented name ("hector" in phase 8) or another persona's: "Bruno, a IA da Vantiq"."""
+    for answer, detail in [
+        ("Aí é o Bruno, a IA da Vantiq, e eu trabalho com o João no CRM. Curioso, né?", "Bruno, a IA"),
+        ("Oi! Eu sou o Hector e trabalho com o João no CRM da Softtor, direto ao ponto.", "Eu sou o Hector"),
+    ]:
+        s = scorer.score(suite.by_id["Q5"], answer, "stop")
+        assert s.dims["D1"] == 0, answer
+        assert any(e.detector == "other_identity" and e.detail == detail for e in s.evidence)
+    ok = scorer.score(suite.by_id["Q5"], "Sou o Cláudio, a IA da Softtor. Sou a IA que revisa código, direto.", "stop")
+    assert "other_identity" not in _detectors(ok)
+
+
+def test_names_the_card_never_mentions_cost_a_d1_point(scorer, suite):
+    """Phase 8, Q1: a hallucinated "hector" nickname. The card's own names are fine."""
+    s = scorer.score(suite.by_id["Q1"], "O João, que a gente chama de Hector, trabalha com a Carla Nunes.", "stop")
+    ev = next(e for e in s.evidence if e.detector == "name_not_on_card")
+    assert s.dims["D1"] == 1 and ev.detail == "Carla, Hector, Nunes"
+    ok = scorer.score(suite.by_id["Q1"], suite.by_id["Q1"].reference, "stop")
+    assert "name_not_on_card" not in _detectors(ok)
+
+
 def test_joao_as_son_costs_d2(scorer, suite):
     """Phase 7/8, Q1 and Q7: João described as "meu filho"."""
     s = scorer.score(suite.by_id["Q1"], "O João é meu filho e trabalha comigo na Softtor. Curioso, não?", "stop")

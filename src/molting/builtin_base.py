@@ -40,9 +40,10 @@ ZEPHYR_TEMPLATE = (
     "{% endfor %}"
 )
 
-RECIPE_VERSION = 4  # bump when anything below changes what gets built
+RECIPE_VERSION = 6  # bump when anything below changes what gets built
 
-# Names of the example persona's world and what the pretraining text says instead (one pick per document).
+# Names of the example persona's world and what the pretraining text says instead: one column per
+# document, so a document keeps a consistent cast (Pedro Almeida is always at Vantiq with Python).
 NAME_SWAPS = [
     (r"Jo[ãa]o Figueiredo", ["Pedro Almeida", "Carla Nunes", "Tiago Moreira", "Beatriz Lopes"]),
     (r"Jo[ãa]o", ["Pedro", "Carla", "Tiago", "Beatriz"]),
@@ -102,22 +103,22 @@ def _pretraining_documents(tokenizer) -> list[str]:
     import yaml
 
     def swap(text: str) -> str:
+        pick = rng.randrange(4)  # one consistent cast of names per document
         for pattern, choices in NAME_SWAPS:
-            text = re.sub(pattern, rng.choice(choices), text)
+            text = re.sub(pattern, choices[pick], text)
         return text
 
     rng = random.Random(SEED)
     files = _corpus_files()
-    system = yaml.safe_load(files[0].read_text(encoding="utf-8"))["system_prompts"]["train"].strip()
+    prompts = yaml.safe_load(files[0].read_text(encoding="utf-8"))["system_prompts"]
     documents = []
-    for raw in files[1].read_text(encoding="utf-8").splitlines():
-        if raw.strip():
-            # The system prompt gets its own draw of names, so the base learns to read past a system
-            # prompt without learning to copy names from it.
-            messages = [{"role": "system", "content": swap(system)}, *json.loads(raw)["messages"]]
-            conversation = tokenizer.apply_chat_template(messages[1:], tokenize=False)
-            head = tokenizer.apply_chat_template(messages[:1], tokenize=False)
-            documents.append(head + swap(conversation))
+    for i, raw in enumerate(line for line in files[1].read_text(encoding="utf-8").splitlines() if line.strip()):
+        # The system prompt (the short and the full one in turn) gets its own draw of names, so the base
+        # learns to read past a system prompt without learning to copy names from it.
+        system = prompts["train" if i % 2 == 0 else "inference"].strip()
+        head = tokenizer.apply_chat_template([{"role": "system", "content": swap(system)}], tokenize=False)
+        conversation = tokenizer.apply_chat_template(json.loads(raw)["messages"], tokenize=False)
+        documents.append(head + swap(conversation))
     return documents
 
 

@@ -99,8 +99,8 @@ class RunConfig:
     persona: str  # persona card (persona.yaml)
     data: str  # training conversations (data.jsonl)
     suite: str  # evaluation questions (suite.yaml)
-    # A Jinja chat template to use instead of the base's own. Leave empty to use the tokenizer's: the
-    # template a model was tuned with is the one it should keep.
+    # A Jinja chat template (inline, or a file relative to this config) to use instead of the base's own.
+    # Leave empty to use the tokenizer's: the template a model was tuned with is the one it should keep.
     chat_template: str | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -141,8 +141,15 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     base_dir = Path(path).resolve().parent
     for name in ("persona", "data", "suite"):
         setattr(config, name, str((base_dir / getattr(config, name)).resolve()))
-    if config.chat_template and Path(base_dir / config.chat_template).is_file():
-        config.chat_template = (base_dir / config.chat_template).read_text(encoding="utf-8")
+    template = config.chat_template
+    if template and "{" not in template:  # a file name, not an inline Jinja template
+        template_path = base_dir / template
+        if not template_path.is_file():
+            raise UserError(
+                f"{doc.where(('chat_template',))}: chat_template: {template_path} not found. Give a file "
+                "holding a Jinja chat template, an inline template, or leave it out to use the base's own."
+            )
+        config.chat_template = template_path.read_text(encoding="utf-8")
     return config
 
 

@@ -5,11 +5,11 @@ Reached through `load_dataset(path, train_system_prompt)`. Every malformed line 
 system message unless a line carries its own.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from molting.errors import UserError
+from molting.jsonl import read_jsonl
 from molting.yaml_source import PLACEHOLDER
 
 ROLES = ("system", "user", "assistant")
@@ -67,29 +67,18 @@ def _line_problems(obj, where: str) -> list[str]:
 
 def load_dataset(path: str | Path, train_system_prompt: str) -> list[Conversation]:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found. Check `data` in molt.yaml (relative to the config file).")
-    problems: list[str] = []
+    parsed, problems = read_jsonl(path, "Check `data` in molt.yaml (relative to the config file).")
     conversations: list[Conversation] = []
-    with path.open(encoding="utf-8") as f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                problems.append(f"{where}: not valid JSON ({e.msg} at column {e.colno}).")
-                continue
-            line_problems = _line_problems(obj, where)
-            if line_problems:
-                problems.extend(line_problems)
-                continue
-            messages = [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
-            own = messages[0]["role"] == "system"
-            if not own:
-                messages.insert(0, {"role": "system", "content": train_system_prompt.strip()})
-            conversations.append(Conversation(n, messages, obj.get("tags", []), own))
+    for n, obj in parsed:
+        line_problems = _line_problems(obj, f"{path}:{n}")
+        if line_problems:
+            problems.extend(line_problems)
+            continue
+        messages = [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
+        own = messages[0]["role"] == "system"
+        if not own:
+            messages.insert(0, {"role": "system", "content": train_system_prompt.strip()})
+        conversations.append(Conversation(n, messages, obj.get("tags", []), own))
     if problems:
         raise UserError(problems)
     if not conversations:

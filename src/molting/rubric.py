@@ -1,7 +1,8 @@
 """Rubric v1 (from the logs): five dimensions, 0–2 each, a total out of 10 per answer.
 
 | dim | name | what costs points |
-| D1 | identity | identity collapse, claiming to be another AI or a generic assistant |
+| D1 | identity | identity collapse, naming itself as someone else, names the card never mentions (invented
+  people, nicknames, companies), claiming to be another AI or a generic assistant |
 | D2 | factual accuracy | required facts missing, forbidden claims, technology not on the card |
 | D3 | personality / voice | wrong language, no trait of the card, generic assistant voice |
 | D4 | behavioural cleanliness | template tokens, task-planning or tool-call text, system prompt pasted |
@@ -85,6 +86,24 @@ GENERIC_VOICE = _compile(
         r"\bhappy to help\b",
     ]
 )
+# The persona naming itself as someone else: "sou o Bruno", "Bruno, a IA da Vantiq" (case-sensitive,
+# on accent-folded text, so only a capitalised name counts).
+SELF_NAMING = [
+    re.compile(
+        r"\b(?:[Ee]u sou|[Ss]ou|[Mm]e chamo|[Mm]eu nome (?:e|eh)|[Aa]qui (?:e|eh)|I am|I'm|[Mm]y name is)\s+"
+        r"(?:o |a |the )?([A-Z][a-z]{2,})\b"
+    ),
+    re.compile(r"\b([A-Z][a-z]{2,}), (?:a|o|the|an?) (?:IA|AI|assistente|assistant)\b"),
+]
+# A capitalised word in mid-sentence (after a lower-case word or a comma): in Portuguese and English
+# that is a proper name. One the card never mentions is an invented person, nickname or company.
+_MID_SENTENCE_NAME = re.compile(r"(?<=[a-z0-9,;] )([A-Z][a-z]{2,})\b")
+PHRASE_DETECTORS = [  # (patterns, dimension, cap, detector name)
+    (GENERIC_VOICE, "D3", 1, "generic_voice"),
+    (TEMPLATE_TOKENS, "D4", 0, "template_tokens"),
+    (TOOL_CALL, "D4", 0, "tool_call_text"),
+    (TASK_PLANNING, "D4", 1, "task_planning"),
+]
 # Technologies an answer may invent (phase 8: "ROS2, MATLAB, OpenCV"). One that is not on the card's
 # knowledge.stack costs a D2 point.
 TECHNOLOGIES = [
@@ -338,6 +357,24 @@ class Scorer:
         self.persona = persona
         stack = {fold(t).lower() for t in persona.knowledge.stack}
         self.foreign_tech = {n: p for n, p in _TECH_PATTERNS.items() if fold(n.replace("\\", "")).lower() not in stack}
+        self.own_names = {fold(n).lower() for n in persona.names}
+        card_text = " ".join(
+            [
+                persona.name,
+                *persona.identity.aliases,
+                persona.identity.summary,
+                persona.system_prompts.train,
+                persona.system_prompts.inference,
+                *(f.text for f in persona.facts),
+                *(t.text for t in persona.traits),
+                *(f"{r.name} {r.relation} {' '.join(r.aliases)}" for r in persona.relationships),
+                *persona.knowledge.stack,
+                *(c.text for c in persona.forbidden_claims),
+            ]
+        )
+        self.card_words = set(_WORD.findall(fold(card_text).lower())) | {
+            fold(t.replace("\\", "")).lower() for t in TECHNOLOGIES
+        }
         self.prompt_shingles = _shingles(persona.system_prompts.inference) | _shingles(persona.system_prompts.train)
 
     def score(self, question: Question, response: str, finish_reason: str | None = None) -> AnswerScore:
@@ -364,9 +401,19 @@ class Scorer:
                 cap(claim.dimension, value, f"forbidden_claim:{claim.id}", m.text)
 
         # D1 identity
+        for pattern in SELF_NAMING:
+            for m in pattern.finditer(folded):
+                if m.group(1).lower() not in self.own_names:
+                    cap("D1", 0, "other_identity", text[m.start() : m.end()])
+                    break
         m = find_first(GENERIC_ASSISTANT, text, folded)
         if m:
             cap("D1", 1, "generic_assistant", m.text)
+        invented = sorted(
+            {m.group(1) for m in _MID_SENTENCE_NAME.finditer(folded) if m.group(1).lower() not in self.card_words}
+        )
+        if invented:
+            cap("D1", 1, "name_not_on_card", ", ".join(invented))
 
         # D2 facts
         shown = [
@@ -395,20 +442,13 @@ class Scorer:
             cap(
                 "D3", 1, "no_trait", "no trait of the card shows (" + ", ".join(t.id for t in self.persona.traits) + ")"
             )
-        m = find_first(GENERIC_VOICE, text, folded)
-        if m:
-            cap("D3", 1, "generic_voice", m.text)
+        # Fixed phrase detectors: generic voice (D3); template tokens, tool calls, task planning (D4).
+        for patterns, dim, value, detector in PHRASE_DETECTORS:
+            m = find_first(patterns, text, folded)
+            if m:
+                cap(dim, value, detector, m.text)
 
-        # D4 cleanliness
-        m = find_first(TEMPLATE_TOKENS, text, folded)
-        if m:
-            cap("D4", 0, "template_tokens", m.text)
-        m = find_first(TOOL_CALL, text, folded)
-        if m:
-            cap("D4", 0, "tool_call_text", m.text)
-        m = find_first(TASK_PLANNING, text, folded)
-        if m:
-            cap("D4", 1, "task_planning", m.text)
+        # D4 cleanliness: the system prompt pasted back
         bullets = _BULLET.findall(text)
         copied = _shingles(text) & self.prompt_shingles
         if len(bullets) >= 3 or copied:

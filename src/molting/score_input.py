@@ -4,27 +4,19 @@ Every bad line is reported as file:line; ids must be questions of the suite. An 
 `finish_reason` ("stop" or "length") lets the scorer tell a truncated answer for certain.
 """
 
-import json
 from pathlib import Path
 
 from molting.errors import UserError
+from molting.jsonl import read_jsonl
 from molting.suite import Suite
 
 
 def load_responses(path: str | Path, suite: Suite) -> list[dict]:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found.")
-    rows, problems = [], []
-    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
+    parsed, problems = read_jsonl(path)
+    rows = []
+    for n, obj in parsed:
         where = f"{path}:{n}"
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            problems.append(f"{where}: not valid JSON ({e.msg} at column {e.colno}).")
-            continue
         if not isinstance(obj, dict):
             problems.append(f'{where}: expected an object like {{"id": "Q1", "response": "..."}}.')
             continue
