@@ -57,3 +57,21 @@ def test_molt_run_chains_every_stage(project, tmp_path):
     ):
         assert (run / name).is_file(), name
     assert "[4/4] report" in result.stdout and "Trained vs untrained base" in (run / "report.md").read_text()
+
+
+def test_model_output_in_the_report_is_text_not_html(trained_run):
+    from conftest import EXAMPLE
+
+    from molting.atomic_write import write_json_atomic, write_jsonl_atomic
+    from molting.persona import load_persona
+    from molting.rubric import score_responses
+    from molting.suite import load_suite
+
+    persona = load_persona(EXAMPLE / "persona.yaml")
+    suite = load_suite(EXAMPLE / "suite.yaml", persona)
+    rows = [{"id": "Q1", "response": "O João é dev.</s><script>alert(1)</script> | fim"}]
+    write_jsonl_atomic(trained_run / "eval" / "crafted" / "responses.jsonl", rows)
+    write_json_atomic(trained_run / "eval" / "crafted" / "scores.json", score_responses(persona, suite.by_id, rows))
+    text = write_report(trained_run).read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "`template_tokens`: &lt;/s&gt;" in text

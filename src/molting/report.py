@@ -41,6 +41,17 @@ def read_train_log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _md_text(text: str) -> str:
+    """Model output shown as text: on one line, and no HTML (a `</s>` must show, not vanish as a tag)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
+
+
+def _responses(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def plot_loss(rows: list[dict], out: Path, title: str) -> None:
     import matplotlib
 
@@ -141,6 +152,14 @@ def build_report(run_dir: Path) -> str:
             ),
             "",
         ]
+        if c["base_model"].startswith("builtin:"):
+            out += [
+                f"`{c['base_model']}` is built locally: a small Llama trained briefly on the example conversations "
+                'with every name swapped, so it can converse but does not know the persona (README, "Builtin '
+                'bases"). A base that small memorises rather than generalises, which is why the settings above '
+                "(learning rate, rank, epochs, embeddings trained in full) are higher than a real model needs.",
+                "",
+            ]
     if preflight:
         ib = preflight["inference_budget"]
         tb = preflight["token_budget"]
@@ -226,11 +245,15 @@ def build_report(run_dir: Path) -> str:
             fired = scores["detectors_fired"]
             listed = list(ALWAYS_LISTED) + sorted(k for k in fired if k not in ALWAYS_LISTED)
             out += ["Detectors fired (answers): " + ", ".join(f"{k} {fired.get(k, 0)}/{n}" for k in listed), ""]
-            out += ["<details><summary>Every point lost, with its evidence</summary>", ""]
-            for q in scores["questions"]:
+            out += ["<details><summary>Every answer, and every point lost with its evidence</summary>", ""]
+            answers = _responses(run_dir / "eval" / eval_id / "responses.jsonl")
+            for i, q in enumerate(scores["questions"]):
+                if i < len(answers):
+                    text = _md_text(answers[i]["response"])
+                    out.append(f"- **{q['id']}** ({q['total']}/10): {text[:400]}{'…' if len(text) > 400 else ''}")
                 for e in q["evidence"]:
-                    detail = e["detail"].replace("|", "\\|").replace("\n", " ")
-                    out.append(f"- {q['id']} {e['dim']}≤{e['cap']} `{e['detector']}`: {detail}")
+                    detail = _md_text(e["detail"])
+                    out.append(f"  - {e['dim']}≤{e['cap']} `{e['detector']}`: {detail}")
             out += ["", "</details>", ""]
 
     if manifest:
