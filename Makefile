@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/molt run examples/claudio/molt.yaml --name demo
+	$(BIN)/molt run examples/claudio/molt.yaml --name demo --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q

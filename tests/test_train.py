@@ -124,3 +124,27 @@ def test_target_modules_and_rank_reach_peft(project, tmp_path, target):
     train_run(config, tmp_path / "run", show_progress=False)
     adapter_config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["r"] == 4 and sorted(adapter_config["target_modules"]) == sorted(target)
+
+
+def test_a_trained_run_is_not_overwritten_by_accident(trained_run):
+    from molting.config import load_run_config
+    from molting.errors import UserError
+    from molting.train import train_run
+
+    before = (trained_run / "adapter" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(UserError, match="--overwrite"):
+        train_run(load_run_config(EXAMPLE / "molt.yaml", FAST), trained_run, show_progress=False)
+    assert (trained_run / "adapter" / "adapter_model.safetensors").read_bytes() == before
+
+
+def test_overwrite_replaces_the_run_and_drops_its_stale_evals(project, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["train", project / "molt.yaml", *set_args(FAST + ["train.epochs=0.25"]), "--runs-dir", runs, "--name", "r"]
+    assert run_molt(*args).returncode == 0
+    (runs / "r" / "eval" / "final").mkdir(parents=True)
+    (runs / "r" / "eval" / "final" / "scores.json").write_text("{}")
+    again = run_molt(*args)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert run_molt(*args, "--overwrite").returncode == 0
+    assert not (runs / "r" / "eval").exists()
+    assert (runs / "r" / "adapter" / "adapter_model.safetensors").is_file()

@@ -34,6 +34,9 @@ runs_dir_option = click.option(
     type=click.Path(file_okay=False),
     help="Folder holding run directories.",
 )
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Replace an earlier run of the same name (its evals and report go with it)."
+)
 truncation_option = click.option(
     "--allow-truncation",
     is_flag=True,
@@ -160,7 +163,8 @@ def check(config, overrides, name, runs_dir, allow_truncation, as_json):
 @name_option
 @runs_dir_option
 @truncation_option
-def train(config, overrides, name, runs_dir, allow_truncation):
+@overwrite_option
+def train(config, overrides, name, runs_dir, allow_truncation, overwrite):
     """LoRA-train the base in CONFIG on its persona data; writes adapter/, train_log.jsonl, manifest.json.
 
     Runs the preflight first and stops on any error. Loss is on assistant tokens only.
@@ -169,7 +173,9 @@ def train(config, overrides, name, runs_dir, allow_truncation):
 
     _quiet_libraries()
     run_dir = _run_dir(config, name, runs_dir)
-    manifest = train_run(_load_config(config, overrides), run_dir, allow_truncation=allow_truncation)
+    manifest = train_run(
+        _load_config(config, overrides), run_dir, allow_truncation=allow_truncation, overwrite=overwrite
+    )
     t = manifest["train"]
     console.print(
         f"trained {t['optimizer_steps']} steps in {t['seconds']} s; final loss {t['final_loss']}; "
@@ -260,8 +266,9 @@ def report(run):
 @name_option
 @runs_dir_option
 @truncation_option
+@overwrite_option
 @click.option("--no-base", is_flag=True, help="Skip evaluating the untrained base.")
-def run(config, overrides, name, runs_dir, allow_truncation, no_base):
+def run(config, overrides, name, runs_dir, allow_truncation, overwrite, no_base):
     """Check, train, evaluate (the untrained base too) and report CONFIG, in one go.
 
     \b
@@ -277,6 +284,7 @@ def run(config, overrides, name, runs_dir, allow_truncation, no_base):
         run_dir,
         with_base=not no_base,
         allow_truncation=allow_truncation,
+        overwrite=overwrite,
         say=console.print,
     )
     console.print(f"[bold]Report: {result['report']}[/]")

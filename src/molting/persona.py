@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from molting.errors import UserError
-from molting.text_match import compile_pattern
+from molting.text_match import compile_any, compile_pattern
 from molting.yaml_source import FieldValueError, build, load_yaml, placeholder_problems
 
 # The eight kinds of wrong answer of the phase 8 log, each scored in one rubric dimension.
@@ -38,13 +38,17 @@ DETECTOR_CATEGORIES = {"language", "prompt_leak"}
 
 
 def _compile_all(owner: str, patterns: list[str], field_name: str) -> list[re.Pattern]:
-    compiled = []
     for p in patterns:
         try:
-            compiled.append(compile_pattern(p))
+            compile_pattern(p)
         except re.error as e:
             raise FieldValueError(field_name, f"{owner}: pattern {p!r} is not a valid regex ({e}).") from None
-    return compiled
+    try:
+        return compile_any(patterns)
+    except re.error as e:  # valid alone, not together: numbered backreferences shift in an alternation
+        raise FieldValueError(
+            field_name, f"{owner}: patterns cannot be combined ({e}); avoid backreferences."
+        ) from None
 
 
 @dataclass

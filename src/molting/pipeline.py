@@ -18,10 +18,11 @@ def run_pipeline(
     with_base: bool = True,
     show_progress: bool = True,
     allow_truncation: bool | None = None,
+    overwrite: bool = False,
     say=print,
 ) -> dict:
     say(f"[1/4] check + train  -> {run_dir}")
-    manifest = train_run(config, run_dir, show_progress, allow_truncation)
+    manifest = train_run(config, run_dir, show_progress, allow_truncation, overwrite)
     say(
         f"      trained {manifest['train']['optimizer_steps']} steps in {manifest['train']['seconds']} s, "
         f"final loss {manifest['train']['final_loss']}"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from molting.persona import Persona
 from molting.suite import Question
-from molting.text_match import Match, compile_pattern, find_first, fold
+from molting.text_match import Match, compile_any, find_first, fold
 
 RUBRIC_VERSION = "v1"
 DIMENSIONS = ("D1", "D2", "D3", "D4", "D5")
@@ -33,7 +33,7 @@ DIMENSION_NAMES = {
 
 
 def _compile(patterns: list[str]) -> list[re.Pattern]:
-    return [compile_pattern(p) for p in patterns]
+    return compile_any(patterns)
 
 
 TEMPLATE_TOKENS = _compile(
@@ -173,7 +173,15 @@ TECHNOLOGIES = [
     "Azure",
     "GCP",
 ]
-_TECH_PATTERNS = {name: re.compile(rf"(?<![\w.]){name}(?![\w])", re.IGNORECASE) for name in TECHNOLOGIES}
+
+
+def _technology_pattern(names: list[str]) -> re.Pattern | None:
+    """One regex for all the names, each a named group t<i>, so a single scan finds every mention."""
+    if not names:
+        return None
+    alternatives = "|".join(f"(?P<t{i}>{n})" for i, n in enumerate(names))
+    return re.compile(rf"(?<![\w.])(?:{alternatives})(?![\w])", re.IGNORECASE)
+
 
 LANGUAGE_MARKERS = {
     "pt": {
@@ -356,7 +364,8 @@ class Scorer:
     def __init__(self, persona: Persona):
         self.persona = persona
         stack = {fold(t).lower() for t in persona.knowledge.stack}
-        self.foreign_tech = {n: p for n, p in _TECH_PATTERNS.items() if fold(n.replace("\\", "")).lower() not in stack}
+        self.foreign_tech = [n for n in TECHNOLOGIES if fold(n.replace("\\", "")).lower() not in stack]
+        self.foreign_tech_pattern = _technology_pattern(self.foreign_tech)
         self.own_names = {fold(n).lower() for n in persona.names}
         card_text = " ".join(
             [
@@ -423,7 +432,12 @@ class Scorer:
         if missing:
             value = 0 if not shown else 1
             cap("D2", value, "missing_fact", ", ".join(missing))
-        invented = [n.replace("\\", "") for n, p in self.foreign_tech.items() if p.search(text)]
+        found = (
+            {int(m.lastgroup[1:]) for m in self.foreign_tech_pattern.finditer(text)}
+            if self.foreign_tech_pattern
+            else ()
+        )
+        invented = [self.foreign_tech[i].replace("\\", "") for i in sorted(found)]
         if invented:
             cap("D2", 1, "technology_not_on_card", ", ".join(invented))
 

@@ -106,7 +106,11 @@ def _callbacks(log_path: Path, total_steps: int, device: str, show_progress: boo
 
 
 def train_run(
-    config: RunConfig, run_dir: Path, show_progress: bool = True, allow_truncation: bool | None = None
+    config: RunConfig,
+    run_dir: Path,
+    show_progress: bool = True,
+    allow_truncation: bool | None = None,
+    overwrite: bool = False,
 ) -> dict:
     import torch
     from datasets import Dataset
@@ -115,7 +119,16 @@ def train_run(
     from trl import SFTConfig, SFTTrainer
 
     run_dir = Path(run_dir)
+    if (run_dir / "adapter").exists() and not overwrite:
+        raise UserError(
+            f"{run_dir} already holds a trained run. Choose another --name, or pass --overwrite to replace it "
+            "(its evaluations and report are removed with it)."
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite:  # results of the old adapter must not sit beside the new one
+        for stale in ("eval", "report.md", "loss.png", "manifest.json"):
+            path = run_dir / stale
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     started = time.time()
     report = run_preflight(config, allow_truncation)
     write_preflight(report, run_dir)
