@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint format clean
+.PHONY: setup demo test test-slow bench lint format clean
 
 # torch is installed first and alone: pip takes the pinned CPU build (torch==2.13.0), so nothing
 # later resolves torch to a multi-GB CUDA build.
@@ -26,13 +26,20 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
+# Speed and quality figures on builtin:small; copy them into bench/RESULTS.md when defaults change.
+bench: setup
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/score.py
+	$(BIN)/python bench/check.py
+
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 format: setup
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

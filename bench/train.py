@@ -29,6 +29,11 @@ LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-
 HELD_OUT = 16
 
 
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process so far: taken right after training, before the held-out evaluation."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _conversations():
     from molting.dataset import load_dataset
     from molting.persona import load_persona
@@ -99,7 +104,13 @@ def _recipe_a(base, train, out):
     return (
         model,
         tokenizer,
-        {"seconds": seconds, "non_pad_tokens": non_pad, "supervised_tokens": non_pad, "precision": "fp32"},
+        {
+            "seconds": seconds,
+            "non_pad_tokens": non_pad,
+            "supervised_tokens": non_pad,
+            "precision": "fp32",
+            "peak_rss_mb": _peak_rss_mb(),
+        },
     )
 
 
@@ -134,6 +145,7 @@ def _recipe_b(base, train, out):
             "non_pad_tokens": sum(lengths),
             "supervised_tokens": sum(lengths),
             "precision": precision,
+            "peak_rss_mb": _peak_rss_mb(),
             "settings": f"batch {args.per_device_train_batch_size}, lr {args.learning_rate}, "
             f"grad ckpt {args.gradient_checkpointing}, bf16 {args.bf16}",
         },
@@ -157,6 +169,7 @@ def _recipe_c(base, train, out):
     )
     config = load_run_config(project / "molt.yaml", ["train.epochs=1"])
     manifest = train_run(config, out / "run", show_progress=False)
+    peak = _peak_rss_mb()  # before loading the adapter again for the held-out loss
     preflight = json.loads((out / "run" / "preflight.json").read_text())
     model = PeftModel.from_pretrained(load_model(base, "float32"), str(out / "run" / "adapter"))
     return (
@@ -167,6 +180,7 @@ def _recipe_c(base, train, out):
             "non_pad_tokens": preflight["token_budget"]["total_tokens"],
             "supervised_tokens": preflight["token_budget"]["supervised_tokens"],
             "precision": manifest["train"]["mixed_precision"].replace("no", "fp32"),
+            "peak_rss_mb": peak,
         },
     )
 
@@ -179,7 +193,6 @@ def run_one(recipe: str, base: str, examples: int, out: Path) -> dict:
     train, held_out = conversations[:examples], conversations[-HELD_OUT:]
     model, tokenizer, result = {"a": _recipe_a, "b": _recipe_b, "c": _recipe_c}[recipe](base, train, out)
     result["held_out_loss"] = _held_out_loss(model, tokenizer, held_out)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["parameters"] = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     return result
 

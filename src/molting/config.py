@@ -75,7 +75,7 @@ class GenerationSettings:
     temperature: float = 0.0  # 0 means greedy decoding
     top_p: float = 1.0
     repetition_penalty: float = 1.1
-    batch_size: int = 8  # questions generated together (left-padded)
+    batch_size: int = 16  # questions generated together (left-padded)
     seed: int = 0  # sampling seed, used when temperature > 0
 
     def __post_init__(self):
