@@ -42,25 +42,6 @@ def _conversations():
     return load_dataset(EXAMPLE / "data.jsonl", persona.system_prompts.train)
 
 
-def _held_out_loss(model, tokenizer, conversations) -> float:
-    import torch
-
-    from molting.chat_format import tokenize_conversation
-
-    model.eval()
-    total, count = 0.0, 0
-    for conv in conversations:
-        t = tokenize_conversation(tokenizer, conv.messages)
-        ids = torch.tensor([t.input_ids])
-        labels = ids.clone()
-        labels[0, torch.tensor(t.assistant_mask) == 0] = -100
-        with torch.no_grad():
-            loss = model(input_ids=ids, labels=labels).loss.item()
-        n = sum(t.assistant_mask[1:])  # labels the model predicts (they are shifted by one)
-        total, count = total + loss * n, count + n
-    return total / count
-
-
 def _recipe_a(base, train, out):
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
@@ -188,11 +169,13 @@ def _recipe_c(base, train, out):
 def run_one(recipe: str, base: str, examples: int, out: Path) -> dict:
     import torch
 
+    from molting.evaluate import assistant_token_loss
+
     torch.manual_seed(0)
     conversations = _conversations()
     train, held_out = conversations[:examples], conversations[-HELD_OUT:]
     model, tokenizer, result = {"a": _recipe_a, "b": _recipe_b, "c": _recipe_c}[recipe](base, train, out)
-    result["held_out_loss"] = _held_out_loss(model, tokenizer, held_out)
+    result["held_out_loss"] = assistant_token_loss(model, tokenizer, held_out)
     result["parameters"] = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     return result
 

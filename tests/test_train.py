@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from molting.base_model import cpu_supports_bf16, load_model, load_tokenizer
 from molting.chat_format import tokenize_conversation
 from molting.dataset import load_dataset
+from molting.evaluate import assistant_token_loss
 from molting.manifest import sha256_file
 from molting.persona import load_persona
 
@@ -76,25 +77,10 @@ def test_training_changed_the_adapter_and_lowered_the_loss(trained_run):
     persona = load_persona(EXAMPLE / "persona.yaml")
     conversations = load_dataset(EXAMPLE / "data.jsonl", persona.system_prompts.train)[:20]
     tokenizer = load_tokenizer("builtin:tiny")
-    before = _assistant_loss(load_model("builtin:tiny"), tokenizer, conversations)
+    before = assistant_token_loss(load_model("builtin:tiny"), tokenizer, conversations)
     tuned = PeftModel.from_pretrained(load_model("builtin:tiny"), str(trained_run / "adapter"))
-    after = _assistant_loss(tuned, tokenizer, conversations)
+    after = assistant_token_loss(tuned, tokenizer, conversations)
     assert after < before - 0.1, (before, after)
-
-
-def _assistant_loss(model, tokenizer, conversations) -> float:
-    total, count = 0.0, 0
-    model.eval()
-    for conv in conversations:
-        t = tokenize_conversation(tokenizer, conv.messages)
-        ids = torch.tensor([t.input_ids])
-        labels = ids.clone()
-        labels[0, torch.tensor(t.assistant_mask) == 0] = -100
-        with torch.no_grad():
-            loss = model(input_ids=ids, labels=labels).loss.item()
-        n = sum(t.assistant_mask)
-        total, count = total + loss * n, count + n
-    return total / count
 
 
 def test_train_refuses_when_the_preflight_fails(project, tmp_path):

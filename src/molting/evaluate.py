@@ -20,6 +20,27 @@ from molting.rubric import score_responses
 from molting.suite import load_suite
 
 
+def assistant_token_loss(model, tokenizer, conversations) -> float:
+    """Mean cross-entropy on the assistant's tokens of `conversations` (teacher-forced, no sampling):
+    how well a model predicts the persona's own answers. Same masks as training."""
+    import torch
+
+    from molting.chat_format import tokenize_conversation
+
+    model.eval()
+    total, count = 0.0, 0
+    for conv in conversations:
+        t = tokenize_conversation(tokenizer, conv.messages)
+        ids = torch.tensor([t.input_ids], device=model.device)
+        labels = ids.clone()
+        labels[0, torch.tensor(t.assistant_mask, device=model.device) == 0] = -100
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=labels).loss.item()
+        n = sum(t.assistant_mask[1:])  # labels the model predicts (they are shifted by one)
+        total, count = total + loss * n, count + n
+    return total / count
+
+
 def load_for_eval(run_dir: Path, use_adapter: bool):
     """Model and tokenizer as the run left them: the base plus its adapter (merged for speed), or the
     untrained base alone."""
