@@ -20,6 +20,7 @@ from molting.base_model import load_tokenizer, resolve_base
 from molting.chat_format import encode_prompt, render, tokenize_conversation
 from molting.config import RunConfig
 from molting.dataset import Conversation, load_dataset
+from molting.errors import UserError
 from molting.persona import Persona, load_persona
 from molting.suite import Suite, load_suite
 
@@ -236,7 +237,10 @@ def _model_facts(config: RunConfig, tokenizer) -> tuple[set[int], int | None]:
     from transformers import AutoConfig, GenerationConfig
 
     path = resolve_base(config.base_model)
-    model_config = AutoConfig.from_pretrained(path)
+    try:
+        model_config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"base_model {config.base_model!r}: could not read its config.json ({e}).") from None
     try:
         gen = GenerationConfig.from_pretrained(path)
         eos = gen.eos_token_id

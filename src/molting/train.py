@@ -125,16 +125,16 @@ def train_run(
             "(its evaluations and report are removed with it)."
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    if overwrite:  # results of the old adapter must not sit beside the new one
-        for stale in ("eval", "report.md", "loss.png", "manifest.json"):
-            path = run_dir / stale
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     started = time.time()
     report = run_preflight(config, allow_truncation)
     write_preflight(report, run_dir)
     errors = preflight_errors(report)
     if errors:
         raise UserError(["molt check found errors; fix them before training:", *errors])
+    if overwrite:  # results of the old adapter must not sit beside the new one
+        for stale in ("eval", "report.md", "loss.png", "manifest.json"):
+            path = run_dir / stale
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     save_resolved_config(config, run_dir)
 
     persona = load_persona(config.persona)
