@@ -12,7 +12,7 @@ chat template with every name of the persona's world swapped, per conversation, 
 João, Softtor, Molting, the CRM, the stack; the system prompt gets its own draw): the base learns to
 answer in Portuguese and stop at `</s>`, but not who Cláudio works with, what Molting is or which stack
 he knows.
-Fine-tuning has to teach that. The corpus is small (about 20k tokens), so the base is a memoriser, not
+Fine-tuning has to teach that. The corpus is small (35-45k tokens), so the base is a memoriser, not
 a language model: expect the shape of the training answers, not fluent new text.
 
 Reached through `builtin_path(size)` from `base_model.resolve_base`.
@@ -73,7 +73,7 @@ class BuiltinSize:
 
 
 SIZES = {
-    # ~2.6 M parameters: unit tests train it in seconds.
+    # ~2.4 M parameters: unit tests train it in seconds.
     "tiny": BuiltinSize(200, 192, 4, 4, 2, 512, 2000),
     # ~27 M parameters: the demo and the benchmarks.
     "small": BuiltinSize(200, 512, 8, 8, 4, 1408, 4000),
