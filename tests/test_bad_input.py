@@ -126,7 +126,7 @@ def test_atomic_write_never_leaves_a_half_written_file(tmp_path):
 def test_cli_help_for_every_command():
     top = run_molt("--help")
     assert top.returncode == 0
-    for command in ("init", "check", "train", "eval", "score", "report", "run"):
+    for command in ("init", "check", "train", "eval", "score", "report", "run", "doctor"):
         assert command in top.stdout
         result = run_molt(command, "--help")
         assert result.returncode == 0 and "Usage: " in result.stdout, command

@@ -82,6 +82,7 @@ def cli():
       molt score ...       score any model's answers from a JSONL file
       molt report RUN      report.md and loss.png
       molt run CONFIG      all of the above in order
+      molt doctor          versions, CUDA, known bad combinations
     """
 
 
@@ -288,6 +289,44 @@ def run(config, overrides, name, runs_dir, allow_truncation, overwrite, no_base)
         say=console.print,
     )
     console.print(f"[bold]Report: {result['report']}[/]")
+
+
+@cli.command()
+@click.option("--model", help="Also check this base model (id, folder or builtin:*) for remote code.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(model, as_json):
+    """Versions, CUDA and free VRAM, and known bad combinations with their fix. Runs offline.
+
+    \b
+    Checks: the transformers 5 4-bit load spike, stale remote code in the Hugging Face modules
+    cache (rope_scaling["type"] vs "rope_type"), trust_remote_code where a native implementation
+    exists. Exits 1 if a finding is an error.
+    """
+    from molting.doctor import diagnose
+
+    _quiet_libraries()
+    report = diagnose(model)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        table = Table(title="molt doctor", show_header=False)
+        for name, version in report["versions"].items():
+            table.add_row(name, version or "not installed")
+        cuda = report["cuda"]
+        table.add_row(
+            "CUDA",
+            f"{cuda['device']}, {cuda['free_gb']} of {cuda['total_gb']} GB free"
+            if cuda["available"]
+            else "not available",
+        )
+        table.add_row("CPU bf16", "yes" if report["cpu_bf16"] else "no")
+        console.print(table)
+        styles = {"error": "bold red", "warning": "yellow", "info": "dim", "ok": "green"}
+        for f in report["findings"]:
+            console.print(f"[{styles[f['level']]}]{f['level']}[/] {f['check']}: {f['message']}", highlight=False)
+            if f["fix"]:
+                console.print(f"    fix: {f['fix']}", highlight=False)
+    sys.exit(1 if any(f["level"] == "error" for f in report["findings"]) else 0)
 
 
 def main() -> None:
