@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from molting.persona import Persona
 from molting.suite import Question
-from molting.text_match import Match, compile_any, find_first, fold
+from molting.text_match import compile_any, find_first, fold
 
 RUBRIC_VERSION = "v1"
 DIMENSIONS = ("D1", "D2", "D3", "D4", "D5")
@@ -513,6 +513,3 @@ def score_responses(persona: Persona, questions: dict[str, Question], rows: list
     scorer = Scorer(persona)
     scores = [scorer.score(questions[r["id"]], r["response"], r.get("finish_reason")) for r in rows]
     return {**summarize(scores), "questions": [s.as_dict() for s in scores]}
-
-
-__all__ = ["Scorer", "score_responses", "summarize", "detect_language", "Match", "DIMENSIONS"]

@@ -54,7 +54,7 @@ def loss_by_epoch(log: list[dict]) -> list[dict]:
     ]
 
 
-def _callbacks(log_path: Path, total_steps: int, device: str, show_progress: bool):
+def _log_and_progress_callback(log_path: Path, total_steps: int, device: str, show_progress: bool):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from transformers import TrainerCallback
 
@@ -163,7 +163,7 @@ def train_run(
     steps = report["steps"]["total_steps"]
     log_path = run_dir / "train_log.jsonl"
     log_path.unlink(missing_ok=True)
-    callback = _callbacks(log_path, steps, device, show_progress)
+    callback = _log_and_progress_callback(log_path, steps, device, show_progress)
     args = SFTConfig(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=config.train.batch_size,
