@@ -184,37 +184,103 @@ def train(config, overrides, name, runs_dir, allow_truncation, overwrite):
     )
 
 
+def _ci(ci: list[float] | None) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "–"
+
+
 def _print_scores(scores: dict, title: str) -> None:
+    """Per question: the mean of its answers per dimension and in total, with the 95% interval; then the
+    probes apart."""
     from molting.rubric import DIMENSIONS
 
     table = Table(title=title)
-    table.add_column("Question")
-    for d in DIMENSIONS:
-        table.add_column(d, justify="right")
-    table.add_column("Total", justify="right")
-    for q in scores["questions"]:
-        table.add_row(q["id"], *(str(q["dims"][d]) for d in DIMENSIONS), f"{q['total']}/10")
+    for column in ("Question", "Answers", *DIMENSIONS, "Mean", "95% CI"):
+        table.add_column(column, justify="left" if column == "Question" else "right")
+    for q in scores["per_question"]:
+        table.add_row(
+            q["id"], str(q["samples"]), *(f"{q['dims'][d]:g}" for d in DIMENSIONS), f"{q['mean']:g}/10", _ci(q["ci95"])
+        )
     table.add_row(
-        "Average", *(f"{scores['dimensions'][d]:.2f}" for d in DIMENSIONS), f"{scores['average']:.2f}/10", style="bold"
+        "Average",
+        str(scores["answers"]),
+        *(f"{scores['dimensions'][d]:.2f}" for d in DIMENSIONS),
+        f"{scores['average']:.2f}/10",
+        _ci(scores.get("average_ci95")),
+        style="bold",
     )
     console.print(table)
+    if scores.get("per_probe"):
+        probes = Table(title="Probes (not in the average)")
+        for column in ("Probe", "Answers", "Passed", "Mean", "95% CI"):
+            probes.add_column(column, justify="left" if column == "Probe" else "right")
+        for p in scores["per_probe"]:
+            probes.add_row(p["id"], str(p["samples"]), f"{p['pass_rate']:.0%}", f"{p['mean']:g}/10", _ci(p["ci95"]))
+        probes.add_row(
+            "All probes",
+            "",
+            f"{scores['probes_pass_rate']:.0%}",
+            f"{scores['probes_average']:.2f}/10",
+            _ci(scores.get("probes_average_ci95")),
+            style="bold",
+        )
+        console.print(probes)
 
 
 @cli.command("eval")
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--base", "use_base", is_flag=True, help="Evaluate the untrained base instead of the adapter.")
 @click.option("--id", "eval_id", help="Name of this evaluation (folder under RUN/eval/). Default: final, or base.")
-def eval_cmd(run, use_base, eval_id):
-    """Answer the suite with RUN's model and the full inference prompt, then score every answer.
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    help="Answers per question, paraphrase and probe (default: the config's generation.samples, 1). "
+    "More than 1 needs a temperature above 0.",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0),
+    help="Sampling temperature (default: the config's generation.temperature; 0 is greedy).",
+)
+@click.option(
+    "--probes/--no-probes",
+    default=True,
+    show_default=True,
+    help="Also ask the probes generated from the persona card (identity, relationships, knowledge "
+    "boundary, language, out of scope); scored apart from the suite's average.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="generation.FIELD=VALUE",
+    help="Override a generation setting for this evaluation, e.g. --set generation.max_new_tokens=64 (repeatable).",
+)
+def eval_cmd(run, use_base, eval_id, samples, temperature, probes, overrides):
+    """Answer the suite (and the card's probes) with RUN's model and the full inference prompt, then score
+    every answer: per question the mean and a 95% bootstrap interval, and the run's average with its own.
 
-    Writes RUN/eval/ID/responses.jsonl and RUN/eval/ID/scores.json.
+    Writes RUN/eval/ID/responses.jsonl and RUN/eval/ID/scores.json. Interrupted (Ctrl-C, kill -9), the
+    same command continues where it stopped: finished answers are kept in RUN/eval/ID/responses.partial.jsonl.
+
+    \b
+    Example:
+      molt eval runs/demo --samples 5 --temperature 0.7
     """
     from molting.evaluate import eval_run
 
     _quiet_libraries()
     if not Path(run).is_dir():
         raise UserError(f"{run}: no such run directory. Train first: molt train CONFIG --name NAME.")
-    scores = eval_run(run, eval_id, use_adapter=not use_base)
+    scores = eval_run(
+        run,
+        eval_id,
+        use_adapter=not use_base,
+        samples=samples,
+        temperature=temperature,
+        probes=probes,
+        overrides=list(overrides),
+        say=lambda text: console.print(text, highlight=False),
+    )
     _print_scores(scores, f"{run} — {scores['eval_id']} ({scores['model']})")
     console.print(f"wrote {Path(run) / 'eval' / scores['eval_id']}/scores.json")
 
@@ -226,7 +292,8 @@ def eval_cmd(run, use_base, eval_id):
     "--responses",
     required=True,
     type=click.Path(dir_okay=False),
-    help='JSONL, one answer a line: {"id": "Q1", "response": "..."}; ids may repeat.',
+    help='JSONL, one answer a line: {"id": "Q1", "response": "..."}; ids may repeat (samples), and may be '
+    "probe ids (probe.identity_joao, …), so a molt eval responses.jsonl can be scored again.",
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the scores (JSON).")
 def score(persona, suite, responses, out):
@@ -239,14 +306,16 @@ def score(persona, suite, responses, out):
     """
     from molting.atomic_write import write_json_atomic
     from molting.persona import load_persona
+    from molting.probes import generate_probes
     from molting.rubric import score_responses
     from molting.score_input import load_responses
     from molting.suite import load_suite
 
     card = load_persona(persona)
     questions = load_suite(suite, card)
-    rows = load_responses(responses, questions)
-    scores = score_responses(card, questions.by_id, rows)
+    probes = {p.id: p for p in generate_probes(card)}
+    rows = load_responses(responses, questions, probes)
+    scores = score_responses(card, questions.by_id, rows, probes)
     write_json_atomic(out, scores)
     _print_scores(scores, f"{responses}")
     console.print(f"wrote {out}")

@@ -76,7 +76,12 @@ class GenerationSettings:
     top_p: float = 1.0
     repetition_penalty: float = 1.1
     batch_size: int = 16  # questions generated together (left-padded)
-    seed: int = 0  # sampling seed, used when temperature > 0
+    # Sampling seed. Sample k of every question uses seed + k (recorded in responses.jsonl), and each batch
+    # is seeded from that and its position, so a rerun with the same settings gives the same answers.
+    seed: int = 0
+    # Answers per question (and per paraphrase and probe). More than 1 needs temperature > 0: greedy
+    # answers are all the same. `molt eval` reports each question's mean with a 95% bootstrap interval.
+    samples: int = 1
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -85,6 +90,8 @@ class GenerationSettings:
             raise FieldValueError("temperature", "temperature cannot be negative (0 is greedy).")
         if self.batch_size < 1:
             raise FieldValueError("batch_size", "batch_size must be at least 1.")
+        if self.samples < 1:
+            raise FieldValueError("samples", "samples must be at least 1.")
 
 
 @dataclass

@@ -11,13 +11,16 @@
 Version 1 is deterministic detectors driven by the persona card: every dimension starts at 2 and each
 detector that fires caps it, recording its evidence (detector name and the matched text), so every point
 lost can be traced. Contradictions within an answer are not detected in v1. Reached through
-`score_answer` (one answer) and `score_responses` (a file's worth, the `molt score` format).
+`Scorer.score` (one answer) and `score_responses` (a file's worth, the `molt score` format, with
+per-question means and confidence intervals; probes from `molting.probes` add their own checks).
 """
 
 import re
 from dataclasses import dataclass, field
 
+from molting.confidence import group_summary
 from molting.persona import Persona
+from molting.probes import Probe
 from molting.suite import Question
 from molting.text_match import compile_any, find_first, fold
 
@@ -89,7 +92,8 @@ GENERIC_VOICE = _compile(
 # The persona naming itself as someone else: "sou o Bruno", "Bruno, a IA da Vantiq" (case-sensitive,
 # on accent-folded text, so only a capitalised name counts).
 SELF_NAMING = [
-    re.compile(
+    re.compile(  # not after a negation: "não sou o João" is the right answer to "Você é o João?"
+        r"(?<![Nn]ao )(?<![Nn]em )"
         r"\b(?:[Ee]u sou|[Ss]ou|[Mm]e chamo|[Mm]eu nome (?:e|eh)|[Aa]qui (?:e|eh)|I am|I'm|[Mm]y name is)\s+"
         r"(?:o |a |the )?([A-Z][a-z]{2,})\b"
     ),
@@ -418,9 +422,8 @@ class Scorer:
         m = find_first(GENERIC_ASSISTANT, text, folded)
         if m:
             cap("D1", 1, "generic_assistant", m.text)
-        invented = sorted(
-            {m.group(1) for m in _MID_SENTENCE_NAME.finditer(folded) if m.group(1).lower() not in self.card_words}
-        )
+        known = self.card_words | set(_WORD.findall(fold(question.question).lower()))  # "Lisboa" if asked about
+        invented = sorted({m.group(1) for m in _MID_SENTENCE_NAME.finditer(folded) if m.group(1).lower() not in known})
         if invented:
             cap("D1", 1, "name_not_on_card", ", ".join(invented))
 
@@ -437,6 +440,8 @@ class Scorer:
             if self.foreign_tech_pattern
             else ()
         )
+        if found and self.foreign_tech_pattern:  # a technology the question names is not invented by the answer
+            found = set(found) - {int(m.lastgroup[1:]) for m in self.foreign_tech_pattern.finditer(question.question)}
         invented = [self.foreign_tech[i].replace("\\", "") for i in sorted(found)]
         if invented:
             cap("D2", 1, "technology_not_on_card", ", ".join(invented))
@@ -508,8 +513,84 @@ def summarize(scores: list[AnswerScore]) -> dict:
     }
 
 
-def score_responses(persona: Persona, questions: dict[str, Question], rows: list[dict]) -> dict:
-    """Score rows `{"id", "response", ["finish_reason"]}` in order; the `molt score` output."""
+def apply_probe_checks(score: AnswerScore, probe: Probe, response: str) -> None:
+    """A probe's own checks (what a right answer must or must not contain), as caps with evidence."""
+    if any(e.detector == "no_answer" for e in score.evidence):
+        return  # already 0 everywhere
+    text = response.strip()
+    folded = fold(text)
+    for check in probe.checks:
+        m = find_first(check.compiled, text, folded)
+        if check.required and not m:
+            detail = check.meaning
+        elif not check.required and m:
+            detail = m.text
+        else:
+            continue
+        score.evidence.append(Evidence(check.dim, check.detector, detail, check.cap))
+        score.dims[check.dim] = min(score.dims[check.dim], check.cap)
+
+
+def score_responses(
+    persona: Persona, questions: dict[str, Question], rows: list[dict], probes: dict[str, Probe] | None = None
+) -> dict:
+    """Score rows `{"id", "response", ["finish_reason"], ["answer_id"]}` in order; the `molt score` output.
+
+    Suite answers go to `questions` (one entry per row, with its `answer_id`: the row's, or `<id>#<k>` for
+    the k-th answer to that id) and the averages; answers to probes (ids in `probes`) go to `probes`,
+    apart, so `average` stays comparable between runs with and without probes. `per_question` (and
+    `per_probe`) give each id's number of answers, mean and 95% bootstrap interval (molting.confidence).
+    """
     scorer = Scorer(persona)
-    scores = [scorer.score(questions[r["id"]], r["response"], r.get("finish_reason")) for r in rows]
-    return {**summarize(scores), "questions": [s.as_dict() for s in scores]}
+    probes = probes or {}
+    probe_questions = {pid: p.as_question() for pid, p in probes.items()}
+    suite_scores, suite_entries, probe_entries = [], [], []
+    seen: dict[str, int] = {}
+    for r in rows:
+        k = seen.get(r["id"], 0)
+        seen[r["id"]] = k + 1
+        answer_id = r.get("answer_id") or f"{r['id']}#{k}"
+        if r["id"] in questions:
+            s = scorer.score(questions[r["id"]], r["response"], r.get("finish_reason"))
+            suite_scores.append(s)
+            entry = s.as_dict()
+            suite_entries.append({"id": entry.pop("id"), "answer_id": answer_id, **entry})
+        else:
+            probe = probes[r["id"]]
+            s = scorer.score(probe_questions[probe.id], r["response"], r.get("finish_reason"))
+            apply_probe_checks(s, probe, r["response"])
+            entry = s.as_dict()
+            passed = not any(e.detector in probe.fails_on for e in s.evidence)
+            probe_entries.append({"id": entry.pop("id"), "answer_id": answer_id, **entry, "passed": passed})
+    per_question, average, ci = group_summary(suite_entries, DIMENSIONS)
+    out = {
+        **summarize(suite_scores),
+        "average": average,
+        "average_ci95": ci,
+        "dimensions": _dimension_means(per_question),
+        "per_question": per_question,
+        "questions": suite_entries,
+    }
+    if probe_entries:
+        per_probe, probes_average, probes_ci = group_summary(probe_entries, DIMENSIONS)
+        for summary in per_probe:
+            answers = [e for e in probe_entries if e["id"] == summary["id"]]
+            summary["kind"] = probes[summary["id"]].kind
+            summary["pass_rate"] = round(sum(e["passed"] for e in answers) / len(answers), 3)
+        out.update(
+            {
+                "probes_average": probes_average,
+                "probes_average_ci95": probes_ci,
+                "probes_pass_rate": round(sum(s["pass_rate"] for s in per_probe) / len(per_probe), 3),
+                "probes_dimensions": _dimension_means(per_probe),
+                "per_probe": per_probe,
+                "probes": probe_entries,
+            }
+        )
+    return out
+
+
+def _dimension_means(summaries: list[dict]) -> dict[str, float]:
+    """Each dimension averaged over questions (each question weighs the same, like `average`)."""
+    n = len(summaries)
+    return {d: round(sum(s["dims"][d] for s in summaries) / n, 3) if n else 0.0 for d in DIMENSIONS}

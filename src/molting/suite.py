@@ -23,12 +23,17 @@ class Question:
     must_not: list[str] = field(default_factory=list)
     reference: str = ""  # a model answer in the persona's voice
     area: str = ""  # free label: relationships, project, stack, self, …
+    # Other wordings of the same question. `molt eval` asks each one too (answer ids Q1.p1#0, Q1.p2#0, …)
+    # and scores it with this question's must_mention and must_not; they count towards this question's mean.
+    paraphrases: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", self.id):
             raise FieldValueError("id", f"question id {self.id!r} must be a short name like Q1.")
         if not self.question.strip():
             raise FieldValueError("question", f"question {self.id} is empty.")
+        if any(not p.strip() for p in self.paraphrases):
+            raise FieldValueError("paraphrases", f"question {self.id} has an empty paraphrase; remove it.")
 
 
 @dataclass
