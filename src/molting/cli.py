@@ -185,7 +185,7 @@ def train(config, overrides, name, runs_dir, allow_truncation, overwrite):
 
 
 def _ci(ci: list[float] | None) -> str:
-    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "–"
+    return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "–"
 
 
 def _print_scores(scores: dict, title: str) -> None:

@@ -3,8 +3,9 @@
 Reached through `write_report(run_dir)`. Reads only files in the run directory (config.yaml,
 preflight.json, manifest.json, train_log.jsonl, eval/*/scores.json), so it can be re-made at any time.
 Sections: config table, prompt token counts, loss curve and loss by epoch, the rubric table per question
-(the trained model beside the untrained base when both were evaluated), how often each detector fired,
-every point lost with its evidence, peak memory and duration.
+(mean of its answers, with a 95% interval when there are several; the trained model beside the untrained
+base when both were evaluated), the probes apart, how often each detector fired, every point lost with its
+evidence, peak memory and duration.
 """
 
 import io
@@ -86,20 +87,79 @@ def _evals(run_dir: Path) -> dict[str, dict]:
     return {k: found[k] for k in order}
 
 
+def _ci(ci: list[float] | None) -> str:
+    return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "–"
+
+
+def _per_question(scores: dict) -> list[dict]:
+    """Per-question summaries; a scores.json from before samples existed has one answer per question."""
+    if "per_question" in scores:
+        return scores["per_question"]
+    return [
+        {"id": q["id"], "samples": 1, "mean": q["total"], "ci95": None, "dims": q["dims"]} for q in scores["questions"]
+    ]
+
+
 def _rubric_table(scores: dict, questions: dict[str, str]) -> str:
+    """One row per question: the mean of its answers per dimension and in total, with the 95% interval
+    when the question was answered more than once."""
+    per_question = _per_question(scores)
+    with_ci = any(q["ci95"] for q in per_question) or scores.get("average_ci95")
     rows = []
-    for q in scores["questions"]:
-        rows.append(
-            [
-                f"{q['id']} {questions.get(q['id'], '')}".strip(),
-                *(q["dims"][d] for d in DIMENSIONS),
-                f"**{q['total']}/10**",
-            ]
-        )
+    for q in per_question:
+        row = [
+            f"{q['id']} {questions.get(q['id'], '')}".strip(),
+            *(f"{q['dims'][d]:g}" for d in DIMENSIONS),
+            f"**{q['mean']:g}/10**",
+        ]
+        rows.append(row + ([q["samples"], _ci(q["ci95"])] if with_ci else []))
+    average = [
+        "**Average**",
+        *(f"**{scores['dimensions'][d]:.2f}**" for d in DIMENSIONS),
+        f"**{scores['average']:.2f}/10**",
+    ]
+    rows.append(average + ([scores["answers"], f"**{_ci(scores.get('average_ci95'))}**"] if with_ci else []))
+    return _table(["Question", *DIMENSIONS, "Total", *(["Answers", "95% CI"] if with_ci else [])], rows)
+
+
+def _probe_table(scores: dict, probe_questions: dict[str, str]) -> str:
+    rows = [
+        [
+            f"{p['id']} {probe_questions.get(p['id'], '')}".strip(),
+            p["kind"],
+            p["samples"],
+            f"{p['pass_rate']:.0%}",
+            f"{p['mean']:g}/10",
+            _ci(p["ci95"]),
+        ]
+        for p in scores["per_probe"]
+    ]
     rows.append(
-        ["**Average**", *(f"**{scores['dimensions'][d]:.2f}**" for d in DIMENSIONS), f"**{scores['average']:.2f}/10**"]
+        [
+            "**All probes**",
+            "",
+            "",
+            f"**{scores['probes_pass_rate']:.0%}**",
+            f"**{scores['probes_average']:.2f}/10**",
+            _ci(scores.get("probes_average_ci95")),
+        ]
     )
-    return _table(["Question", *DIMENSIONS, "Total"], rows)
+    return _table(["Probe", "Kind", "Answers", "Passed", "Mean", "95% CI"], rows)
+
+
+def _sampling_note(evals: dict[str, dict]) -> str:
+    counts = {s.get("samples", 1) for s in evals.values()}
+    if counts == {1}:
+        return (
+            "Scored by deterministic detectors on one answer per question (and paraphrase): a difference of a "
+            "point or two between runs is within noise. `molt eval --samples N --temperature T` gives each "
+            "question a 95% confidence interval."
+        )
+    return (
+        "Scored by deterministic detectors. Each question's mean is over all its answers (samples and "
+        "paraphrases), with a 95% percentile bootstrap interval; the average's interval resamples questions and, "
+        "within each, its answers (2000 resamples, fixed seed). Intervals that overlap do not show a difference."
+    )
 
 
 def build_report(run_dir: Path) -> str:
@@ -219,19 +279,28 @@ def build_report(run_dir: Path) -> str:
             "Dimensions: "
             + "; ".join(f"{d} {n}" for d, n in DIMENSION_NAMES.items())
             + ". 0–2 each, /10 per question.",
-            "Scored by deterministic detectors on one greedy answer per question: a difference of a point "
-            "or two between runs is within noise.",
+            _sampling_note(evals),
             "",
         ]
         if "final" in evals and "base" in evals:
             f, b = evals["final"], evals["base"]
-            base_totals = {q["id"]: q["total"] for q in b["questions"]}
+            base_means = {q["id"]: q["mean"] for q in _per_question(b)}
             rows = [
-                [q["id"], base_totals.get(q["id"], "–"), q["total"], f"{q['total'] - base_totals.get(q['id'], 0):+d}"]
-                for q in f["questions"]
+                [
+                    q["id"],
+                    f"{base_means[q['id']]:g}" if q["id"] in base_means else "–",
+                    f"{q['mean']:g}",
+                    f"{q['mean'] - base_means[q['id']]:+g}" if q["id"] in base_means else "–",
+                ]
+                for q in _per_question(f)
             ]
             rows.append(
-                ["**Average**", f"{b['average']:.2f}", f"{f['average']:.2f}", f"**{f['average'] - b['average']:+.2f}**"]
+                [
+                    "**Average**",
+                    f"{b['average']:.2f} {_ci(b.get('average_ci95'))}",
+                    f"{f['average']:.2f} {_ci(f.get('average_ci95'))}",
+                    f"**{f['average'] - b['average']:+.2f}**",
+                ]
             )
             out += [
                 "### Trained vs untrained base",
@@ -253,12 +322,30 @@ def build_report(run_dir: Path) -> str:
                     "",
                 ]
             out += ["Detectors fired (answers): " + ", ".join(f"{k} {fired.get(k, 0)}/{n}" for k in listed), ""]
+            if scores.get("per_probe"):
+                probe_questions = {
+                    r["id"]: r["prompt"]
+                    for r in _responses(run_dir / "eval" / eval_id / "responses.jsonl")
+                    if r.get("kind") == "probe"
+                }
+                out += [
+                    "Probes generated from the persona card (identity, relationships, knowledge boundary, language, "
+                    "out of scope), kept out of the average. An answer passes when none of the detectors that make "
+                    "it wrong for that probe fired:",
+                    "",
+                    _probe_table(scores, probe_questions),
+                    "",
+                ]
             out += ["<details><summary>Every answer, and every point lost with its evidence</summary>", ""]
             answers = _responses(run_dir / "eval" / eval_id / "responses.jsonl")
-            for i, q in enumerate(scores["questions"]):
-                if i < len(answers):
-                    text = _md_text(answers[i]["response"])
-                    out.append(f"- **{q['id']}** ({q['total']}/10): {text[:400]}{'…' if len(text) > 400 else ''}")
+            by_answer_id = {r.get("answer_id", r["id"]): r for r in answers}
+            for i, q in enumerate(scores["questions"] + scores.get("probes", [])):
+                # scores.json files from before answer ids existed list answers in file order
+                answer = by_answer_id.get(q.get("answer_id")) or (answers[i] if i < len(answers) else None)
+                label = q.get("answer_id", q["id"])
+                if answer:
+                    text = _md_text(answer["response"])
+                    out.append(f"- **{label}** ({q['total']}/10): {text[:400]}{'…' if len(text) > 400 else ''}")
                 for e in q["evidence"]:
                     detail = _md_text(e["detail"])
                     out.append(f"  - {e['dim']}≤{e['cap']} `{e['detector']}`: {detail}")
