@@ -15,14 +15,30 @@ def test_eval_writes_responses_and_scores(trained_run):
     scores = eval_run(trained_run, show_progress=False)
     out = trained_run / "eval" / "final"
     rows = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in rows] == [f"Q{i}" for i in range(1, 9)]
+    suite_rows = [r for r in rows if r["kind"] == "question"]
+    assert [r["id"] for r in suite_rows] == [f"Q{i}" for i in range(1, 9)]
+    assert [r["answer_id"] for r in suite_rows] == [f"Q{i}#0" for i in range(1, 9)]
+    assert rows[: len(suite_rows)] == suite_rows, "suite answers first, probes after"
+    assert {r["kind"] for r in rows[len(suite_rows) :]} == {"probe"}
     for r in rows:
-        assert set(r) == {"id", "prompt", "response", "new_tokens", "finish_reason"}
+        assert set(r) == {
+            "id",
+            "answer_id",
+            "kind",
+            "prompt",
+            "response",
+            "new_tokens",
+            "finish_reason",
+            "sample",
+            "seed",
+        }
         assert r["finish_reason"] in ("stop", "length") and 0 < r["new_tokens"] <= 24
     saved = json.loads((out / "scores.json").read_text())
     assert saved["average"] == scores["average"]
     assert saved["rubric"] == "v1" and set(saved["dimensions"]) == set(DIMENSIONS)
-    assert [q["id"] for q in saved["questions"]] == [r["id"] for r in rows]
+    assert [q["answer_id"] for q in saved["questions"]] == [r["answer_id"] for r in suite_rows]
+    assert [q["answer_id"] for q in saved["probes"]] == [r["answer_id"] for r in rows if r["kind"] == "probe"]
+    assert saved["samples"] == 1 and all(q["samples"] == 1 and q["ci95"] is None for q in saved["per_question"])
     assert -1 <= saved["similarity"]["persona_centroid_mean"] <= 1 and saved["similarity"]["reference_mean"] is not None
     for q in saved["questions"]:
         assert set(q["similarity"]) == {"reference", "persona_centroid"}

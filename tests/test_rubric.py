@@ -137,7 +137,11 @@ def test_score_output_format_one_entry_per_line(card, suite):
     out = score_responses(card, suite.by_id, rows)
     assert [q["id"] for q in out["questions"]] == ["Q1", "Q5", "Q1"]
     assert out["questions"][0]["total"] == 10
-    assert out["average"] == pytest.approx(sum(q["total"] for q in out["questions"]) / 3, abs=1e-3)
+    assert [q["answer_id"] for q in out["questions"]] == ["Q1#0", "Q5#0", "Q1#1"]
+    # The average is over questions (each question's mean of its answers), so repeats do not weigh more.
+    q1 = (out["questions"][0]["total"] + out["questions"][2]["total"]) / 2
+    assert out["average"] == pytest.approx((q1 + out["questions"][1]["total"]) / 2, abs=1e-3)
+    assert [(q["id"], q["samples"]) for q in out["per_question"]] == [("Q1", 2), ("Q5", 1)]
     assert set(out["dimensions"]) == {"D1", "D2", "D3", "D4", "D5"}
     assert out["rubric"] == "v1"
 

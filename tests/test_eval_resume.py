@@ -1,0 +1,87 @@
+"""Issue 3, section 9: an evaluation killed at any point continues where it stopped, and ends equal to an
+uninterrupted one. The test SIGKILLs a real `molt eval` process once answers are on disk."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import run_molt
+
+from molting.evaluate import PARTIAL, read_partial
+
+# 8 questions × 3 samples, one answer per batch: 24 batches, so the kill lands between two of them.
+ARGS = ["--samples", "3", "--temperature", "0.9", "--no-probes"]
+SETS = ["generation.batch_size=1", "generation.max_new_tokens=8"]
+VOLATILE = {"generation_seconds", "generated_answers", "reused_answers", "memory", "eval_id"}
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _whole_lines(path) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line cut off by the kill
+    return out
+
+
+def test_killed_eval_resumes_without_regenerating(trained_run):
+    from molting.evaluate import eval_run
+
+    out = trained_run / "eval" / "resume"
+    partial = out / PARTIAL
+    args = ["eval", str(trained_run), "--id", "resume", *ARGS, *(x for s in SETS for x in ("--set", s))]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "molting", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if partial.is_file() and partial.read_text().count("\n") >= 3:
+                break
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "molt eval finished before it could be killed"
+    assert not (out / "responses.jsonl").exists() and not (out / "scores.json").exists()
+    before = _whole_lines(partial)
+    assert 3 <= len(before) < 24
+
+    result = run_molt(*args)
+    assert result.returncode == 0, result.stderr
+    assert f"answers: {24 - len(before)} generated, {len(before)} reused" in result.stdout
+    assert not partial.exists()
+    resumed = _rows(out / "responses.jsonl")
+    assert len(resumed) == 24 and len({r["answer_id"] for r in resumed}) == 24
+    by_id = {r["answer_id"]: r for r in resumed}
+    for row in before:  # the finished answers were kept as they were
+        assert by_id[row["answer_id"]] == {k: v for k, v in row.items() if k != "key"}
+
+    eval_run(trained_run, "whole", samples=3, temperature=0.9, probes=False, overrides=SETS, show_progress=False)
+    assert resumed == _rows(trained_run / "eval" / "whole" / "responses.jsonl")
+    scores = json.loads((out / "scores.json").read_text())
+    whole = json.loads((trained_run / "eval" / "whole" / "scores.json").read_text())
+    assert scores["reused_answers"] == len(before) and whole["reused_answers"] == 0
+    assert {k: v for k, v in scores.items() if k not in VOLATILE} == {
+        k: v for k, v in whole.items() if k not in VOLATILE
+    }
+
+
+def test_partial_rows_from_other_settings_or_cut_off_are_not_reused(tmp_path):
+    path = tmp_path / PARTIAL
+    good = {"id": "Q1", "answer_id": "Q1#0", "response": "ok", "key": "k0"}
+    stale = {"id": "Q2", "answer_id": "Q2#0", "response": "old model", "key": "from-another-adapter"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(stale) + "\n" + '{"id": "Q3", "answer_id": "Q3#0", "resp')
+    done = read_partial(path, {"Q1#0": "k0", "Q2#0": "k1", "Q3#0": "k2"})
+    assert done == {"Q1#0": good}
