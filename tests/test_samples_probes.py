@@ -196,3 +196,38 @@ def test_samples_are_seeded_recorded_and_reproduce(trained_run, tmp_path):
     other = [json.loads(line) for line in (run / "eval" / "c" / "responses.jsonl").read_text().splitlines()]
     assert [r["seed"] for r in other[:2]] == [5, 6]
     assert [r["response"] for r in other] != [r["response"] for r in rows], "another seed samples other answers"
+
+
+def test_report_shows_intervals_and_probes(card, suite, tmp_path):
+    from molting.atomic_write import write_json_atomic, write_jsonl_atomic
+    from molting.report import build_report
+
+    rows = [
+        {
+            "id": "Q1",
+            "answer_id": "Q1#0",
+            "kind": "question",
+            "prompt": "Quem é o João?",
+            "response": "O João é meu pai.",
+        },
+        {"id": "Q1", "answer_id": "Q1#1", "kind": "question", "prompt": "Quem é o João?", "response": "Sou o João."},
+        {"id": "Q5", "answer_id": "Q5#0", "kind": "question", "prompt": "x", "response": suite.by_id["Q5"].reference},
+        {"id": "Q5", "answer_id": "Q5#1", "kind": "question", "prompt": "x", "response": suite.by_id["Q5"].reference},
+        {
+            "id": "probe.identity_joao",
+            "answer_id": "probe.identity_joao#0",
+            "kind": "probe",
+            "prompt": "Você é João?",
+            "response": BAD["probe.identity_joao"],
+        },
+    ]
+    scores = {**score_responses(card, suite.by_id, rows, {p.id: p for p in generate_probes(card)}), "samples": 2}
+    write_jsonl_atomic(tmp_path / "eval" / "final" / "responses.jsonl", rows)
+    write_json_atomic(tmp_path / "eval" / "final" / "scores.json", scores)
+    text = build_report(tmp_path)
+    assert "| Question | D1 | D2 | D3 | D4 | D5 | Total | Answers | 95% CI |" in text
+    lo, hi = scores["average_ci95"]
+    assert "| **Average** |" in text and f"**{lo:.2f}–{hi:.2f}**" in text
+    assert "| probe.identity_joao Você é João? | identity | 1 | 0% |" in text
+    assert "- **Q1#1** (" in text and "- **probe.identity_joao#0** (" in text
+    assert "bootstrap" in text
