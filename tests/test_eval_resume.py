@@ -12,8 +12,8 @@ from conftest import run_molt
 
 from molting.evaluate import PARTIAL, read_partial
 
-# 8 questions × 3 samples, one answer per batch: 24 batches, so the kill lands between two of them.
-ARGS = ["--samples", "3", "--temperature", "0.9", "--no-probes"]
+# 8 questions × 2 samples, one answer per batch: 16 batches, so the kill lands between two of them.
+ARGS = ["--samples", "2", "--temperature", "0.9", "--no-probes"]
 SETS = ["generation.batch_size=1", "generation.max_new_tokens=8"]
 VOLATILE = {"generation_seconds", "generated_answers", "reused_answers", "memory", "eval_id"}
 
@@ -56,19 +56,19 @@ def test_killed_eval_resumes_without_regenerating(trained_run):
     assert proc.returncode == -signal.SIGKILL, "molt eval finished before it could be killed"
     assert not (out / "responses.jsonl").exists() and not (out / "scores.json").exists()
     before = _whole_lines(partial)
-    assert 3 <= len(before) < 24
+    assert 3 <= len(before) < 16
 
     result = run_molt(*args)
     assert result.returncode == 0, result.stderr
-    assert f"answers: {24 - len(before)} generated, {len(before)} reused" in result.stdout
+    assert f"answers: {16 - len(before)} generated, {len(before)} reused" in result.stdout
     assert not partial.exists()
     resumed = _rows(out / "responses.jsonl")
-    assert len(resumed) == 24 and len({r["answer_id"] for r in resumed}) == 24
+    assert len(resumed) == 16 and len({r["answer_id"] for r in resumed}) == 16
     by_id = {r["answer_id"]: r for r in resumed}
     for row in before:  # the finished answers were kept as they were
         assert by_id[row["answer_id"]] == {k: v for k, v in row.items() if k != "key"}
 
-    eval_run(trained_run, "whole", samples=3, temperature=0.9, probes=False, overrides=SETS, show_progress=False)
+    eval_run(trained_run, "whole", samples=2, temperature=0.9, probes=False, overrides=SETS, show_progress=False)
     assert resumed == _rows(trained_run / "eval" / "whole" / "responses.jsonl")
     scores = json.loads((out / "scores.json").read_text())
     whole = json.loads((trained_run / "eval" / "whole" / "scores.json").read_text())

@@ -172,7 +172,7 @@ def _run_with_paraphrases(trained_run, tmp_path):
 
 def test_samples_are_seeded_recorded_and_reproduce(trained_run, tmp_path):
     run = _run_with_paraphrases(trained_run, tmp_path)
-    fast = ["generation.max_new_tokens=10"]
+    fast = ["generation.max_new_tokens=8"]
     first = eval_run(run, "a", samples=2, temperature=1.0, probes=False, overrides=fast, show_progress=False)
     rows = [json.loads(line) for line in (run / "eval" / "a" / "responses.jsonl").read_text().splitlines()]
     assert [r["answer_id"] for r in rows[:4]] == ["Q1#0", "Q1#1", "Q1.p1#0", "Q1.p1#1"]
@@ -191,11 +191,12 @@ def test_samples_are_seeded_recorded_and_reproduce(trained_run, tmp_path):
     again = [json.loads(line) for line in (run / "eval" / "b" / "responses.jsonl").read_text().splitlines()]
     assert again == rows, "same seeds and settings must give the same answers"
     eval_run(
-        run, "c", samples=2, temperature=1.0, probes=False, overrides=[*fast, "generation.seed=5"], show_progress=False
+        run, "c", samples=1, temperature=1.0, probes=False, overrides=[*fast, "generation.seed=5"], show_progress=False
     )
     other = [json.loads(line) for line in (run / "eval" / "c" / "responses.jsonl").read_text().splitlines()]
-    assert [r["seed"] for r in other[:2]] == [5, 6]
-    assert [r["response"] for r in other] != [r["response"] for r in rows], "another seed samples other answers"
+    assert [r["seed"] for r in other] == [5] * 9
+    first_samples = [r["response"] for r in rows if r["sample"] == 0]
+    assert [r["response"] for r in other] != first_samples, "another seed samples other answers"
 
 
 def test_report_shows_intervals_and_probes(card, suite, tmp_path):
