@@ -80,6 +80,7 @@ def cli():
       molt train CONFIG    LoRA training (runs the preflight first)
       molt eval RUN        answer the suite and score the answers (rubric v1)
       molt score ...       score any model's answers from a JSONL file
+      molt scores ...      human scores: sheet, import, agreement
       molt report RUN      report.md and loss.png
       molt run CONFIG      all of the above in order
       molt doctor          versions, CUDA, known bad combinations
@@ -250,6 +251,82 @@ def score(persona, suite, responses, out):
     write_json_atomic(out, scores)
     _print_scores(scores, f"{responses}")
     console.print(f"wrote {out}")
+
+
+@cli.group()
+def scores():
+    """Human scores: a scoring sheet for people, its import, and agreement with the automatic scores.
+
+    \b
+      molt scores sheet RUN              write RUN/eval/final/scoring_sheet.csv
+      molt scores import RUN --csv FILE  validate it and merge it into manual_scores.json
+      molt scores agreement RUN          exact, within-one and Cohen's kappa per dimension
+    Human scores override the automatic ones in report.md.
+    """
+
+
+eval_id_option = click.option(
+    "--id", "eval_id", default="final", show_default=True, help="Which evaluation (folder under RUN/eval/)."
+)
+
+
+@scores.command("sheet")
+@click.argument("run", type=click.Path(file_okay=False))
+@eval_id_option
+@click.option(
+    "--out", type=click.Path(dir_okay=False), help="Where to write the CSV. Default: RUN/eval/ID/scoring_sheet.csv."
+)
+def scores_sheet(run, eval_id, out):
+    """Write a CSV scoring sheet: answer_id, question, answer, D1–D5 (0, 1 or 2), note.
+
+    Cells a person already scored (manual_scores.json) come filled in. Open it in a spreadsheet, score,
+    save as CSV and import it with `molt scores import`.
+    """
+    from molting.manual_scores import write_sheet
+
+    console.print(f"wrote {write_sheet(run, eval_id, out)}")
+
+
+@scores.command("import")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False), help="The filled scoring sheet.")
+@eval_id_option
+def scores_import(run, csv_path, eval_id):
+    """Validate a filled scoring sheet and merge it into RUN/eval/ID/manual_scores.json.
+
+    Unknown answer ids, scores other than 0, 1 or 2 and duplicate rows are errors (file:line); nothing is
+    written then. Blank cells leave earlier human scores as they are. Optional columns D1_note … D5_note
+    hold a note per dimension.
+    """
+    from molting.manual_scores import import_sheet
+
+    result = import_sheet(run, csv_path, eval_id)
+    console.print(f"imported {result['scores']} scores for {result['answers']} answers into {result['path']}")
+
+
+@scores.command("agreement")
+@click.argument("run", type=click.Path(file_okay=False))
+@eval_id_option
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def scores_agreement(run, eval_id, as_json):
+    """Agreement of the automatic scores (rubric, and the judge where it scored) with the human ones:
+    exact, within-one and Cohen's kappa per dimension, over the answers both scored."""
+    from molting.manual_scores import run_agreement
+
+    figures = run_agreement(run, eval_id)
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    table = Table(title=f"{run} — {eval_id}: automatic vs human")
+    for column in ("Dim", "Scored by both", "Exact", "Within one", "Cohen's kappa"):
+        table.add_column(column, justify="right")
+    for dim, f in figures.items():
+        if not f["n"]:
+            table.add_row(dim, "0", "–", "–", "–")
+            continue
+        kappa = f"{f['kappa']:.3f}" if f["kappa"] is not None else "n/a"
+        table.add_row(dim, str(f["n"]), f"{f['exact']:.0%}", f"{f['within_one']:.0%}", kappa)
+    console.print(table)
 
 
 @cli.command()

@@ -80,10 +80,42 @@ def _table(header: list[str], rows: list[list]) -> str:
 def _evals(run_dir: Path) -> dict[str, dict]:
     found = {}
     for path in sorted((run_dir / "eval").glob("*/scores.json")):
-        found[path.parent.name] = _read_json(path)
+        found[path.parent.name] = _with_human_scores(_read_json(path), path.parent)
     # the trained model first, then the base, then any others
     order = sorted(found, key=lambda k: (k != "final", k != "base", k))
     return {k: found[k] for k in order}
+
+
+def _with_human_scores(scores: dict, eval_dir: Path) -> dict:
+    """Human scores (manual_scores.json) override the automatic ones everywhere the report shows scores;
+    their agreement with the automatic scores is kept for the report to print."""
+    from molting.manual_scores import effective_scores, human_agreement, load_manual_scores
+
+    manual = load_manual_scores(eval_dir / "manual_scores.json")
+    if not manual["answers"]:
+        return scores
+    out = effective_scores(scores, manual)
+    out["human"]["agreement"] = human_agreement(scores, manual)
+    return out
+
+
+def _human_section(scores: dict) -> list[str]:
+    human = scores.get("human")
+    if not human or not human.get("answers"):
+        return []
+    rows = []
+    for dim, f in human["agreement"].items():
+        if f["n"]:
+            kappa = f"{f['kappa']:.2f}" if f["kappa"] is not None else "n/a"
+            rows.append([dim, f["n"], f"{f['exact']:.0%}", f"{f['within_one']:.0%}", kappa])
+    return [
+        f"Human scores (manual_scores.json) replace the automatic ones for {human['dims']} scores on "
+        f"{human['answers']} answers; the tables above show them (ʰ marks a human score). "
+        "Agreement of the automatic scores with the human:",
+        "",
+        _table(["Dim", "Scored by both", "Exact", "Within one", "Cohen's κ"], rows),
+        "",
+    ]
 
 
 def _rubric_table(scores: dict, questions: dict[str, str]) -> str:
@@ -92,7 +124,10 @@ def _rubric_table(scores: dict, questions: dict[str, str]) -> str:
         rows.append(
             [
                 f"{q['id']} {questions.get(q['id'], '')}".strip(),
-                *(q["dims"][d] for d in DIMENSIONS),
+                *(
+                    f"{q['dims'][d]}ʰ" if q.get("dims_source", {}).get(d) == "human" else q["dims"][d]
+                    for d in DIMENSIONS
+                ),
                 f"**{q['total']}/10**",
             ]
         )
@@ -241,6 +276,7 @@ def build_report(run_dir: Path) -> str:
             ]
         for eval_id, scores in evals.items():
             out += [f"### {eval_id} ({scores.get('model', '')})", "", _rubric_table(scores, questions), ""]
+            out += _human_section(scores)
             n = scores["answers"]
             fired = scores["detectors_fired"]
             listed = list(ALWAYS_LISTED) + sorted(k for k in fired if k not in ALWAYS_LISTED)
