@@ -202,21 +202,91 @@ def _print_scores(scores: dict, title: str) -> None:
 
 
 @cli.command("eval")
-@click.argument("run", type=click.Path(file_okay=False))
+@click.argument("run", type=click.Path())
 @click.option("--base", "use_base", is_flag=True, help="Evaluate the untrained base instead of the adapter.")
-@click.option("--id", "eval_id", help="Name of this evaluation (folder under RUN/eval/). Default: final, or base.")
-def eval_cmd(run, use_base, eval_id):
-    """Answer the suite with RUN's model and the full inference prompt, then score every answer.
+@click.option(
+    "--id", "eval_id", help="Name of this evaluation (folder under RUN/eval/). Default: final, base, or openai-MODEL."
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "openai"]),
+    default="local",
+    show_default=True,
+    help="Where answers come from: the run's model (local), or an OpenAI-compatible server (openai).",
+)
+@click.option("--url", help="With --backend openai: the server's base URL, e.g. http://127.0.0.1:8080/v1.")
+@click.option("--model", "model_name", help="With --backend openai: the model name as the server knows it.")
+@click.option(
+    "--api-key-env",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="With --backend openai: environment variable holding the server's API key (unset: no key sent).",
+)
+@click.option("--judge-url", help="LLM judge endpoint (OpenAI-compatible); overrides judge.url of the config.")
+@click.option("--judge-model", help="LLM judge model name; overrides judge.model of the config.")
+@click.option("--no-judge", is_flag=True, help="Skip the LLM judge even if the config sets one.")
+@set_option
+@name_option
+@runs_dir_option
+def eval_cmd(
+    run,
+    use_base,
+    eval_id,
+    backend,
+    url,
+    model_name,
+    api_key_env,
+    judge_url,
+    judge_model,
+    no_judge,
+    overrides,
+    name,
+    runs_dir,
+):
+    """Answer the suite and score every answer: rubric v1, and the LLM judge when one is configured.
 
-    Writes RUN/eval/ID/responses.jsonl and RUN/eval/ID/scores.json.
+    RUN is a run directory; with --backend openai it may also be a CONFIG (molt.yaml): the run directory
+    RUNS_DIR/NAME is then created from it, no training needed (--set, --name and --runs-dir apply only
+    then). Writes RUN/eval/ID/responses.jsonl and RUN/eval/ID/scores.json.
+
+    \b
+    Examples:
+      molt eval runs/demo
+      molt eval runs/demo --judge-url http://127.0.0.1:8080/v1 --judge-model qwen2.5-7b-instruct
+      molt eval examples/claudio/molt.yaml --backend openai --url http://localhost:11434/v1 --model llama3.1
     """
     from molting.evaluate import eval_run
+    from molting.judge import judge_for_run
+    from molting.openai_client import Endpoint
 
     _quiet_libraries()
+    endpoint = None
+    if backend == "openai":
+        if not url or not model_name:
+            raise UserError("--backend openai needs --url (the server's base URL) and --model (the model name).")
+        try:
+            endpoint = Endpoint(url, model_name, api_key_env or None)
+        except ValueError as e:
+            raise UserError(f"--url: {e}") from None
+        if Path(run).is_file():
+            from molting.openai_answers import run_dir_for_config
+
+            run = run_dir_for_config(run, list(overrides), _run_dir(run, name, runs_dir))
+    elif url or model_name:
+        raise UserError("--url and --model choose the server for --backend openai; add --backend openai.")
     if not Path(run).is_dir():
-        raise UserError(f"{run}: no such run directory. Train first: molt train CONFIG --name NAME.")
-    scores = eval_run(run, eval_id, use_adapter=not use_base)
+        raise UserError(
+            f"{run}: no such run directory. Train first (molt train CONFIG --name NAME), or evaluate a model on a "
+            "server straight from a config: molt eval CONFIG --backend openai --url URL --model NAME."
+        )
+    judge = judge_for_run(run, judge_url, judge_model, no_judge)
+    scores = eval_run(run, eval_id, use_adapter=not use_base, judge=judge, endpoint=endpoint)
     _print_scores(scores, f"{run} — {scores['eval_id']} ({scores['model']})")
+    for missing in scores.get("no_answer", []):
+        err_console.print(f"[yellow]no answer[/] for {missing['id']}: {missing['reason']}", highlight=False)
+    if scores.get("judge"):
+        j = scores["judge"]
+        console.print(f"judge {j['model']}: {j['calls']} calls, {j['unscored']} dimension(s) left unscored")
     console.print(f"wrote {Path(run) / 'eval' / scores['eval_id']}/scores.json")
 
 
