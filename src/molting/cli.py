@@ -255,11 +255,8 @@ def eval_cmd(
       molt eval runs/demo --judge-url http://127.0.0.1:8080/v1 --judge-model qwen2.5-7b-instruct
       molt eval examples/claudio/molt.yaml --backend openai --url http://localhost:11434/v1 --model llama3.1
     """
-    from molting.evaluate import eval_run
-    from molting.judge import judge_for_run
     from molting.openai_client import Endpoint
 
-    _quiet_libraries()
     endpoint = None
     if backend == "openai":
         if not url or not model_name:
@@ -279,6 +276,10 @@ def eval_cmd(
             f"{run}: no such run directory. Train first (molt train CONFIG --name NAME), or evaluate a model on a "
             "server straight from a config: molt eval CONFIG --backend openai --url URL --model NAME."
         )
+    _quiet_libraries()  # after the argument checks: a mistake is reported without loading the libraries
+    from molting.evaluate import eval_run
+    from molting.judge import judge_for_run
+
     judge = judge_for_run(run, judge_url, judge_model, no_judge)
     scores = eval_run(run, eval_id, use_adapter=not use_base, judge=judge, endpoint=endpoint)
     _print_scores(scores, f"{run} — {scores['eval_id']} ({scores['model']})")
