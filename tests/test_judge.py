@@ -144,3 +144,23 @@ def test_parse_verdict_is_strict():
     ]:
         with pytest.raises(ValueError):
             parse_verdict(bad)
+
+
+def test_report_shows_the_judge_and_unanswered_questions(card, suite, tmp_path):
+    from molting.atomic_write import write_json_atomic, write_jsonl_atomic
+    from molting.report import build_report
+
+    with serve(lambda body, n: '{"score": 1, "reason": "voz genérica"}') as server:
+        scores = _judge(card, suite, server.url, tmp_path, dims=["D3"])
+    scores.update({"eval_id": "openai-x", "model": "x", "no_answer": [{"id": "Q3", "reason": "HTTP 400 from server"}]})
+    rows = _rows(suite)
+    rows.insert(1, {"id": "Q3", "prompt": suite.by_id["Q3"].question, "response": None, "error": "HTTP 400"})
+    out = tmp_path / "run" / "eval" / "openai-x"
+    write_jsonl_atomic(out / "responses.jsonl", rows)
+    write_json_atomic(out / "scores.json", scores)
+    report = build_report(tmp_path / "run")
+    assert "LLM judge `judge-7b` (judge-v1) on D3: 2 calls, 0 left unscored" in report
+    assert "No answer from the server for Q3: HTTP 400 from server" in report
+    assert "  - judge D3=1: voz genérica" in report
+    q2_line = next(line for line in report.splitlines() if line.startswith("- **Q2**"))
+    assert "&lt;/s&gt;" in q2_line  # Q2's own answer, not shifted by the unanswered Q3

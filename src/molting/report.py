@@ -118,6 +118,22 @@ def _human_section(scores: dict) -> list[str]:
     ]
 
 
+def _judge_section(scores: dict) -> list[str]:
+    lines = []
+    judge = scores.get("judge")
+    if judge:
+        before = scores.get("rubric_only", {}).get("average")
+        lines += [
+            f"LLM judge `{judge['model']}` ({judge['rubric']}) on {', '.join(judge['dims'])}: {judge['calls']} calls, "
+            f"{judge['unscored']} left unscored. Scores above are combined: {judge['combined']}"
+            + (f" (rubric v1 alone: {before:.2f}/10)." if before is not None else "."),
+            "",
+        ]
+    for missing in scores.get("no_answer", []):
+        lines += [f"No answer from the server for {missing['id']}: {_md_text(missing['reason'])}", ""]
+    return lines
+
+
 def _rubric_table(scores: dict, questions: dict[str, str]) -> str:
     rows = []
     for q in scores["questions"]:
@@ -276,7 +292,7 @@ def build_report(run_dir: Path) -> str:
             ]
         for eval_id, scores in evals.items():
             out += [f"### {eval_id} ({scores.get('model', '')})", "", _rubric_table(scores, questions), ""]
-            out += _human_section(scores)
+            out += _human_section(scores) + _judge_section(scores)
             n = scores["answers"]
             fired = scores["detectors_fired"]
             listed = list(ALWAYS_LISTED) + sorted(k for k in fired if k not in ALWAYS_LISTED)
@@ -290,7 +306,10 @@ def build_report(run_dir: Path) -> str:
                 ]
             out += ["Detectors fired (answers): " + ", ".join(f"{k} {fired.get(k, 0)}/{n}" for k in listed), ""]
             out += ["<details><summary>Every answer, and every point lost with its evidence</summary>", ""]
-            answers = _responses(run_dir / "eval" / eval_id / "responses.jsonl")
+            # scores.json has no entry for a question a server left unanswered (--backend openai)
+            answers = [
+                a for a in _responses(run_dir / "eval" / eval_id / "responses.jsonl") if a.get("response") is not None
+            ]
             for i, q in enumerate(scores["questions"]):
                 if i < len(answers):
                     text = _md_text(answers[i]["response"])
@@ -298,6 +317,9 @@ def build_report(run_dir: Path) -> str:
                 for e in q["evidence"]:
                     detail = _md_text(e["detail"])
                     out.append(f"  - {e['dim']}≤{e['cap']} `{e['detector']}`: {detail}")
+                for dim, verdict in q.get("judge", {}).items():
+                    said = verdict["score"] if "score" in verdict else "unscored"
+                    out.append(f"  - judge {dim}={said}: {_md_text(verdict.get('reason') or verdict.get('unscored'))}")
             out += ["", "</details>", ""]
 
     if manifest:
