@@ -136,6 +136,9 @@ def level_examples(persona: Persona, dim: str, question: Question | None = None)
     say = PHRASES.get(persona.language, PHRASES["en"])
     name = persona.name
     facts = [f.text for f in persona.facts] or [persona.identity.summary]
+    if question is not None and question.must_mention:  # the facts this question needs come first
+        needed = [persona.fact_by_id[f].text for f in question.must_mention]
+        facts = needed + [f for f in facts if f not in needed]
     fact = facts[0]
     two_facts = " ".join(facts[:2])
     stack = {t.lower() for t in persona.knowledge.stack}
