@@ -164,3 +164,22 @@ def test_report_shows_the_judge_and_unanswered_questions(card, suite, tmp_path):
     assert "  - judge D3=1: voz genérica" in report
     q2_line = next(line for line in report.splitlines() if line.startswith("- **Q2**"))
     assert "&lt;/s&gt;" in q2_line  # Q2's own answer, not shifted by the unanswered Q3
+
+
+def test_judge_section_of_the_config_is_checked(project):
+    from molting.config import load_run_config
+    from molting.errors import UserError
+
+    config = load_run_config(
+        project / "molt.yaml", ["judge.url=http://127.0.0.1:9/v1", "judge.model=j", "judge.dims=[D2]"]
+    )
+    assert config.judge.enabled and config.judge.dims == ["D2"] and config.judge.api_key_env == "OPENAI_API_KEY"
+    assert not load_run_config(project / "molt.yaml").judge.enabled  # off unless a url is set
+    for bad, message in [
+        (["judge.url=http://127.0.0.1:9/v1"], "judge.model is not"),
+        (["judge.url=127.0.0.1:9", "judge.model=j"], "must start with http"),
+        (["judge.dims=[D9]"], "unknown dimension"),
+    ]:
+        with pytest.raises(UserError, match=message) as e:
+            load_run_config(project / "molt.yaml", bad)
+        assert f"{project / 'molt.yaml'}" in str(e.value) and "judge." in str(e.value)

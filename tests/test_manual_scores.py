@@ -138,3 +138,10 @@ def test_effective_scores_override_dimension_by_dimension(run_dir):
 def test_sheet_without_an_evaluation_is_a_user_error(tmp_path):
     result = run_molt("scores", "sheet", tmp_path / "nothing")
     assert result.returncode == 2 and "Evaluate first" in result.stderr
+
+
+def test_scores_commands_have_help():
+    assert "molt scores" in run_molt("--help").stdout
+    for command in ([], ["sheet"], ["import"], ["agreement"]):
+        result = run_molt("scores", *command, "--help")
+        assert result.returncode == 0 and "Usage: " in result.stdout, command
