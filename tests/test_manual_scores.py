@@ -117,6 +117,16 @@ def test_import_rejects_bad_rows_with_file_and_line(run_dir, tmp_path):
     assert result.returncode == 2 and "missing column(s) D2, D3, D4, D5" in result.stderr
 
 
+def test_import_reads_a_semicolon_sheet(run_dir, tmp_path):
+    """What a spreadsheet in a pt-BR locale saves."""
+    sheet = tmp_path / "ptbr.csv"
+    sheet.write_text("\ufeffanswer_id;question;answer;D1;D2;D3;D4;D5;note\nQ3;x;y;2;;1;;;voz ok, mas fria\n", "utf-8")
+    result = run_molt("scores", "import", run_dir, "--csv", sheet)
+    assert result.returncode == 0, result.stderr
+    entry = json.loads((run_dir / "eval" / "final" / "manual_scores.json").read_text())["answers"]["Q3"]
+    assert entry["dims"] == {"D1": 2, "D3": 1} and entry["note"] == "voz ok, mas fria"
+
+
 def test_effective_scores_override_dimension_by_dimension(run_dir):
     scores = json.loads((run_dir / "eval" / "final" / "scores.json").read_text())
     manual = {"version": 1, "answers": {"Q2": {"dims": {"D2": 2, "D5": 0}}}}

@@ -123,7 +123,10 @@ def import_sheet(run_dir: str | Path, csv_path: str | Path, eval_id: str = "fina
         raise UserError(f"{csv_path}: file not found.")
     known = {answer_id(r) for r in read_responses(directory / "responses.jsonl")}
     text = csv_path.read_text(encoding="utf-8-sig")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    # Spreadsheets in locales with a decimal comma (pt-BR among them) save CSV with ";" (or tabs).
+    first = text.split("\n", 1)[0]
+    delimiter = max([",", ";", "\t"], key=first.count)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = reader.fieldnames or []
     missing = [c for c in ("answer_id", *DIMENSIONS) if c not in header]
     if missing:
