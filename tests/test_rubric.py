@@ -198,8 +198,9 @@ def test_echoing_the_question_is_not_a_claim(scorer):
 def test_a_denied_technology_is_not_invented(scorer, suite):
     denied = scorer.score(suite.by_id["Q4"], "Não uso ROS2. Fico no TypeScript, com React e Docker, sendo franco.")
     assert "technology_not_on_card" not in _detectors(denied)
-    claimed = scorer.score(suite.by_id["Q4"], "Uso TypeScript e React. Não sei bem, mas uso MATLAB também.")
-    assert next(e for e in claimed.evidence if e.detector == "technology_not_on_card").detail == "MATLAB"
+    for answer in ("Uso TypeScript e React. Não sei bem, mas uso MATLAB também.", "Uso MATLAB no dia a dia, e React."):
+        claimed = scorer.score(suite.by_id["Q4"], answer)
+        assert next(e for e in claimed.evidence if e.detector == "technology_not_on_card").detail == "MATLAB"
 
 
 def test_a_list_is_not_a_prompt_leak_but_the_trait_list_is(scorer, suite):

@@ -342,7 +342,8 @@ def _shows(patterns: list[re.Pattern], variants: list[str]) -> bool:
 
 
 # A technology named in a negated clause ("não uso ROS2", "ROS2 fica fora da minha stack") is not claimed.
-_NEGATION = re.compile(r"\b(nao|nunca|nem|fora|sem|not|never|don'?t|no)\b", re.IGNORECASE)
+# ("no" is not among them: in Portuguese it is "em o", as in "uso MATLAB no dia a dia".)
+_NEGATION = re.compile(r"\b(nao|nunca|nem|fora|sem|not|never|don'?t)\b", re.IGNORECASE)
 _CLAUSE_END = re.compile(r"[.!?;:,\n]| mas | but ")
 
 _REPEATED_CHUNK = re.compile(r"(.{1,16}?)\1{7,}", re.DOTALL)
