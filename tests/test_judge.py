@@ -183,3 +183,22 @@ def test_judge_section_of_the_config_is_checked(project):
         with pytest.raises(UserError, match=message) as e:
             load_run_config(project / "molt.yaml", bad)
         assert f"{project / 'molt.yaml'}" in str(e.value) and "judge." in str(e.value)
+
+
+def test_molt_score_with_a_judge(suite, tmp_path):
+    from conftest import run_molt
+
+    responses = tmp_path / "answers.jsonl"
+    rows = [{"id": r["id"], "response": r["response"]} for r in _rows(suite)]
+    responses.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    out = tmp_path / "scores.json"
+    with serve(lambda body, n: '{"score": 1, "reason": "meh"}') as server:
+        result = run_molt(
+            "score", "--persona", EXAMPLE / "persona.yaml", "--suite", EXAMPLE / "suite.yaml",
+            "--responses", responses, "--out", out, "--judge-url", server.url, "--judge-model", "judge-7b",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(out.read_text())
+    assert len(server.requests) == 10 and scores["judge"]["model"] == "judge-7b"
+    assert scores["questions"][0]["dims"] == {d: 1 for d in DIMENSIONS}
+    assert (tmp_path / "judge_cache").is_dir()

@@ -301,7 +301,11 @@ def eval_cmd(
     help='JSONL, one answer a line: {"id": "Q1", "response": "..."}; ids may repeat.',
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the scores (JSON).")
-def score(persona, suite, responses, out):
+@click.option(
+    "--judge-url", help="Also score with an LLM judge at this OpenAI-compatible endpoint (needs --judge-model)."
+)
+@click.option("--judge-model", help="The judge model name as its server knows it.")
+def score(persona, suite, responses, out, judge_url, judge_model):
     """Score answers from any model with rubric v1 (deterministic detectors driven by the persona card).
 
     \b
@@ -319,6 +323,18 @@ def score(persona, suite, responses, out):
     questions = load_suite(suite, card)
     rows = load_responses(responses, questions)
     scores = score_responses(card, questions.by_id, rows)
+    if judge_url or judge_model:
+        from molting.config import JudgeSettings
+        from molting.judge import apply_judge
+
+        try:
+            judge = JudgeSettings(url=judge_url, model=judge_model)
+        except ValueError as e:
+            raise UserError(f"--judge-url/--judge-model: {e}") from None
+        if not judge.enabled:
+            raise UserError("--judge-model needs --judge-url (the judge's endpoint).")
+        # verdicts cached beside the output, so scoring the same file again costs no judge calls
+        apply_judge(scores, rows, card, questions.by_id, judge, Path(out).parent / "judge_cache")
     write_json_atomic(out, scores)
     _print_scores(scores, f"{responses}")
     console.print(f"wrote {out}")
