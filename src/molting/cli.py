@@ -83,6 +83,7 @@ def cli():
       molt report RUN      report.md and loss.png
       molt run CONFIG      all of the above in order
       molt doctor          versions, CUDA, known bad combinations
+      molt data ...        import chat exports, distil a model, curate the data
     """
 
 
@@ -327,6 +328,145 @@ def doctor(model, as_json):
             if f["fix"]:
                 console.print(f"    fix: {f['fix']}", highlight=False)
     sys.exit(1 if any(f["level"] == "error" for f in report["findings"]) else 0)
+
+
+@cli.group()
+def data():
+    """Training data from where a persona lives: import chat exports, distil a model, curate the result.
+
+    \b
+      molt data import EXPORT --out data.jsonl    chat exports and JSONL datasets into data.jsonl
+      molt data distil --url URL --model M ...    ask the source model, write its answers as data
+      molt data curate --config molt.yaml         dedupe, split, balance, length and leakage report
+    """
+
+
+def _print_summary(title: str, rows: list[tuple[str, object]]) -> None:
+    table = Table(title=title, show_header=False)
+    for label, value in rows:
+        table.add_row(label, str(value))
+    console.print(table)
+
+
+@data.command("import")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the data (JSONL).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["openai", "sharegpt", "chatgpt", "claude", "prompt_completion"]),
+    help="Format of SOURCE. Default: detected from its first record.",
+)
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Keep conversations created on or after this day.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Keep conversations created on or before this day.")
+@click.option(
+    "--language", type=click.Choice(["pt", "en", "es"]), help="Keep conversations in this language (function words)."
+)
+@click.option("--keyword", "keywords", multiple=True, help="Keep conversations mentioning this (repeatable: any).")
+@click.option(
+    "--min-answer-chars",
+    default=0,
+    show_default=True,
+    help="Drop exchanges whose answer is shorter; the conversation is split there.",
+)
+@click.option(
+    "--system",
+    type=click.Choice(["drop", "keep", "card"]),
+    default="drop",
+    show_default=True,
+    help="The source's system prompts: drop them (training adds the card's), keep them, or write the card's.",
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    help="molt.yaml: split to its max_length in tokens of its base's tokenizer, and its persona for --system card.",
+)
+@click.option("--persona", type=click.Path(dir_okay=False), help="Persona card for --system card (without --config).")
+@click.option(
+    "--max-chars", default=6000, show_default=True, help="Budget per example in characters when no --config is given."
+)
+@click.option("--skip-malformed", is_flag=True, help="Count and skip malformed records instead of stopping.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def data_import(
+    source,
+    out,
+    fmt,
+    since,
+    until,
+    language,
+    keywords,
+    min_answer_chars,
+    system,
+    config,
+    persona,
+    max_chars,
+    skip_malformed,
+    overwrite,
+    as_json,
+):
+    """Import the conversations in SOURCE (a chat export or a JSONL dataset) into molting's data.jsonl.
+
+    \b
+    Formats: OpenAI messages JSONL, ShareGPT, the ChatGPT export's conversations.json (the branch you
+    last saw), the Claude export's conversations.json, prompt/completion JSONL.
+    Every skipped conversation and turn is counted by reason; a malformed record stops the import with
+    its position (file:line, or conversation index and id) unless --skip-malformed.
+
+    \b
+    Example:
+      molt data import ~/Downloads/conversations.json --out my-persona/imported.jsonl \\
+           --language pt --since 2026-01-01 --min-answer-chars 80 --config my-persona/molt.yaml
+    """
+    from molting.data_import import ImportOptions, import_conversations
+
+    tokenizer = max_length = card_prompt = None
+    if config:
+        from molting.base_model import load_tokenizer
+        from molting.persona import load_persona
+
+        _quiet_libraries()
+        cfg = _load_config(config, ())
+        tokenizer, max_length = load_tokenizer(cfg.base_model, cfg.chat_template), cfg.train.max_length
+        card_prompt = load_persona(cfg.persona).system_prompts.train
+    elif persona:
+        from molting.persona import load_persona
+
+        card_prompt = load_persona(persona).system_prompts.train
+    options = ImportOptions(
+        format=fmt,
+        since=since.date() if since else None,
+        until=until.date() if until else None,
+        language=language,
+        keywords=list(keywords),
+        min_answer_chars=min_answer_chars,
+        system=system,
+        card_system_prompt=card_prompt,
+        max_chars=max_chars,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        skip_malformed=skip_malformed,
+    )
+    summary = import_conversations(source, out, options, overwrite=overwrite)
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+        return
+    rows = [
+        ("format", summary["format"]),
+        ("records read", summary["records"]),
+        ("conversations kept", summary["conversations_kept"]),
+        (
+            "examples written",
+            f"{summary['examples_written']} (budget {summary['budget']['limit']} {summary['budget']['unit']})",
+        ),
+        ("conversations split", summary["conversations_split"]),
+    ]
+    rows += [(f"skipped: {k}", v) for k, v in summary["skipped"].items()]
+    rows += [(f"turns left out: {k}", v) for k, v in summary["turns_skipped"].items()]
+    _print_summary(f"molt data import — {source}", rows)
+    for position in summary["malformed"]:
+        console.print(f"[yellow]skipped malformed[/] {position}", highlight=False)
+    console.print(f"wrote {out}")
 
 
 def main() -> None:
