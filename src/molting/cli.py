@@ -469,6 +469,139 @@ def data_import(
     console.print(f"wrote {out}")
 
 
+def _card(config: str | None, persona: str | None, option_hint: str):
+    from molting.persona import load_persona
+
+    if config:
+        return load_persona(_load_config(config, ()).persona)
+    if persona:
+        return load_persona(persona)
+    raise UserError(f"{option_hint} needs the persona card: pass --config molt.yaml or --persona persona.yaml.")
+
+
+@data.command("distil")
+@click.option("--config", type=click.Path(dir_okay=False), help="molt.yaml whose persona card to use.")
+@click.option("--persona", type=click.Path(dir_okay=False), help="Persona card (instead of --config).")
+@click.option(
+    "--questions",
+    type=click.Path(dir_okay=False),
+    help="Questions to ask: .txt (one a line) or .jsonl ({question, id}). Default: generated from the card.",
+)
+@click.option("--paraphrases", default=2, show_default=True, help="Generated phrasings per card item.")
+@click.option("--seed", default=0, show_default=True, help="Picks the generated phrasings; also sent to the endpoint.")
+@click.option("--list-questions", is_flag=True, help="Print the questions and exit without asking anything.")
+@click.option("--url", help="OpenAI-compatible endpoint up to /v1, e.g. http://127.0.0.1:8080/v1.")
+@click.option("--model", help="Model name as the endpoint knows it.")
+@click.option(
+    "--api-key-env",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="Environment variable holding the API key (never passed on the command line).",
+)
+@click.option("--concurrency", default=4, show_default=True, help="Requests in flight at once.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for one answer.")
+@click.option("--retries", default=3, show_default=True, help="Retries per question, with exponential backoff.")
+@click.option("--temperature", default=0.7, show_default=True, help="Sampling temperature of the source model.")
+@click.option("--max-tokens", default=512, show_default=True, help="Longest answer; one cut off there is rejected.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Where to write the training conversations (JSONL).")
+@click.option(
+    "--cache", "cache_dir", type=click.Path(file_okay=False), help="Reply cache. Default: OUT's stem + .cache"
+)
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (cached replies are still reused).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def data_distil(
+    config,
+    persona,
+    questions,
+    paraphrases,
+    seed,
+    list_questions,
+    url,
+    model,
+    api_key_env,
+    concurrency,
+    timeout,
+    retries,
+    temperature,
+    max_tokens,
+    out,
+    cache_dir,
+    overwrite,
+    as_json,
+):
+    """Ask the source model (any OpenAI-compatible endpoint) the persona's questions with the card's full
+    inference prompt, and write its answers as training conversations (tagged "distilled").
+
+    \b
+    Answers the rubric's detectors flag (a forbidden claim, template tokens, tool-call text, the wrong
+    language, another identity, cut off at --max-tokens) are kept out and listed in OUT's .report.json.
+    Interrupted? Run the same command again: finished questions are kept in OUT.partial and replies in
+    the cache, so nothing is asked twice. Exits 1 when some questions got no answer (re-run to retry).
+
+    \b
+    Example:
+      export OPENAI_API_KEY=...   # or --api-key-env MY_VAR; a local llama.cpp server needs none
+      molt data distil --config my-persona/molt.yaml --url https://api.openai.com/v1 --model gpt-4o \\
+           --paraphrases 3 --out my-persona/distilled.jsonl
+    """
+    from molting.distil import distil, generate_questions, load_questions
+    from molting.openai_client import Endpoint
+
+    card = _card(config, persona, "molt data distil")
+    asked = load_questions(questions) if questions else generate_questions(card, paraphrases, seed)
+    if list_questions:
+        for q in asked:
+            click.echo(f"{q.id}\t{q.source}\t{q.question}")
+        return
+    missing = [name for name, value in (("--url", url), ("--model", model), ("--out", out)) if not value]
+    if missing:
+        raise UserError(f"molt data distil: {', '.join(missing)} required (or --list-questions to only list them).")
+    try:
+        endpoint = Endpoint(url, model, api_key_env=api_key_env, timeout_s=timeout, max_retries=retries)
+    except ValueError as e:
+        raise UserError(f"--url: {e}") from None
+    from rich.progress import Progress
+
+    with Progress(console=err_console, disable=as_json) as progress:
+        task = progress.add_task("asking", total=None)
+        summary = distil(
+            card,
+            asked,
+            endpoint,
+            out,
+            concurrency=concurrency,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+            cache_dir=cache_dir,
+            overwrite=overwrite,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+    else:
+        _print_summary(
+            f"molt data distil — {model}",
+            [
+                ("questions", summary["questions"]),
+                ("from an earlier run", summary["resumed"]),
+                ("kept", summary["kept"]),
+                ("rejected by the rubric", len(summary["rejected"])),
+                ("failed (no answer)", len(summary["failed"])),
+            ],
+        )
+        for r in summary["rejected"]:
+            console.print(f"[yellow]rejected[/] {r['id']}: {'; '.join(r['rejected'])}", highlight=False)
+        for f in summary["failed"]:
+            console.print(f"[red]failed[/] {f['id']}: {f['reason']}", highlight=False)
+        console.print(f"wrote {summary['out']} and {summary['report']}")
+    if summary["failed"]:
+        err_console.print(
+            f"{len(summary['failed'])} question(s) got no answer; run the same command again to retry them."
+        )
+        sys.exit(1)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
