@@ -602,6 +602,137 @@ def data_distil(
         sys.exit(1)
 
 
+@data.command("curate")
+@click.argument("data_file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    help="molt.yaml: its data, persona and suite, and its base's tokenizer and max_length for the length histogram.",
+)
+@click.option("--persona", type=click.Path(dir_okay=False), help="Persona card (without --config).")
+@click.option("--suite", type=click.Path(dir_okay=False), help="Evaluation suite (without --config).")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    help="Where train.jsonl, held_out.jsonl, removed.jsonl and curate.json go. Default: DATA's folder/curated.",
+)
+@click.option("--held-out", default=0.1, show_default=True, help="Fraction of conversations held out.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the train/held-out split.")
+@click.option(
+    "--near-duplicate",
+    default=0.95,
+    show_default=True,
+    help="Embedding cosine similarity at or above which two conversations count as one.",
+)
+@click.option("--no-embeddings", is_flag=True, help="Skip the embedding model: exact duplicates and text leaks only.")
+@click.option(
+    "--leak-threshold",
+    default=0.92,
+    show_default=True,
+    help="Similarity at or above which a training question is a near-verbatim suite question.",
+)
+@click.option("--drop-leaks", is_flag=True, help="Remove training examples that leak a suite question.")
+@click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier curate in --out-dir.")
+@click.option("--json", "as_json", is_flag=True, help="Print curate.json instead of the summary.")
+def data_curate(
+    data_file,
+    config,
+    persona,
+    suite,
+    out_dir,
+    held_out,
+    seed,
+    near_duplicate,
+    no_embeddings,
+    leak_threshold,
+    drop_leaks,
+    overwrite,
+    as_json,
+):
+    """Deduplicate DATA (default: the config's data), split it into train and held-out by conversation,
+    and report what it teaches: facts and suite areas no example covers, lengths against the token budget,
+    and suite questions leaking into the training questions.
+
+    \b
+    Exits 1 when a suite question leaks into train.jsonl (use --drop-leaks to remove those examples).
+
+    \b
+    Example:
+      molt data curate --config my-persona/molt.yaml my-persona/imported.jsonl --out-dir my-persona/curated
+    """
+    from molting.curate import CurateOptions, curate
+    from molting.persona import load_persona
+    from molting.suite import load_suite
+
+    tokenizer = max_length = None
+    if config:
+        from molting.base_model import load_tokenizer
+
+        _quiet_libraries()
+        cfg = _load_config(config, ())
+        persona, suite = persona or cfg.persona, suite or cfg.suite
+        data_file = data_file or cfg.data
+        tokenizer, max_length = load_tokenizer(cfg.base_model, cfg.chat_template), cfg.train.max_length
+    missing = [n for n, v in (("DATA", data_file), ("--persona", persona), ("--suite", suite)) if not v]
+    if missing:
+        raise UserError(f"molt data curate: give {', '.join(missing)}, or --config molt.yaml.")
+    card = load_persona(persona)
+    options = CurateOptions(
+        held_out=held_out,
+        seed=seed,
+        near_duplicate=None if no_embeddings else near_duplicate,
+        leak_threshold=leak_threshold,
+        drop_leaks=drop_leaks,
+    )
+    out_dir = out_dir or Path(data_file).parent / "curated"
+    summary = curate(
+        data_file, card, load_suite(suite, card), out_dir, options, tokenizer, max_length, overwrite=overwrite
+    )
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+    else:
+        balance, lengths = summary["balance"], summary["lengths"]
+        rows = [
+            ("conversations", summary["conversations"]),
+            ("exact duplicates removed", summary["exact_duplicates"]),
+            ("near duplicates removed", summary["near_duplicates"]),
+            ("train / held out", f"{summary['train']} / {summary['held_out']}"),
+            ("facts taught (examples)", ", ".join(f"{k} {v}" for k, v in balance["facts"].items())),
+            ("facts no example teaches", ", ".join(balance["untaught_facts"]) or "none"),
+            ("traits shown (examples)", ", ".join(f"{k} {v}" for k, v in balance["traits"].items())),
+        ]
+        rows += [
+            (
+                f"area {name}",
+                f"{a['examples']} examples"
+                + (f"; untaught: {', '.join(a['untaught_facts'])}" if a["untaught_facts"] else ""),
+            )
+            for name, a in balance["areas"].items()
+        ]
+        rows.append(
+            (
+                f"length ({lengths['unit']})",
+                f"max {lengths['max']}, mean {lengths['mean']}"
+                + (f", budget {lengths['budget']}" if lengths["budget"] else "")
+                + "; "
+                + ", ".join(f"{b['range']}: {b['count']}" for b in lengths["bins"]),
+            )
+        )
+        rows.append(("suite questions leaking", len(summary["leaks"])))
+        _print_summary(f"molt data curate — {data_file}", rows)
+        for leak in summary["leaks"]:
+            style = "yellow" if summary["leaks_dropped"] else "bold red"
+            console.print(
+                f"[{style}]leak[/] {leak['id']} ({leak['kind']}) {leak['match']}: line {leak['line']} "
+                f"{leak['user_turn']!r}",
+                highlight=False,
+            )
+        for r in summary["removed"]:
+            console.print(f"[dim]removed line {r['line']}: {r['reason']}[/]", highlight=False)
+        console.print(f"wrote {summary['outputs']['train']}, held_out.jsonl, removed.jsonl, curate.json")
+    sys.exit(1 if summary["leaks"] and not summary["leaks_dropped"] else 0)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
