@@ -381,6 +381,7 @@ def _print_summary(title: str, rows: list[tuple[str, object]]) -> None:
     type=click.Path(dir_okay=False),
     help="molt.yaml: split to its max_length in tokens of its base's tokenizer, and its persona for --system card.",
 )
+@set_option
 @click.option("--persona", type=click.Path(dir_okay=False), help="Persona card for --system card (without --config).")
 @click.option(
     "--max-chars", default=6000, show_default=True, help="Budget per example in characters when no --config is given."
@@ -399,6 +400,7 @@ def data_import(
     min_answer_chars,
     system,
     config,
+    overrides,
     persona,
     max_chars,
     skip_malformed,
@@ -426,7 +428,7 @@ def data_import(
         from molting.persona import load_persona
 
         _quiet_libraries()
-        cfg = _load_config(config, ())
+        cfg = _load_config(config, overrides)
         tokenizer, max_length = load_tokenizer(cfg.base_model, cfg.chat_template), cfg.train.max_length
         card_prompt = load_persona(cfg.persona).system_prompts.train
     elif persona:
@@ -609,6 +611,7 @@ def data_distil(
     type=click.Path(dir_okay=False),
     help="molt.yaml: its data, persona and suite, and its base's tokenizer and max_length for the length histogram.",
 )
+@set_option
 @click.option("--persona", type=click.Path(dir_okay=False), help="Persona card (without --config).")
 @click.option("--suite", type=click.Path(dir_okay=False), help="Evaluation suite (without --config).")
 @click.option(
@@ -637,6 +640,7 @@ def data_distil(
 def data_curate(
     data_file,
     config,
+    overrides,
     persona,
     suite,
     out_dir,
@@ -669,7 +673,7 @@ def data_curate(
         from molting.base_model import load_tokenizer
 
         _quiet_libraries()
-        cfg = _load_config(config, ())
+        cfg = _load_config(config, overrides)
         persona, suite = persona or cfg.persona, suite or cfg.suite
         data_file = data_file or cfg.data
         tokenizer, max_length = load_tokenizer(cfg.base_model, cfg.chat_template), cfg.train.max_length
