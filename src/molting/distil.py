@@ -325,7 +325,17 @@ def distil(
                 done[row["key"]] = row
                 progressed()
 
-        chat_many(endpoint, requests, concurrency=concurrency, cache=cache, on_done=finished)
+        # In chunks: on Ctrl-C, chat_many's thread pool still finishes every request queued in it, so a
+        # chunk bounds what an interrupted run waits for (and pays) to a few rounds of `concurrency`.
+        chunk = max(1, concurrency) * 4
+        for start in range(0, len(requests), chunk):
+            chat_many(
+                endpoint,
+                requests[start : start + chunk],
+                concurrency=concurrency,
+                cache=cache,
+                on_done=lambda i, result, start=start: finished(start + i, result),
+            )
 
     train_prompt = card.system_prompts.train.strip()
     ordered = [done[k] for k in keys if k in done]
