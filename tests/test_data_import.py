@@ -15,6 +15,7 @@ from molting.errors import UserError
 PT_Q = "Você pode me explicar como funciona o deploy do CRM?"
 PT_A = "Claro, o deploy do CRM roda em Docker: a gente gera a imagem, roda as migrações do Prisma e sobe."
 EN_Q = "Can you explain how the deploy works?"
+CARD_PROMPT = "Você é o Cláudio, a IA da Softtor. Responda em português, de forma direta e curiosa."
 EN_A = "Sure, the deploy runs in Docker: we build the image, run the migrations and bring it up."
 
 
@@ -235,15 +236,17 @@ def test_split_to_the_token_budget_with_the_config(tmp_path, molting_cache):
         turns += [{"from": "human", "value": f"{PT_Q} ({i})"}, {"from": "gpt", "value": PT_A}]
     source = tmp_path / "long.jsonl"
     source.write_text(json.dumps({"conversations": turns}) + "\n")
-    out = tmp_path / "data.jsonl"
-    options = ImportOptions(system="card", card_system_prompt="Você é o Cláudio.", tokenizer=tokenizer, max_length=160)
-    summary = import_conversations(source, out, options)
-    assert summary["budget"] == {"limit": 160, "unit": "tokens"}
-    conversations = load_dataset(out, "unused")
-    assert len(conversations) > 1
-    lengths = [len(tokenize_conversation(tokenizer, c.messages).input_ids) for c in conversations]
-    assert max(lengths) <= 160
-    assert sum(len(c.messages) - 1 for c in conversations) == 16  # every turn kept, none duplicated
+    for system in ("card", "drop"):  # dropped: training adds the card's prompt, so the budget counts it
+        out = tmp_path / f"{system}.jsonl"
+        options = ImportOptions(system=system, card_system_prompt=CARD_PROMPT, tokenizer=tokenizer, max_length=160)
+        summary = import_conversations(source, out, options)
+        assert summary["budget"] == {"limit": 160, "unit": "tokens"}
+        conversations = load_dataset(out, CARD_PROMPT)
+        assert len(conversations) > 1
+        assert all(c.own_system_prompt == (system == "card") for c in conversations)
+        lengths = [len(tokenize_conversation(tokenizer, c.messages).input_ids) for c in conversations]
+        assert max(lengths) <= 160
+        assert sum(len(c.messages) - 1 for c in conversations) == 16  # every turn kept, none duplicated
 
 
 def test_malformed_jsonl_reported_with_line(tmp_path):

@@ -60,7 +60,7 @@ class ImportOptions:
     keywords: list[str] = field(default_factory=list)  # keep conversations mentioning any of these
     min_answer_chars: int = 0  # turns whose answer is shorter are dropped (and split the conversation)
     system: Literal["drop", "keep", "card"] = "drop"  # the source's system prompts: drop, keep, or card's
-    card_system_prompt: str | None = None  # the card's training prompt, for system="card"
+    card_system_prompt: str | None = None  # the card's training prompt: for system="card", and to measure
     max_chars: int = 6000  # budget per example when there is no tokenizer
     tokenizer: object | None = None  # with max_length: budget in tokens, rendered with the chat template
     max_length: int | None = None
@@ -490,7 +490,16 @@ def import_conversations(path: str | Path, out: str | Path, options: ImportOptio
             system_msg = []
         if system and options.system != "keep":
             turns["system"] += 1
-        examples = [ex for seg in segments if seg for ex in _split(system_msg, seg, size, budget, turns)]
+        # Measured with the system prompt it will be trained with: without one, training adds the card's.
+        measured_system = system_msg or (
+            [{"role": "system", "content": options.card_system_prompt.strip()}] if options.card_system_prompt else []
+        )
+        examples = [
+            system_msg + ex[len(measured_system) :]
+            for seg in segments
+            if seg
+            for ex in _split(measured_system, seg, size, budget, turns)
+        ]
         if not examples:
             skipped["nothing_left_after_turn_filters"] += 1
             continue
