@@ -186,7 +186,7 @@ def _balance(card: Persona, suite: Suite, train: list[dict]) -> dict:
     }
 
 
-def _lengths(rows: list[dict], card: Persona, tokenizer, max_length: int | None) -> dict:
+def _lengths(rows: list[dict], tokenizer, max_length: int | None) -> dict:
     if tokenizer is not None and max_length:
         from molting.chat_format import tokenize_conversation
 
@@ -279,7 +279,7 @@ def curate(
         "held_out": len(held_out),
         "split": {"fraction": options.held_out, "seed": options.seed, "held_out_lines": [r["line"] for r in held_out]},
         "balance": _balance(card, suite, train),
-        "lengths": _lengths(train + held_out, card, tokenizer, max_length),
+        "lengths": _lengths(train + held_out, tokenizer, max_length),
         "leaks": leaks,
         "leaks_dropped": options.drop_leaks,
         "outputs": {name: str(p) for name, p in outputs.items()} | {"summary": str(out_dir / "curate.json")},
