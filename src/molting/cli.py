@@ -449,7 +449,8 @@ def data_import(
         max_length=max_length,
         skip_malformed=skip_malformed,
     )
-    summary = import_conversations(source, out, options, overwrite=overwrite)
+    with err_console.status(f"importing {source}"):
+        summary = import_conversations(source, out, options, overwrite=overwrite)
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
         return
@@ -689,9 +690,10 @@ def data_curate(
         drop_leaks=drop_leaks,
     )
     out_dir = out_dir or Path(data_file).parent / "curated"
-    summary = curate(
-        data_file, card, load_suite(suite, card), out_dir, options, tokenizer, max_length, overwrite=overwrite
-    )
+    with err_console.status(f"curating {data_file}" + ("" if no_embeddings else " (embedding every conversation)")):
+        summary = curate(
+            data_file, card, load_suite(suite, card), out_dir, options, tokenizer, max_length, overwrite=overwrite
+        )
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
     else:
