@@ -31,7 +31,7 @@ from molting.atomic_write import write_jsonl_atomic
 from molting.errors import UserError
 from molting.rubric import LANGUAGE_NAMES, detect_language
 from molting.text_match import fold
-from molting.yaml_source import PLACEHOLDER
+from molting.yaml_source import is_placeholder
 
 FORMATS = ("openai", "sharegpt", "chatgpt", "claude", "prompt_completion")
 SHAREGPT_ROLES = {
@@ -476,9 +476,9 @@ def import_conversations(path: str | Path, out: str | Path, options: ImportOptio
             if len(answer) < options.min_answer_chars:
                 turns["answer_too_short"] += 1
                 segments.append([])
-            elif PLACEHOLDER in user or PLACEHOLDER in answer:
-                # molting's data.jsonl rejects a line holding molt init's marker; code often has it
-                turns["contains_TODO"] += 1
+            elif is_placeholder(user) or is_placeholder(answer):
+                # molting's data.jsonl rejects a message that starts with molt init's placeholder marker
+                turns["placeholder"] += 1
                 segments.append([])
             else:
                 segments[-1].append((user, answer))

@@ -29,7 +29,7 @@ from molting.openai_client import ChatCache, ChatError, ChatReply, Endpoint, cha
 from molting.persona import Persona
 from molting.rubric import Scorer
 from molting.suite import Question
-from molting.yaml_source import PLACEHOLDER
+from molting.yaml_source import PLACEHOLDER, is_placeholder
 
 # Rubric detectors whose finding makes an answer unfit to train on (a D1/D3/D4 failure the model would
 # learn); softer ones (no trait shown, a name not on the card) are left for curation.
@@ -230,8 +230,8 @@ def rejection_reasons(scorer: Scorer, answer: str, finish_reason: str | None) ->
     reasons += [f"{e.detector}: {e.detail}" for e in score.evidence if e.detector == "no_answer"]
     if finish_reason == "length":
         reasons.append("truncated: hit max_tokens")
-    if PLACEHOLDER in answer:  # molting's data.jsonl refuses a line holding molt init's marker
-        reasons.append(f"placeholder: the answer contains {PLACEHOLDER!r}")
+    if is_placeholder(answer):  # molting's data.jsonl refuses a message starting with molt init's marker
+        reasons.append(f"placeholder: the answer starts with {PLACEHOLDER!r}")
     return reasons
 
 
