@@ -250,22 +250,22 @@ def _ask(endpoint: Endpoint, requests: list[dict], settings: JudgeSettings, cach
             except JudgeGarbage:
                 pass
         missing.append(i)
-    replies = chat_many(
-        endpoint,
-        [requests[i] for i in missing],
-        concurrency=settings.concurrency,
-        on_done=lambda _i, _r: on_done(),
-    )
-    for i, reply in zip(missing, replies, strict=True):
+
+    def done(k: int, reply) -> None:
+        # each verdict is cached as it arrives, so an interrupted run keeps what finished
+        i = missing[k]
         if isinstance(reply, ChatError):
             results[i] = f"judge failed: {reply.reason}"
-            continue
-        try:
-            results[i] = parse_verdict(reply.text)
-        except JudgeGarbage as e:
-            results[i] = f"judge returned garbage: {e}"
-            continue
-        cache.put(endpoint, requests[i], ChatReply(reply.text, reply.finish_reason, {}))
+        else:
+            try:
+                results[i] = parse_verdict(reply.text)
+            except JudgeGarbage as e:
+                results[i] = f"judge returned garbage: {e}"
+            else:
+                cache.put(endpoint, requests[i], ChatReply(reply.text, reply.finish_reason, {}))
+        on_done()
+
+    chat_many(endpoint, [requests[i] for i in missing], concurrency=settings.concurrency, on_done=done)
     return results
 
 
