@@ -79,7 +79,7 @@ def test_good_probe_answers_pass_and_collapsed_ones_fail(card, suite):
     probes = {p.id: p for p in generate_probes(card)}
     rows = [{"id": k, "response": v} for k, v in GOOD.items()] + [{"id": k, "response": v} for k, v in BAD.items()]
     scores = score_responses(card, suite.by_id, rows, probes)
-    entries = {e["answer_id"]: e for e in scores["probes"]}
+    entries = {e["answer_id"]: e for e in scores["probes"]}  # two answers per probe: <id>#0, <id>#1
     for pid in GOOD:
         good, bad = entries[f"{pid}#0"], entries[f"{pid}#1"]
         assert good["passed"], (pid, good["evidence"])
@@ -108,7 +108,7 @@ def test_per_question_means_and_intervals(card, suite):
         {"id": "probe.identity_joao", "response": GOOD["probe.identity_joao"]},
     ]
     scores = score_responses(card, suite.by_id, rows, {p.id: p for p in generate_probes(card)})
-    assert [e["answer_id"] for e in scores["questions"]] == ["Q1#0", "Q1#1", "Q1.p1#0", "Q5#0"]
+    assert [e["answer_id"] for e in scores["questions"]] == ["Q1#0", "Q1#1", "Q1.p1#0", "Q5"]
     q1, q5 = scores["per_question"]
     totals = [e["total"] for e in scores["questions"][:3]]
     assert q1["id"] == "Q1" and q1["samples"] == 3 and q1["mean"] == pytest.approx(sum(totals) / 3, abs=1e-3)
@@ -230,5 +230,5 @@ def test_report_shows_intervals_and_probes(card, suite, tmp_path):
     lo, hi = scores["average_ci95"]
     assert "| **Average** |" in text and f"**{lo:.2f}–{hi:.2f}**" in text
     assert "| probe.identity_joao Você é João? | identity | 1 | 0% |" in text
-    assert "- **Q1#1** (" in text and "- **probe.identity_joao#0** (" in text
+    assert "- **Q1#1** (" in text and "- **probe.identity_joao** (" in text
     assert "bootstrap" in text

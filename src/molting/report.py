@@ -81,7 +81,7 @@ def _table(header: list[str], rows: list[list]) -> str:
 def _evals(run_dir: Path) -> dict[str, dict]:
     found = {}
     for path in sorted((run_dir / "eval").glob("*/scores.json")):
-        found[path.parent.name] = _read_json(path)
+        found[path.parent.name] = _with_human_scores(_read_json(path), path.parent)
     # the trained model first, then the base, then any others
     order = sorted(found, key=lambda k: (k != "final", k != "base", k))
     return {k: found[k] for k in order}
@@ -100,16 +100,71 @@ def _per_question(scores: dict) -> list[dict]:
     ]
 
 
+def _with_human_scores(scores: dict, eval_dir: Path) -> dict:
+    """Human scores (manual_scores.json) override the automatic ones everywhere the report shows scores;
+    their agreement with the automatic scores is kept for the report to print."""
+    from molting.manual_scores import effective_scores, human_agreement, load_manual_scores
+
+    manual = load_manual_scores(eval_dir / "manual_scores.json")
+    if not manual["answers"]:
+        return scores
+    out = effective_scores(scores, manual)
+    if "per_question" in out:  # means and intervals of the human-corrected answers
+        from molting.rubric import refresh_question_summary
+
+        refresh_question_summary(out)
+    out["human"]["agreement"] = human_agreement(scores, manual)
+    return out
+
+
+def _human_section(scores: dict) -> list[str]:
+    human = scores.get("human")
+    if not human or not human.get("answers"):
+        return []
+    rows = []
+    for dim, f in human["agreement"].items():
+        if f["n"]:
+            kappa = f"{f['kappa']:.2f}" if f["kappa"] is not None else "n/a"
+            rows.append([dim, f["n"], f"{f['exact']:.0%}", f"{f['within_one']:.0%}", kappa])
+    return [
+        f"Human scores (manual_scores.json) replace the automatic ones for {human['dims']} scores on "
+        f"{human['answers']} answers; the tables above show them (ʰ marks a human score). "
+        "Agreement of the automatic scores with the human:",
+        "",
+        _table(["Dim", "Scored by both", "Exact", "Within one", "Cohen's κ"], rows),
+        "",
+    ]
+
+
+def _judge_section(scores: dict) -> list[str]:
+    lines = []
+    judge = scores.get("judge")
+    if judge:
+        before = scores.get("rubric_only", {}).get("average")
+        lines += [
+            f"LLM judge `{judge['model']}` ({judge['rubric']}) on {', '.join(judge['dims'])}: {judge['calls']} calls, "
+            f"{judge['unscored']} left unscored. Scores above are combined: {judge['combined']}"
+            + (f" (rubric v1 alone: {before:.2f}/10)." if before is not None else "."),
+            "",
+        ]
+    for missing in scores.get("no_answer", []):
+        lines += [f"No answer from the server for {missing['id']}: {_md_text(missing['reason'])}", ""]
+    return lines
+
+
 def _rubric_table(scores: dict, questions: dict[str, str]) -> str:
     """One row per question: the mean of its answers per dimension and in total, with the 95% interval
     when the question was answered more than once."""
     per_question = _per_question(scores)
     with_ci = any(q["ci95"] for q in per_question) or scores.get("average_ci95")
     rows = []
+    human = {}  # question id -> dimensions a person scored on some answer of it (marked ʰ)
+    for a in scores["questions"]:
+        human.setdefault(a["id"], set()).update(d for d, src in a.get("dims_source", {}).items() if src == "human")
     for q in per_question:
         row = [
             f"{q['id']} {questions.get(q['id'], '')}".strip(),
-            *(f"{q['dims'][d]:g}" for d in DIMENSIONS),
+            *(f"{q['dims'][d]:g}" + ("ʰ" if d in human.get(q["id"], ()) else "") for d in DIMENSIONS),
             f"**{q['mean']:g}/10**",
         ]
         rows.append(row + ([q["samples"], _ci(q["ci95"])] if with_ci else []))
@@ -310,6 +365,7 @@ def build_report(run_dir: Path) -> str:
             ]
         for eval_id, scores in evals.items():
             out += [f"### {eval_id} ({scores.get('model', '')})", "", _rubric_table(scores, questions), ""]
+            out += _human_section(scores) + _judge_section(scores)
             n = scores["answers"]
             fired = scores["detectors_fired"]
             listed = list(ALWAYS_LISTED) + sorted(k for k in fired if k not in ALWAYS_LISTED)
@@ -337,18 +393,27 @@ def build_report(run_dir: Path) -> str:
                     "",
                 ]
             out += ["<details><summary>Every answer, and every point lost with its evidence</summary>", ""]
-            answers = _responses(run_dir / "eval" / eval_id / "responses.jsonl")
+            # scores.json has no entry for a question a server left unanswered (--backend openai)
+            answers = [
+                a for a in _responses(run_dir / "eval" / eval_id / "responses.jsonl") if a.get("response") is not None
+            ]
             by_answer_id = {r.get("answer_id", r["id"]): r for r in answers}
+            answer_count: dict[str, int] = {}  # one answer to a question is labelled by the question's id alone
+            for q in scores["questions"] + scores.get("probes", []):
+                answer_count[q["id"]] = answer_count.get(q["id"], 0) + 1
             for i, q in enumerate(scores["questions"] + scores.get("probes", [])):
                 # scores.json files from before answer ids existed list answers in file order
                 answer = by_answer_id.get(q.get("answer_id")) or (answers[i] if i < len(answers) else None)
-                label = q.get("answer_id", q["id"])
+                label = q.get("answer_id", q["id"]) if answer_count[q["id"]] > 1 else q["id"]
                 if answer:
                     text = _md_text(answer["response"])
                     out.append(f"- **{label}** ({q['total']}/10): {text[:400]}{'…' if len(text) > 400 else ''}")
                 for e in q["evidence"]:
                     detail = _md_text(e["detail"])
                     out.append(f"  - {e['dim']}≤{e['cap']} `{e['detector']}`: {detail}")
+                for dim, verdict in q.get("judge", {}).items():
+                    said = verdict["score"] if "score" in verdict else "unscored"
+                    out.append(f"  - judge {dim}={said}: {_md_text(verdict.get('reason') or verdict.get('unscored'))}")
             out += ["", "</details>", ""]
 
     if manifest:
