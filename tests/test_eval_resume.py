@@ -85,3 +85,46 @@ def test_partial_rows_from_other_settings_or_cut_off_are_not_reused(tmp_path):
     path.write_text(json.dumps(good) + "\n" + json.dumps(stale) + "\n" + '{"id": "Q3", "answer_id": "Q3#0", "resp')
     done = read_partial(path, {"Q1#0": "k0", "Q2#0": "k1", "Q3#0": "k2"})
     assert done == {"Q1#0": good}
+
+
+def test_answers_from_a_server_are_seeded_per_sample_and_resumed(tmp_path):
+    """The --backend openai path of the same loop: sample k goes out with seed + k, finished answers are kept,
+    and a question the server failed is asked again on the next attempt (a real server on 127.0.0.1)."""
+    from conftest import EXAMPLE
+    from openai_server import serve
+
+    from molting.config import GenerationSettings
+    from molting.evaluate import answer_all, plan_asks
+    from molting.openai_client import Endpoint
+    from molting.persona import load_persona
+    from molting.suite import load_suite
+
+    card = load_persona(EXAMPLE / "persona.yaml")
+    suite = load_suite(EXAMPLE / "suite.yaml", card)
+    by_question = {q.question: q for q in suite.questions}
+    failing = {"Q3"}
+
+    def persona_server(body, n):
+        question = by_question[body["messages"][-1]["content"]]
+        if question.id in failing:
+            return (400, {"error": {"message": "context length exceeded"}})
+        return question.reference
+
+    settings = GenerationSettings(temperature=0.5, samples=2, seed=3, batch_size=4)
+    asks = plan_asks(suite, [], settings)
+    partial = tmp_path / PARTIAL
+    with serve(persona_server) as server:
+        endpoint = Endpoint(server.url, "claudio-source", timeout_s=5, max_retries=0)
+        rows, reused = answer_all(None, None, "sys", asks, settings, set(), partial, "fp", endpoint=endpoint)
+        assert reused == 0 and len(rows) == 16
+        assert sorted({r["body"]["seed"] for r in server.requests}) == [3, 4]
+        assert [r["seed"] for r in rows[:2]] == [3, 4] and rows[0]["response"] == suite.by_id["Q1"].reference
+        assert [r["answer_id"] for r in rows if r["response"] is None] == ["Q3#0", "Q3#1"]
+        assert len(_whole_lines(partial)) == 14  # the failed answers are not kept
+        asked = len(server.requests)
+        failing.clear()
+        rows, reused = answer_all(None, None, "sys", asks, settings, set(), partial, "fp", endpoint=endpoint)
+        assert reused == 14 and all(r["response"] for r in rows)
+        # only the two failed answers went out again
+        again = [r["body"]["messages"][-1]["content"] for r in server.requests[asked:]]
+        assert again == [suite.by_id["Q3"].question] * 2
