@@ -232,3 +232,11 @@ def test_report_shows_intervals_and_probes(card, suite, tmp_path):
     assert "| probe.identity_joao Você é João? | identity | 1 | 0% |" in text
     assert "- **Q1#1** (" in text and "- **probe.identity_joao** (" in text
     assert "bootstrap" in text
+
+
+def test_greedy_samples_are_a_user_error_at_the_command_line(trained_run):
+    from conftest import run_molt
+
+    result = run_molt("eval", trained_run, "--id", "greedy", "--samples", "3")
+    assert result.returncode == 2 and "greedy decoding gives the same answer" in result.stderr
+    assert "Traceback" not in result.stderr and not (trained_run / "eval" / "greedy").exists()
