@@ -10,6 +10,7 @@ from conftest import EXAMPLE, FAST
 
 from molting.atomic_write import write_json_atomic, write_jsonl_atomic
 from molting.config import load_run_config
+from molting.manifest import machine, versions
 from molting.persona import load_persona
 from molting.rubric import score_responses
 from molting.suite import load_suite
@@ -69,6 +70,9 @@ def make_run(
         },
         "timings": {"started": 1795303205.0, "train_seconds": 12.5, "total_seconds": 13.0},
         "memory": {"peak_rss_mb": 900.0},
+        "versions": versions(),
+        "machine": machine(),
+        "git_commit": None,
     }
     write_json_atomic(run_dir / "manifest.json", manifest)
     write_eval(run_dir, answers, eval_id)

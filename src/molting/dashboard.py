@@ -112,7 +112,6 @@ def create_app(runs_dir: str | Path) -> Starlette:
             return error_page("Not found", [str(e)], 404)
         except UserError as e:
             return error_page("Cannot show this run", e.problems, 400)
-        context["open_answers"] = False
         context["score_url"] = lambda eval_id: f"/runs/{run.name}/score/{eval_id}"
         return page("dash_run.html", **context)
 

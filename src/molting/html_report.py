@@ -114,7 +114,7 @@ def run_context(run_dir: str | Path) -> dict:
         "loss_png": png_b64(loss_curves_png({run_dir.name: first.log}, f"{run_dir.name}")) if first.log else None,
         "evals": evals,
         "questions_text": texts,
-        "open_answers": False,
+        "open_answers": True,
         "score_url": None,
     }
 
