@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench lint format clean
+.PHONY: setup chromium demo test test-slow bench lint format clean
 
 # torch is installed first and alone: pip takes the pinned CPU build (torch==2.13.0), so nothing
 # later resolves torch to a multi-GB CUDA build.
@@ -15,7 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# Debian's Chromium for the dashboard's browser tests: Playwright drives the system browser
+# (`playwright install` would download its own, which these machines cannot do).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+setup: $(STAMP) chromium
 
 demo: setup
 	$(BIN)/molt run examples/claudio/molt.yaml --name demo --overwrite
