@@ -114,3 +114,12 @@ def test_compare_input_mistakes_are_user_errors(tmp_path):
     assert result.returncode == 2 and "no such run directory" in result.stderr and "Traceback" not in result.stderr
     result = run_molt("compare", a, a, "--eval", "nope")
     assert result.returncode == 2 and "It has: final, base" in result.stderr
+
+
+def test_help_of_compare_and_serve():
+    for command, options in (
+        ("compare", ("--eval", "--md", "--json", "--html", "--plot", "--fail-on-regression")),
+        ("serve", ("--host", "--port", "--allow-remote")),
+    ):
+        result = run_molt(command, "--help")
+        assert result.returncode == 0 and all(o in result.stdout for o in options), result.stdout

@@ -1,0 +1,49 @@
+"""Screenshots of the dashboard for the README: `python docs/dashboard_screenshot.py RUNS_DIR RUN [RUN_B]`.
+
+Serves RUNS_DIR with `molt serve`'s app on a free port of 127.0.0.1 and photographs, with Debian's
+Chromium driven by Playwright, the runs list (docs/dashboard-runs.png), the scoring page of RUN's final
+evaluation (docs/dashboard-score.png) and, given RUN_B, the comparison of RUN and RUN_B
+(docs/dashboard-compare.png). It only reads; no score is changed.
+"""
+
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from playwright.sync_api import sync_playwright
+
+from molting.dashboard import create_app
+
+DOCS = Path(__file__).resolve().parent
+
+
+def main(runs_dir: str, run: str, run_b: str | None = None) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(runs_dir), host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    shots = [("dashboard-runs.png", "/", 420), ("dashboard-score.png", f"/runs/{run}/score/final", 900)]
+    if run_b:
+        shots.append(("dashboard-compare.png", f"/compare?run={run}&run={run_b}", 1100))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
+            for name, path, height in shots:
+                page = browser.new_page(viewport={"width": 1200, "height": height})
+                page.goto(url + path)
+                page.screenshot(path=str(DOCS / name))
+                print(f"wrote {DOCS / name}")
+            browser.close()
+    finally:
+        server.should_exit = True
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
