@@ -93,6 +93,33 @@ def test_the_scorers_own_intervals_are_used_when_present(tmp_path):
     assert result["facts"][0]["samples_per_question"] == 5
 
 
+def test_per_question_summaries_are_used_and_one_sample_never_gets_a_verdict(tmp_path):
+    """The sampling evaluator's format: one entry per answer with its answer_id, a `per_question` list
+    (samples, mean, bootstrap ci95) and `average_ci95`, which exists even with one answer per question."""
+    a = make_run(tmp_path, "a", answers(["REF", "REF"]), LOSSES_A)
+    b = make_run(tmp_path, "b", answers(["REF", BAD]), LOSSES_A)
+    for run, ci in ((a, [9.5, 10.0]), (b, [2.0, 3.0])):
+        path = run / "eval" / "final" / "scores.json"
+        scores = read_json(path)
+        scores["per_question"] = [
+            {"id": q, "samples": 2, "mean": sum(ci) / 2, "ci95": ci, "dims": {d: 1.0 for d in "D1 D2 D3 D4 D5".split()}}
+            for q in references()
+        ]
+        scores["average_ci95"] = ci
+        write_json_atomic(path, scores)
+    result = compare_runs([a, b])
+    assert result["questions"][0]["scores"][1]["ci95"] == [2.0, 3.0]  # the scorer's, not recomputed
+    assert all(q["verdicts"] == [REGRESSION] for q in result["questions"])
+    assert result["overall"][0]["verdict"] == REGRESSION
+
+    one_a = make_run(tmp_path, "one_a", answers(["REF"]), LOSSES_A)
+    one_b = make_run(tmp_path, "one_b", answers([BAD]), LOSSES_A)
+    for run, ci in ((one_a, [9.5, 10.0]), (one_b, [2.0, 3.0])):  # an interval over questions, not answers
+        path = run / "eval" / "final" / "scores.json"
+        write_json_atomic(path, {**read_json(path), "average_ci95": ci})
+    assert compare_runs([one_a, one_b])["overall"][0]["verdict"] == "NO VERDICT (1 sample)"
+
+
 def test_human_scores_replace_automatic_ones(tmp_path):
     a = make_run(tmp_path, "a", answers(["REF"]), LOSSES_A)
     b = make_run(tmp_path, "b", answers(["REF"]), LOSSES_A)

@@ -33,7 +33,9 @@ def no_verdict(samples: int) -> str:
 def verdict(
     base_ci: tuple[float, float] | None, other_ci: tuple[float, float] | None, base_n: int, other_n: int
 ) -> str:
-    if base_ci is None or other_ci is None:
+    """`base_n`/`other_n`: answers per question. With one, an interval that exists at all (a bootstrap over
+    questions) measures how questions differ, not how the next answer would: no verdict from it."""
+    if base_ci is None or other_ci is None or min(base_n, other_n) <= 1:
         return no_verdict(min(base_n, other_n))
     if other_ci[0] > base_ci[1]:
         return IMPROVEMENT
@@ -85,6 +87,7 @@ def run_facts(run: RunRecord) -> dict:
         "eval_id": run.eval_id,
         "samples_per_question": run.samples_per_question,
         "human_scored_answers": run.human_scored,
+        "probes_pass_rate": (run.scores or {}).get("probes_pass_rate"),
     }
 
 
@@ -109,6 +112,7 @@ TAIL_ROWS = (
     ("Evaluation", "eval_id"),
     ("Answers per question", "samples_per_question"),
     ("Answers scored by a person", "human_scored_answers"),
+    ("Probes passed (share)", "probes_pass_rate"),
 )
 
 

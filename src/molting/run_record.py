@@ -5,12 +5,13 @@ Reached through `load_run(run_dir, eval_id)`, used by `molt compare`, report.htm
 Reads only files (config.yaml, manifest.json, preflight.json, train_log.jsonl, eval/<id>/responses.jsonl,
 scores.json, manual_scores.json), so it works on runs made on other machines.
 
-Scores: a question's score is the mean of its answers' totals. Where scores.json carries `samples` and
-`ci95` per question (and `average_ci95`), those are used. Where it holds one entry per answer (several
-answers per question), the 95% interval is computed here (Student t). One answer per question has no
-interval: nothing can be said about noise from one greedy answer.
+Scores: a question's score is the mean of its answers' totals. Where scores.json carries the scorer's
+own summary (`per_question` entries with `samples`, `mean` and `ci95`, or `samples`/`ci95` on a question
+entry, and `average_ci95`), those are used. Otherwise, with several answers per question, the 95%
+interval is computed here (Student t). One answer per question has no interval: nothing can be said
+about noise from one greedy answer.
 Human scores (`manual_scores.json`, keyed by answer id) replace the automatic value of each dimension a
-person scored; an interval computed from the automatic scores is then recomputed or dropped.
+person scored; the question's mean and interval are then computed here from the corrected answers.
 """
 
 import json
@@ -137,9 +138,9 @@ def _answer_rows(scores: dict, responses: list[dict]) -> list[tuple[dict, dict |
     return [(e, None) for e in entries]
 
 
-def _summarise(run_answers: list[Answer], entries: list[dict]) -> list[QuestionScore]:
-    """Per question: use the scorer's own samples/ci95 when it aggregated several answers into one entry
-    and no person changed it; otherwise compute mean and interval from the answers here."""
+def _summarise(run_answers: list[Answer], entries: list[dict], per_question: dict[str, dict]) -> list[QuestionScore]:
+    """Per question: the scorer's own summary (`per_question`, or samples/ci95 on an aggregated entry) when
+    no person changed an answer of it; otherwise mean and interval computed from the answers here."""
     order: list[str] = []
     grouped: dict[str, list[tuple[Answer, dict]]] = {}
     for answer, entry in zip(run_answers, entries, strict=True):
@@ -151,7 +152,12 @@ def _summarise(run_answers: list[Answer], entries: list[dict]) -> list[QuestionS
     for qid in order:
         items = grouped[qid]
         human = sum(1 for a, _ in items if a.human_dims)
-        if len(items) == 1 and items[0][1].get("samples", 1) > 1:
+        summary = per_question.get(qid)
+        if summary and not human and summary.get("samples") == len(items):
+            ci = tuple(summary["ci95"]) if summary.get("ci95") else None
+            dims = {d: float(summary.get("dims", {}).get(d, 0)) for d in DIMENSIONS}
+            mean, samples = float(summary["mean"]), len(items)
+        elif len(items) == 1 and items[0][1].get("samples", 1) > 1:
             answer, entry = items[0]
             mean = float(entry.get("mean_total", entry["total"]))
             ci = tuple(entry["ci95"]) if entry.get("ci95") and not human else None
@@ -227,7 +233,8 @@ def load_run(run_dir: str | Path, eval_id: str = "final", require_scores: bool =
                 note=human.get("note", ""),
             )
         )
-    questions = _summarise(answers, entries)
+    per_question = {s["id"]: s for s in (scores or {}).get("per_question", []) if "id" in s}
+    questions = _summarise(answers, entries, per_question)
     average = round(sum(q.mean for q in questions) / len(questions), 4) if questions else None
     dimensions = {}
     if questions:
