@@ -153,6 +153,14 @@ def test_runs_list_run_page_and_scoring_persist(server, runs_dir, page):
     assert pair["rejected"][0]["content"] == references()["Q2"]
     assert page.dialogs == []
 
+    # a note typed just before leaving the page (before its 0.4 s save) is still saved
+    page.locator('.answer[data-answer="Q3"] .note-input').fill("typed just before closing")
+    page.goto("about:blank")
+    deadline = time.monotonic() + 10
+    while manual_scores(runs_dir, "phase7")["answers"].get("Q3", {}).get("note") != "typed just before closing":
+        assert time.monotonic() < deadline, "the last note was lost when the page closed"
+        time.sleep(0.1)
+
 
 def test_compare_page_and_hostile_answer_shown_as_text(server, page):
     page.goto(server.url + "/")
