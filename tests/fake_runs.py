@@ -80,16 +80,14 @@ def make_run(
 
 
 def write_eval(run_dir: Path, answers: dict[str, list[str]], eval_id: str = "final") -> Path:
-    """eval/<id>/responses.jsonl and scores.json as `molt eval` writes them; several answers to a
-    question get answer ids Q1#0, Q1#1, ... (the shared answer-id format)."""
+    """eval/<id>/responses.jsonl and scores.json as `molt eval` writes them; the k-th answer to a question
+    has the answer id Q1#k (the shared answer-id format)."""
     persona, suite = suite_questions()
     rows = []
     for qid, texts in answers.items():
         for i, text in enumerate(texts):
-            row = {"id": qid, "prompt": suite.by_id[qid].question, "response": text, "finish_reason": "stop"}
-            if len(texts) > 1:
-                row["answer_id"] = f"{qid}#{i}"
-            rows.append(row)
+            row = {"id": qid, "answer_id": f"{qid}#{i}", "prompt": suite.by_id[qid].question, "response": text}
+            rows.append({**row, "finish_reason": "stop"})
     scores = score_responses(persona, suite.by_id, rows)
     out = run_dir / "eval" / eval_id
     write_jsonl_atomic(out / "responses.jsonl", rows)

@@ -116,37 +116,34 @@ def test_runs_list_run_page_and_scoring_persist(server, runs_dir, page):
 
     page.locator("a.score-link").first.click()
     page.wait_for_url("**/runs/phase7/score/final")
-    card = page.locator('.answer[data-answer="Q1"]')
+    card = page.locator('.answer[data-answer="Q1#0"]')
     card.locator('select[data-dim="D1"]').select_option("0")
     card.locator(".scorer .status").filter(has_text="saved").wait_for()
-    assert manual_scores(runs_dir, "phase7")["answers"]["Q1"]["dims"] == {"D1": 0}
+    assert manual_scores(runs_dir, "phase7")["answers"]["Q1#0"]["dims"] == {"D1": 0}
     card.locator(".note-input").fill("names João as its father")
     card.locator(".note-input").blur()
-    page.wait_for_function(
-        "() => document.querySelector('.answer[data-answer=\"Q1\"] .scorer .status').textContent.startsWith('saved')"
-    )
     deadline = time.monotonic() + 10
-    while manual_scores(runs_dir, "phase7")["answers"]["Q1"].get("note") != "names João as its father":
+    while manual_scores(runs_dir, "phase7")["answers"]["Q1#0"].get("note") != "names João as its father":
         assert time.monotonic() < deadline, "the note was not saved"
         time.sleep(0.1)
 
     page.reload()
-    card = page.locator('.answer[data-answer="Q1"]')
+    card = page.locator('.answer[data-answer="Q1#0"]')
     assert card.locator('select[data-dim="D1"]').input_value() == "0"
     assert card.locator(".note-input").input_value() == "names João as its father"
     assert "8/10" in card.locator(".q").inner_text()  # the human 0 replaced the automatic 2
     saved = manual_scores(runs_dir, "phase7")
-    assert saved["version"] == 1 and saved["answers"]["Q1"]["updated"].endswith("+00:00")
+    assert saved["version"] == 1 and saved["answers"]["Q1#0"]["updated"].endswith("+00:00")
 
     # reject Q2 and write the right answer: a preference pair in TRL's conversational format
-    card = page.locator('.answer[data-answer="Q2"]')
+    card = page.locator('.answer[data-answer="Q2#0"]')
     card.locator("details.reject summary").click()
     card.locator(".chosen-input").fill("O Molting é uma pesquisa sobre portabilidade de personalidade.")
     card.locator(".reject-button").click()
     card.locator(".pair-status").filter(has_text="saved").wait_for()
     lines = (runs_dir / "phase7" / "eval" / "final" / "preference_pairs.jsonl").read_text().splitlines()
     pair = json.loads(lines[0])
-    assert len(lines) == 1 and pair["id"] == "phase7/final/Q2" and pair["source"] == "dashboard"
+    assert len(lines) == 1 and pair["id"] == "phase7/final/Q2#0" and pair["source"] == "dashboard"
     assert pair["prompt"][0]["role"] == "system" and "Cláudio" in pair["prompt"][0]["content"]
     assert pair["prompt"][1] == {"role": "user", "content": "O que é o Molting?"}
     assert pair["chosen"][0]["content"].startswith("O Molting é uma pesquisa")
@@ -154,10 +151,10 @@ def test_runs_list_run_page_and_scoring_persist(server, runs_dir, page):
     assert page.dialogs == []
 
     # a note typed just before leaving the page (before its 0.4 s save) is still saved
-    page.locator('.answer[data-answer="Q3"] .note-input').fill("typed just before closing")
+    page.locator('.answer[data-answer="Q3#0"] .note-input').fill("typed just before closing")
     page.goto("about:blank")
     deadline = time.monotonic() + 10
-    while manual_scores(runs_dir, "phase7")["answers"].get("Q3", {}).get("note") != "typed just before closing":
+    while manual_scores(runs_dir, "phase7")["answers"].get("Q3#0", {}).get("note") != "typed just before closing":
         assert time.monotonic() < deadline, "the last note was lost when the page closed"
         time.sleep(0.1)
 
@@ -200,7 +197,7 @@ def test_two_writers_never_lose_or_corrupt_scores(server, runs_dir):
     every answer of phase8; every change must be in the file, which must stay valid JSON."""
     second = Server(runs_dir)
     try:
-        ids = list(references())
+        ids = [f"{q}#0" for q in references()]
         # every (answer, dimension) once, alternating between the two servers
         jobs = [
             (server.url if (i + j) % 2 else second.url, q, d, (i + j) % 3)
@@ -238,10 +235,10 @@ def test_bad_requests_are_refused(server):
     assert status("/runs/..%2F..%2Fetc") == 404
     assert status("/runs/nope") == 404
     assert status("/api/runs/phase7/eval/final/score", b'{"answer_id": "Q99", "dim": "D1", "value": 1}') == 404
-    assert status("/api/runs/phase7/eval/final/score", b'{"answer_id": "Q1", "dim": "D9", "value": 1}') == 400
-    assert status("/api/runs/phase7/eval/final/score", b'{"answer_id": "Q1", "dim": "D1", "value": 7}') == 400
+    assert status("/api/runs/phase7/eval/final/score", b'{"answer_id": "Q1#0", "dim": "D9", "value": 1}') == 400
+    assert status("/api/runs/phase7/eval/final/score", b'{"answer_id": "Q1#0", "dim": "D1", "value": 7}') == 400
     assert status("/api/runs/phase7/eval/final/score", b"not json") == 400
-    assert status("/api/runs/phase7/eval/final/reject", b'{"answer_id": "Q1", "chosen": "  "}') == 400
+    assert status("/api/runs/phase7/eval/final/reject", b'{"answer_id": "Q1#0", "chosen": "  "}') == 400
 
 
 def test_molt_serve_cli_binds_loopback_and_refuses_other_hosts_without_the_flag(runs_dir):

@@ -128,9 +128,14 @@ class RunRecord:
 
 def _answer_rows(scores: dict, responses: list[dict]) -> list[tuple[dict, dict | None]]:
     """Pair each scores.json question entry with its responses.jsonl row: by answer id when the entries
-    carry one, else by position (molt eval and molt score write them in the same order)."""
+    carry one (a row without its own is `<id>#<k>`, its id's k-th row, as the scorer names it), else by
+    position (molt eval and molt score write them in the same order)."""
     entries = scores.get("questions", [])
-    by_answer = {r.get("answer_id", r.get("id")): r for r in responses}
+    by_answer, seen = {}, {}
+    for r in responses:
+        k = seen.get(r.get("id"), 0)
+        seen[r.get("id")] = k + 1
+        by_answer[r.get("answer_id") or f"{r.get('id')}#{k}"] = r
     if entries and all("answer_id" in e for e in entries):
         return [(e, by_answer.get(e["answer_id"])) for e in entries]
     if len(entries) == len(responses):
