@@ -1,13 +1,15 @@
 """Screenshots of the dashboard for the README: `python docs/dashboard_screenshot.py RUNS_DIR RUN [RUN_B]`.
 
-Serves RUNS_DIR with `molt serve`'s app on a free port of 127.0.0.1 and photographs, with Debian's
-Chromium driven by Playwright, the runs list (docs/dashboard-runs.png), the scoring page of RUN's final
-evaluation (docs/dashboard-score.png) and, given RUN_B, the comparison of RUN and RUN_B
-(docs/dashboard-compare.png). It only reads; no score is changed.
+Serves a copy of RUNS_DIR with `molt serve`'s app on a free port of 127.0.0.1 and photographs, with
+Debian's Chromium driven by Playwright, the runs list (docs/dashboard-runs.png), the scoring page of RUN's
+final evaluation with one answer scored by hand as a person would (docs/dashboard-score.png) and, given
+RUN_B, the comparison of RUN and RUN_B (docs/dashboard-compare.png). RUNS_DIR itself is not changed.
 """
 
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,9 @@ DOCS = Path(__file__).resolve().parent
 
 
 def main(runs_dir: str, run: str, run_b: str | None = None) -> None:
+    copy = Path(tempfile.mkdtemp()) / Path(runs_dir).name
+    shutil.copytree(runs_dir, copy, ignore=shutil.ignore_patterns("adapter", "checkpoints"))
+    runs_dir = copy
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -38,11 +43,19 @@ def main(runs_dir: str, run: str, run_b: str | None = None) -> None:
             for name, path, height in shots:
                 page = browser.new_page(viewport={"width": 1200, "height": height})
                 page.goto(url + path)
+                if name == "dashboard-score.png":
+                    card = page.locator(".answer[data-answer]").first
+                    card.locator('select[data-dim="D3"]').select_option("0")
+                    card.locator(".scorer .status").filter(has_text="saved").wait_for()
+                    card.locator(".note-input").fill("Word salad: no sentence says who João is.")
+                    card.locator(".note-input").blur()
+                    page.wait_for_timeout(300)
                 page.screenshot(path=str(DOCS / name))
                 print(f"wrote {DOCS / name}")
             browser.close()
     finally:
         server.should_exit = True
+        shutil.rmtree(copy.parent)
 
 
 if __name__ == "__main__":

@@ -237,6 +237,7 @@ def test_bad_requests_are_refused(server):
     assert status("/api/runs/phase7/eval/final/score", b'{"answer_id": "Q99", "dim": "D1", "value": 1}') == 404
     assert status("/api/runs/phase7/eval/final/score", b'{"answer_id": "Q1#0", "dim": "D9", "value": 1}') == 400
     assert status("/api/runs/phase7/eval/final/score", b'{"answer_id": "Q1#0", "dim": "D1", "value": 7}') == 400
+    assert status("/api/runs/phase7/eval/final/score", b'{"answer_id": "Q1#0", "dim": "D1", "value": true}') == 400
     assert status("/api/runs/phase7/eval/final/score", b"not json") == 400
     assert status("/api/runs/phase7/eval/final/reject", b'{"answer_id": "Q1#0", "chosen": "  "}') == 400
 

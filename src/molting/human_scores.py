@@ -62,7 +62,7 @@ def set_human_score(
     eval_dir = Path(eval_dir)
     if dim is not None and dim not in DIMENSIONS:
         raise UserError(f"unknown dimension {dim!r}: expected one of {', '.join(DIMENSIONS)}.")
-    if value is not None and value not in (0, 1, 2):
+    if value is not None and (isinstance(value, bool) or value not in (0, 1, 2)):  # JSON true == 1 in Python
         raise UserError(f"score {value!r} for {dim}: expected 0, 1 or 2.")
     path = eval_dir / MANUAL_SCORES
     with locked(path):
