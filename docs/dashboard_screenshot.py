@@ -6,6 +6,7 @@ final evaluation with one answer scored by hand as a person would (docs/dashboar
 RUN_B, the comparison of RUN and RUN_B (docs/dashboard-compare.png). RUNS_DIR itself is not changed.
 """
 
+import os
 import shutil
 import socket
 import sys
@@ -23,9 +24,10 @@ DOCS = Path(__file__).resolve().parent
 
 
 def main(runs_dir: str, run: str, run_b: str | None = None) -> None:
-    copy = Path(tempfile.mkdtemp()) / Path(runs_dir).name
+    copy = Path(tempfile.mkdtemp()) / "runs"
     shutil.copytree(runs_dir, copy, ignore=shutil.ignore_patterns("adapter", "checkpoints"))
-    runs_dir = copy
+    os.chdir(copy.parent)  # so the page header shows "runs", as after `molt serve runs`
+    runs_dir = "runs"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -34,9 +36,10 @@ def main(runs_dir: str, run: str, run_b: str | None = None) -> None:
     while not server.started:
         time.sleep(0.05)
     url = f"http://127.0.0.1:{port}"
-    shots = [("dashboard-runs.png", "/", 420), ("dashboard-score.png", f"/runs/{run}/score/final", 900)]
-    if run_b:
+    shots = [("dashboard-runs.png", "/", 420)]
+    if run_b:  # before the scoring page changes a score
         shots.append(("dashboard-compare.png", f"/compare?run={run}&run={run_b}", 1100))
+    shots.append(("dashboard-score.png", f"/runs/{run}/score/final", 900))
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)

@@ -134,14 +134,16 @@ def compare_runs(run_dirs: list[str | Path], eval_id: str = "final") -> dict:
     rows = []
     for label, key in FACT_ROWS:
         values = [f[key] for f in facts]
-        rows.append({"metric": label, "values": values, "differs": len({repr(v) for v in values}) > 1})
+        if any(v is not None for v in values):  # a row none of the runs has (probes, say) is left out
+            rows.append({"metric": label, "values": values, "differs": len({repr(v) for v in values}) > 1})
     epochs = max(len(f["loss_by_epoch"]) for f in facts)
     for e in range(epochs):
         values = [f["loss_by_epoch"][e] if e < len(f["loss_by_epoch"]) else None for f in facts]
         rows.append({"metric": f"Loss at end of epoch {e + 1}", "values": values, "differs": len(set(values)) > 1})
     for label, key in TAIL_ROWS:
         values = [f[key] for f in facts]
-        rows.append({"metric": label, "values": values, "differs": len({repr(v) for v in values}) > 1})
+        if any(v is not None for v in values):
+            rows.append({"metric": label, "values": values, "differs": len({repr(v) for v in values}) > 1})
 
     base = runs[0]
     question_ids = [q.id for q in base.questions]

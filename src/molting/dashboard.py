@@ -88,11 +88,12 @@ def _system_prompt(run_dir: Path) -> str | None:
 
 
 def create_app(runs_dir: str | Path) -> Starlette:
+    shown_as = str(runs_dir)  # as the user typed it, in the page header
     runs_dir = Path(runs_dir).resolve()
     env = environment()
 
     def page(template: str, status: int = 200, **context) -> HTMLResponse:
-        return HTMLResponse(env.get_template(template).render(runs_dir=str(runs_dir), **context), status_code=status)
+        return HTMLResponse(env.get_template(template).render(runs_dir=shown_as, **context), status_code=status)
 
     def error_page(heading: str, problems: list[str], status: int) -> HTMLResponse:
         return page("dash_error.html", status, heading=heading, problems=problems)
