@@ -18,6 +18,7 @@ from pathlib import Path
 
 from molting.atomic_write import write_json_atomic, write_text_atomic
 from molting.errors import UserError
+from molting.manual_scores import load_manual_scores
 from molting.rubric import DIMENSIONS
 
 MANUAL_SCORES = "manual_scores.json"
@@ -38,16 +39,8 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def read_manual_scores(eval_dir: Path) -> dict:
-    path = Path(eval_dir) / MANUAL_SCORES
-    if not path.is_file():
-        return {"version": 1, "answers": {}}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); fix or remove it.") from None
-    data.setdefault("version", 1)
-    data.setdefault("answers", {})
-    return data
+    """manual_scores.json checked (molting.manual_scores), or an empty record."""
+    return load_manual_scores(Path(eval_dir) / MANUAL_SCORES)
 
 
 def set_human_score(

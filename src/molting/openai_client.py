@@ -193,5 +193,12 @@ def chat_many(
             on_done(index, result)
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+    try:
         return list(pool.map(work, range(len(requests))))
+    except BaseException:
+        # Ctrl-C: drop the queued requests instead of working through them; the cache keeps what finished
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from molting.errors import UserError
+from molting.manual_scores import load_manual_scores
 from molting.rubric import DIMENSIONS
 
 # Two-sided 95% Student t quantiles for 1..30 degrees of freedom; 1.96 beyond.
@@ -220,7 +221,7 @@ def load_run(run_dir: str | Path, eval_id: str = "final", require_scores: bool =
         hint = f" It has: {', '.join(have)} (choose with --eval)." if have else f" Evaluate it: molt eval {run_dir}."
         raise UserError(f"{eval_dir / 'scores.json'}: not found.{hint}")
     responses = read_jsonl_rows(eval_dir / "responses.jsonl")
-    manual = (read_json(eval_dir / "manual_scores.json") or {}).get("answers", {})
+    manual = load_manual_scores(eval_dir / "manual_scores.json")["answers"]
     answers: list[Answer] = []
     entries = (scores or {}).get("questions", [])
     for entry, row in _answer_rows(scores or {}, responses):
