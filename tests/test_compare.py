@@ -154,3 +154,20 @@ def test_help_of_compare_and_serve():
     ):
         result = run_molt(command, "--help")
         assert result.returncode == 0 and all(o in result.stdout for o in options), result.stdout
+
+
+def test_a_question_a_server_left_unanswered_does_not_shift_the_answers(tmp_path):
+    """--backend openai records an unanswered question in responses.jsonl but not in scores.json."""
+    from molting.run_record import load_run
+
+    run = make_run(tmp_path, "a", answers(["REF"]), LOSSES_A)
+    path = run / "eval" / "final" / "responses.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    scores = read_json(run / "eval" / "final" / "scores.json")
+    for entry in scores["questions"]:
+        entry.pop("answer_id", None)  # the format before answer ids were added to entries
+    write_json_atomic(run / "eval" / "final" / "scores.json", scores)
+    unanswered = {"id": "Q1", "prompt": rows[0]["prompt"], "response": None, "error": "timeout"}
+    path.write_text("".join(json.dumps(r) + "\n" for r in [unanswered, *rows]))
+    record = load_run(run)
+    assert [a.response for a in record.answers] == [r["response"] for r in rows]

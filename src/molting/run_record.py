@@ -139,8 +139,9 @@ def _answer_rows(scores: dict, responses: list[dict]) -> list[tuple[dict, dict |
         by_answer[r.get("answer_id") or f"{r.get('id')}#{k}"] = r
     if entries and all("answer_id" in e for e in entries):
         return [(e, by_answer.get(e["answer_id"])) for e in entries]
-    if len(entries) == len(responses):
-        return list(zip(entries, responses, strict=True))
+    answered = [r for r in responses if r.get("response") is not None]  # unanswered rows have no score entry
+    if len(entries) == len(answered):
+        return list(zip(entries, answered, strict=True))
     return [(e, None) for e in entries]
 
 
