@@ -160,7 +160,10 @@ def create_app(runs_dir: str | Path) -> Starlette:
             return JSONResponse({"error": "the request body is not JSON"}, status_code=400)
         if not isinstance(body, dict) or not isinstance(body.get("answer_id"), str):
             return JSONResponse({"error": "answer_id (a string) is required"}, status_code=400)
-        record = await run_in_threadpool(load_run, run, edir.name)
+        try:
+            record = await run_in_threadpool(load_run, run, edir.name)
+        except UserError as e:  # e.g. a manual_scores.json edited by hand into something invalid
+            return JSONResponse({"error": " ".join(e.problems)}, status_code=400)
         answer = next((a for a in record.answers if a.answer_id == body["answer_id"]), None)
         if answer is None:
             return JSONResponse({"error": f"no answer {body['answer_id']!r} in {edir.name}"}, status_code=404)
