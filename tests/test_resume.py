@@ -102,7 +102,7 @@ def test_resume_refuses_a_changed_config(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     save_resolved_config(load_run_config(EXAMPLE / "molt.yaml", FAST), run_dir)
-    with pytest.raises(UserError, match=r"train\.epochs \(1 -> 2\)"):
+    with pytest.raises(UserError, match=r"train\.epochs \(1\.0 -> 2\.0\)"):
         train_run(load_run_config(EXAMPLE / "molt.yaml", FAST + ["train.epochs=2"]), run_dir, resume=True)
 
 

@@ -34,9 +34,10 @@ import math
 from dataclasses import dataclass, field
 
 GIB = 2**30
-# RSS of a process that has imported the training stack and tokenized the data, before any model is
-# loaded: measured on the reference machine by bench/memory.py (0.47 GiB for the imports alone).
-CPU_PROCESS_BASELINE_GB = 0.55
+# Peak RSS of a `molt train` process beyond what its model needs: Python, torch, transformers, TRL, PEFT and
+# datasets imported (0.47 GiB alone) plus the training machinery (oneDNN kernels, allocator arenas, the
+# Trainer). Measured by bench/memory.py on a 0.3 M-parameter model at batch 1: 0.735 GiB (bench/RESULTS.md).
+CPU_PROCESS_BASELINE_GB = 0.74
 # Device memory the CUDA context and kernels take outside PyTorch's allocator (0.3-0.6 GB by GPU/driver).
 CUDA_CONTEXT_GB = 0.5
 # Fraction of the device memory molting plans to use: PyTorch's allocator fragments, other processes exist.
@@ -170,18 +171,28 @@ def estimate_memory(model_config: dict, plan: TrainingPlan) -> dict:
     saved_bytes_each = 4 if quantized else wbytes
     trainable_state = 4 * (lora_params * 4 + saved_params * saved_bytes_each)  # weight, grad, 2 Adam moments
 
-    # activations: activation dtype, and what the backward pass keeps per token and layer
-    act = 2 if (plan.autocast or wbytes == 2 or quantized) else 4
+    # activations: bytes autograd keeps per token and decoder layer, counted tensor by tensor for the Llama
+    # family's code (h: hidden, q: attention width, kv: key/value width, i: MLP width). Per RMSNorm its fp32
+    # input and normalised output (plus the 16-bit cast a linear takes); per attention q, k, v, their rotary
+    # outputs and rotate_half copies, the attention output and o_proj's contiguous input; per MLP gate, up,
+    # silu(gate) and their product.
     h, kv, i = shape.hidden, shape.kv_heads * shape.head_dim, shape.intermediate
     q = shape.heads * shape.head_dim
-    # norm inputs/outputs in fp32 (RMSNorm upcasts), q/attention output/o_proj input and the rotary copies,
-    # k/v and theirs, the MLP's gate, up, activation and product
-    per_token_layer = 4 * 4 * h + act * (4 * q + h + 4 * kv + 4 * i)
+    if quantized or wbytes == 2:  # 16-bit weights (GPU bf16/fp16, QLoRA's bf16 compute)
+        act = 2
+        per_token_layer = 20 * h + 10 * q + 8 * kv + 8 * i
+    elif plan.autocast:  # fp32 weights under bf16 autocast: linear outputs bf16, rotary and residual fp32
+        act = 2
+        per_token_layer = 20 * h + 14 * q + 12 * kv + 8 * i
+    else:  # plain fp32
+        act = 4
+        per_token_layer = 16 * h + 20 * q + 16 * kv + 16 * i
     if plan.lora_dropout > 0:  # dropout keeps its own copy of each adapter's input
         per_token_layer += act * sum(a for a, _ in targets.values())
     tokens = plan.seq_len * plan.batch_size
     if plan.gradient_checkpointing:
-        activations = tokens * (shape.layers * act * h + 2 * per_token_layer)
+        residual = 2 if (quantized or wbytes == 2) else 4  # each layer's input, the residual stream
+        activations = tokens * (shape.layers * residual * h + 2 * per_token_layer)
     else:
         activations = tokens * (shape.layers + 1) * per_token_layer  # + one layer's gradients in flight
     logits = tokens * shape.vocab * (3 * 4 + (act if act != 4 else 0))
