@@ -1,7 +1,7 @@
 """Memory estimator validation: predicted peak (molting.memory_estimate, what `molt check` reports) against the
 measured peak RSS of real `molt train` runs on the CPU, for bases of three sizes and several settings.
 
-Run: python bench/memory.py   (about 10 minutes on 2 idle cores; copy the table into bench/RESULTS.md)
+Run: python bench/memory.py   (30 minutes on a busy 2-core machine; copy the table into bench/RESULTS.md)
 
 Each run is a fresh `molt train` process (so RSS holds exactly one run), on the example persona's 16 longest
 conversations (so every batch is padded to near the longest example, which is what the estimate assumes),
