@@ -44,11 +44,13 @@ def test_sigkill_mid_run_then_resume_continues_the_same_run(project, tmp_path, t
     try:
         first = run_dir / "checkpoints" / "checkpoint-5" / MARKER
         assert _wait_for(first.is_file, 600, proc), f"no complete checkpoint appeared: {proc.stderr.read()}"
-        # a second molt train on the same run directory is refused while the first holds it
+        # Paused (it keeps its lock), so that it cannot finish while a second molt train on the same run
+        # directory starts; that one is refused.
+        proc.send_signal(signal.SIGSTOP)
         second = run_molt(*args, "--resume")
         assert second.returncode == 2, second.stderr
         assert "in use by another molt train" in second.stderr and f"pid {proc.pid}" in second.stderr
-        assert proc.poll() is None, "the first run kept training"
+        assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

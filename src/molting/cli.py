@@ -76,7 +76,7 @@ def cli():
     \b
     The pipeline, one command per stage:
       molt init DIR        a new persona project to fill in
-      molt check CONFIG    preflight: data, token budget, template/EOS, optimizer steps
+      molt check CONFIG    preflight: data, token budget, template/EOS, optimizer steps, memory
       molt train CONFIG    LoRA training (runs the preflight first)
       molt eval RUN        answer the suite and score the answers (rubric v1)
       molt score ...       score any model's answers from a JSONL file
@@ -148,7 +148,9 @@ def check(config, overrides, name, runs_dir, allow_truncation, as_json):
 
     Validates the data (every bad line as file:line), counts tokens with the real tokenizer and chat
     template against max_length, checks that every assistant turn ends with the EOS the model stops on,
-    and counts optimizer steps. Loads no model weights. Exits 1 when a check fails, 2 on bad input.
+    counts optimizer steps, and predicts the peak memory of loading and training against this machine's
+    GPU or RAM (or check.memory_gb), saying what would make it fit. Loads no model weights. Exits 1 when
+    a check fails, 2 on bad input.
     """
     from molting.preflight import run_preflight
     from molting.train import write_preflight
@@ -217,6 +219,8 @@ def train(config, overrides, name, runs_dir, allow_truncation, overwrite, resume
         return
     if t.get("resumed_from_step"):
         console.print(f"resumed from the checkpoint at step {t['resumed_from_step']}")
+    elif resume:
+        console.print("no complete checkpoint to resume from: trained from the start")
     console.print(
         f"trained {t['optimizer_steps']} steps in {t['seconds']} s; final loss {t['final_loss']}; "
         f"adapter in {run_dir / 'adapter'}"
