@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/score.py
 	$(BIN)/python bench/check.py
+	$(BIN)/python bench/memory.py
 
 lint: setup
 	$(BIN)/ruff check src tests bench

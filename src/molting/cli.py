@@ -76,7 +76,7 @@ def cli():
     \b
     The pipeline, one command per stage:
       molt init DIR        a new persona project to fill in
-      molt check CONFIG    preflight: data, token budget, template/EOS, optimizer steps
+      molt check CONFIG    preflight: data, token budget, template/EOS, optimizer steps, memory
       molt train CONFIG    LoRA training (runs the preflight first)
       molt eval RUN        answer the suite and score the answers (rubric v1)
       molt score ...       score any model's answers from a JSONL file
@@ -126,6 +126,13 @@ def _print_preflight(report: dict) -> None:
         f"{tp['turns_checked']} assistant turns end with it",
     )
     table.add_row("optimizer steps", f"{st['total_steps']} ({st['steps_per_epoch']} per epoch × {st['epochs']} epochs)")
+    mem = report.get("memory")
+    if mem:
+        table.add_row(
+            "peak memory (predicted)",
+            f"{mem['peak_gb']:.2f} GB (loading {mem['loading_peak_gb']:.2f}, training {mem['training_peak_gb']:.2f}) "
+            f"of {mem['budget_gb']:.1f} GB ({mem['budget_from']})",
+        )
     console.print(table)
     styles = {"error": "bold red", "warning": "yellow", "info": "dim"}
     for f in report["findings"]:
@@ -145,7 +152,9 @@ def check(config, overrides, name, runs_dir, allow_truncation, as_json):
 
     Validates the data (every bad line as file:line), counts tokens with the real tokenizer and chat
     template against max_length, checks that every assistant turn ends with the EOS the model stops on,
-    and counts optimizer steps. Loads no model weights. Exits 1 when a check fails, 2 on bad input.
+    counts optimizer steps, and predicts the peak memory of loading and training against this machine's
+    GPU or RAM (or check.memory_gb), saying what would make it fit. Loads no model weights. Exits 1 when
+    a check fails, 2 on bad input.
     """
     from molting.preflight import run_preflight
     from molting.train import write_preflight
@@ -169,19 +178,53 @@ def check(config, overrides, name, runs_dir, allow_truncation, as_json):
 @runs_dir_option
 @truncation_option
 @overwrite_option
-def train(config, overrides, name, runs_dir, allow_truncation, overwrite):
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run from its newest complete checkpoint (same config; see train.save_steps).",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train with N processes (DDP) on this machine: runs this command under torchrun, one process per GPU.",
+)
+def train(config, overrides, name, runs_dir, allow_truncation, overwrite, resume, nproc):
     """LoRA-train the base in CONFIG on its persona data; writes adapter/, train_log.jsonl, manifest.json.
 
-    Runs the preflight first and stops on any error. Loss is on assistant tokens only.
+    Runs the preflight first and stops on any error. Loss is on assistant tokens only. Checkpoints every
+    train.save_steps steps; after a crash, --resume continues from the newest complete one. Also runs
+    under `torchrun` / `accelerate launch` (every rank trains, rank 0 writes the run files).
     """
-    from molting.train import train_run
+    from molting.train import process_rank, train_run
 
+    if nproc > 1:
+        from molting.launch import torchrun
+
+        sys.exit(torchrun(nproc, sys.argv[1:]))
     _quiet_libraries()
     run_dir = _run_dir(config, name, runs_dir)
     manifest = train_run(
-        _load_config(config, overrides), run_dir, allow_truncation=allow_truncation, overwrite=overwrite
+        _load_config(config, overrides),
+        run_dir,
+        allow_truncation=allow_truncation,
+        overwrite=overwrite,
+        resume=resume,
     )
     t = manifest["train"]
+    rank, world_size = process_rank()
+    if world_size > 1:  # every rank says what it did: the evidence that all of them trained
+        click.echo(
+            f"rank {rank} of {world_size}: {t['optimizer_steps']} optimizer steps, "
+            f"{t['batches_per_epoch']} batches per epoch in this rank's share"
+        )
+    if rank != 0:
+        return
+    if t.get("resumed_from_step"):
+        console.print(f"resumed from the checkpoint at step {t['resumed_from_step']}")
+    elif resume:
+        console.print("no complete checkpoint to resume from: trained from the start")
     console.print(
         f"trained {t['optimizer_steps']} steps in {t['seconds']} s; final loss {t['final_loss']}; "
         f"adapter in {run_dir / 'adapter'}"

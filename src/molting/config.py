@@ -56,8 +56,18 @@ class TrainSettings:
     # trained with bf16 autocast where the CPU has native bf16 (AVX512-BF16/AMX), plain fp32 otherwise.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gradient_checkpointing: bool = False  # trade compute for memory on long examples
+    # Load the base quantised with bitsandbytes (QLoRA): "4bit" is NF4 with double quantisation and bf16
+    # (or fp16) compute, quantised tensor by tensor while loading so full-precision weights never fill the
+    # GPU; "8bit" is LLM.int8. Needs a CUDA GPU and `pip install molting[gpu]`. A base whose config.json
+    # already has a quantization_config (a pre-quantised checkpoint) loads as it was saved.
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    # A checkpoint every this many optimizer steps, for `molt train --resume` after a crash (0: none).
+    save_steps: int = 50
+    save_total_limit: int = 2  # complete checkpoints kept (the newest); 0 keeps all
 
     def __post_init__(self):
+        if self.save_steps < 0 or self.save_total_limit < 0:
+            raise FieldValueError("save_steps", "save_steps and save_total_limit cannot be negative.")
         for name in ("batch_size", "grad_accum", "max_length", "logging_steps"):
             if getattr(self, name) < 1:
                 raise FieldValueError(name, f"{name} must be at least 1.")
@@ -91,6 +101,13 @@ class GenerationSettings:
 class CheckSettings:
     min_steps: int = 100  # fewer optimizer steps than this is a warning (phase 6 trained 50)
     allow_truncation: bool = False  # if true, lost assistant tokens are a warning, not an error
+    # Memory (GB) to check the predicted peak against, instead of the free memory of this machine's GPU
+    # (or its RAM on a CPU): plan for the machine you will train on.
+    memory_gb: float | None = None
+
+    def __post_init__(self):
+        if self.memory_gb is not None and self.memory_gb <= 0:
+            raise FieldValueError("memory_gb", "memory_gb must be positive (or left out to use this machine's).")
 
 
 @dataclass
