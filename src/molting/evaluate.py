@@ -16,6 +16,7 @@ from molting.dataset import load_dataset
 from molting.embedding_similarity import similarities
 from molting.errors import UserError
 from molting.generate import generate_answers
+from molting.logprob_probes import probe_and_write
 from molting.manifest import peak_memory_mb
 from molting.persona import load_persona
 from molting.rubric import score_responses
@@ -122,5 +123,8 @@ def eval_run(
             "memory": peak_memory_mb(device),
         }
     )
+    # Teacher-forced margins of right over forbidden continuations: logprob.json, its summary here.
+    about = {"eval_id": eval_id, "model": scores["model"]}
+    scores["logprob"] = probe_and_write(model, tokenizer, persona, out, about, show_progress)["summary"]
     write_json_atomic(out / "scores.json", scores)
     return scores

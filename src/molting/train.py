@@ -54,7 +54,9 @@ def loss_by_epoch(log: list[dict]) -> list[dict]:
     ]
 
 
-def _log_and_progress_callback(log_path: Path, total_steps: int, device: str, show_progress: bool):
+def _log_and_progress_callback(
+    log_path: Path, total_steps: int, device: str, show_progress: bool, stage: str = "sft", step_offset: int = 0
+):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from transformers import TrainerCallback
 
@@ -65,7 +67,7 @@ def _log_and_progress_callback(log_path: Path, total_steps: int, device: str, sh
             self.start = time.monotonic()
             self.rows: list[dict] = []
             self.progress = Progress(
-                TextColumn("training"),
+                TextColumn("training" if stage == "sft" else f"training ({stage})"),
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total} steps"),
                 TextColumn("{task.fields[loss]}"),
@@ -86,13 +88,17 @@ def _log_and_progress_callback(log_path: Path, total_steps: int, device: str, sh
             if not logs or "loss" not in logs:
                 return
             row = {
-                "step": state.global_step,
+                "stage": stage,
+                # A later stage (DPO after SFT) continues the step count, so train_log.jsonl stays in order.
+                "step": step_offset + state.global_step,
                 "epoch": round(state.epoch or 0.0, 4),
                 "loss": round(logs["loss"], 4),
                 "lr": logs.get("learning_rate"),
                 "grad_norm": logs.get("grad_norm"),
                 "elapsed_s": round(time.monotonic() - self.start, 2),
                 **peak_memory_mb(device),
+                # DPO's metrics: rewards/{chosen,rejected,margins,accuracies}, logps/{chosen,rejected}
+                **{k: round(v, 4) for k, v in logs.items() if k.startswith(("rewards/", "logps/"))},
             }
             self.rows.append(row)
             with log_path.open("a", encoding="utf-8") as f:
@@ -201,15 +207,31 @@ def train_run(
     train_started = time.time()
     result = trainer.train()
     train_seconds = time.time() - train_started
+    model = trainer.model
+    preference = None
+    if config.train.method == "sft+dpo":
+        from molting.preference_train import dpo_stage
+
+        model, preference = dpo_stage(
+            model,
+            tokenizer,
+            config,
+            persona,
+            run_dir,
+            report,
+            precision,
+            result.global_step,
+            lambda total, offset: _log_and_progress_callback(log_path, total, device, show_progress, "dpo", offset),
+        )
 
     staging = run_dir / ".adapter.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    trainer.model.save_pretrained(str(staging), safe_serialization=True)
+    model.save_pretrained(str(staging), safe_serialization=True)
     tokenizer.save_pretrained(str(staging))
     replace_dir_atomic(staging, run_dir / "adapter")
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # pruned on success
 
-    by_epoch = loss_by_epoch(callback.rows)
+    by_epoch = loss_by_epoch(callback.rows)  # the SFT stage's rows; a DPO stage has its own callback
     manifest = {
         "run": run_dir.name,
         "config": config.to_dict(),
@@ -231,9 +253,10 @@ def train_run(
             "loss_by_epoch": by_epoch,
             "seconds": round(train_seconds, 1),
         },
+        "preference": preference,
         "timings": {
             "started": started,
-            "train_seconds": round(train_seconds, 1),
+            "train_seconds": round(train_seconds + (preference["seconds"] if preference else 0), 1),
             "total_seconds": round(time.time() - started, 1),
         },
         "memory": peak_memory_mb(device),
