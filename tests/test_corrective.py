@@ -268,3 +268,19 @@ def test_dpo_stage_raises_the_margin_on_its_training_pairs(project, tmp_path):
     assert manifest["preference"]["optimizer_steps"] == steps and manifest["preference"]["pairs"] == 21
     assert not (tmp_path / "dpo" / "adapter" / "ref").exists(), "the frozen reference copy is not saved"
     shutil.rmtree(tmp_path / "sft")
+
+
+def test_molt_probe_and_molt_eval_write_the_margins(trained_run):
+    from molting.evaluate import eval_run
+
+    result = run_molt("probe", trained_run, "--id", "probe-only")
+    assert result.returncode == 0, result.stderr
+    assert "joao_family" in result.stdout and "held out" in result.stdout
+    report = json.loads((trained_run / "eval" / "probe-only" / "logprob.json").read_text())
+    assert report["model"] == "adapter" and report["summary"]["probes"] == 34
+    assert set(report["claims"]["joao_family"]) >= {"mean_margin", "mean_margin_per_token", "positive_fraction"}
+
+    scores = eval_run(trained_run, "with-probes", show_progress=False)
+    assert scores["logprob"] == report["summary"], "molt eval runs the same probes on the same model"
+    assert (trained_run / "eval" / "with-probes" / "logprob.json").is_file()
+    assert json.loads((trained_run / "eval" / "with-probes" / "scores.json").read_text())["logprob"]["probes"] == 34
