@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/score.py
 	$(BIN)/python bench/check.py
+	$(BIN)/python bench/corrective.py
 
 lint: setup
 	$(BIN)/ruff check src tests bench

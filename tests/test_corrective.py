@@ -284,3 +284,60 @@ def test_molt_probe_and_molt_eval_write_the_margins(trained_run):
     assert scores["logprob"] == report["summary"], "molt eval runs the same probes on the same model"
     assert (trained_run / "eval" / "with-probes" / "logprob.json").is_file()
     assert json.loads((trained_run / "eval" / "with-probes" / "scores.json").read_text())["logprob"]["probes"] == 34
+
+
+def test_the_benchmarks_negated_examples_are_what_the_check_warns_about(persona):
+    """bench/corrective.py's arm (a) rebuilds phase 8's negative examples from the card; each is a denial
+    that claims_in_text (and so `molt check`) finds as a negated claim of its own forbidden claim."""
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from corrective import negated_answer
+
+    assert (
+        negated_answer(persona.claim_by_id["joao_family"].probes[0]) == "O João não é meu filho. O João é meu colega."
+    )
+    for claim in persona.forbidden_claims:
+        if claim.category in ("language", "prompt_leak"):
+            continue  # no patterns: the rubric's detectors judge these, not the card
+        for probe in claim.probes:
+            found = {(f.claim, f.negated) for f in claims_in_text(persona, negated_answer(probe))}
+            assert (claim.id, True) in found or (claim.id, False) in found, negated_answer(probe)
+
+
+@pytest.mark.slow
+def test_bench_corrective_runs_the_three_arms():
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "corrective.py"),
+            "--base",
+            "builtin:tiny",
+            "--epochs",
+            "0.25",
+            "--dpo-epochs",
+            "0.5",
+            "--samples",
+            "1",
+            "--max-new-tokens",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=900,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = json.loads(next(x for x in result.stdout.splitlines() if x.startswith("JSON "))[5:])
+    assert [r["run"][:3] for r in out["rows"]] == ["unt", "(a)", "(b)", "(c)"]
+    assert out["rows"][1]["sft_steps"] == out["rows"][2]["sft_steps"] == out["rows"][3]["sft_steps"]
+    assert out["rows"][3]["dpo_steps"] > 0 and out["held_out_probes"] == 13
