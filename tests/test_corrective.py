@@ -267,6 +267,9 @@ def test_dpo_stage_raises_the_margin_on_its_training_pairs(project, tmp_path):
     assert [r["step"] for r in log] == sorted(r["step"] for r in log)
     assert manifest["preference"]["optimizer_steps"] == steps and manifest["preference"]["pairs"] == 21
     assert not (tmp_path / "dpo" / "adapter" / "ref").exists(), "the frozen reference copy is not saved"
+    from molting.report import write_report
+
+    assert "## Preference stage (sft+dpo, trl.DPOTrainer)" in write_report(tmp_path / "dpo").read_text()
     shutil.rmtree(tmp_path / "sft")
 
 
