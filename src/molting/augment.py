@@ -118,6 +118,7 @@ def eval_pairs(persona: Persona, suite, run_dir: Path) -> tuple[list[dict], list
         responses, scores = eval_dir / "responses.jsonl", eval_dir / "scores.json"
         if responses.is_file() and scores.is_file():
             rows = [json.loads(line) for line in responses.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = [r for r in rows if r.get("response") is not None]  # scores.json skips unanswered rows
             questions = json.loads(scores.read_text(encoding="utf-8"))["questions"]
             failed = 0
             for row, scored in zip(rows, questions, strict=False):
@@ -130,7 +131,7 @@ def eval_pairs(persona: Persona, suite, run_dir: Path) -> tuple[list[dict], list
                 pairs.append(
                     _pair(
                         system,
-                        question.question,
+                        row.get("prompt") or question.question,  # a paraphrase is asked as itself
                         question.reference,
                         row["response"],
                         "eval",
