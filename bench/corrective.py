@@ -18,6 +18,7 @@ The untrained base is measured the same way, as the floor.
 import argparse
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--dpo-epochs", type=float, default=3)
     parser.add_argument("--dpo-lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the runs (their folder is printed)")
     args = parser.parse_args()
 
     from molting.augment import augment
@@ -168,9 +170,11 @@ def main() -> None:
             "dpo": {"epochs": args.dpo_epochs, "learning_rate": args.dpo_lr, "beta": 0.1, "rpo_alpha": 1.0},
             "samples_per_question": args.samples,
             "example_negated_answer": negated[0]["messages"][1]["content"],
-            "work_dir": str(work),
+            "work_dir": str(work) if args.keep else None,
         },
     )
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
