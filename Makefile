@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python bench/score.py
 	$(BIN)/python bench/check.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/corrective.py
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -77,8 +77,10 @@ def cli():
     The pipeline, one command per stage:
       molt init DIR        a new persona project to fill in
       molt check CONFIG    preflight: data, token budget, template/EOS, optimizer steps, memory
+      molt augment CONFIG  corrective data: positive restatements, preference pairs
       molt train CONFIG    LoRA training (runs the preflight first)
       molt eval RUN        answer the suite and score the answers (rubric v1)
+      molt probe RUN       log-probability margins of right over forbidden continuations
       molt score ...       score any model's answers from a JSONL file
       molt scores ...      human scores: sheet, import, agreement
       molt report RUN      report.md, report.html and loss.png
@@ -335,6 +337,118 @@ def eval_cmd(
         j = scores["judge"]
         console.print(f"judge {j['model']}: {j['calls']} calls, {j['unscored']} dimension(s) left unscored")
     console.print(f"wrote {Path(run) / 'eval' / scores['eval_id']}/scores.json")
+
+
+@cli.command()
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Folder for corrective.jsonl and pairs.jsonl. Default: the persona card's folder.",
+)
+@click.option(
+    "--seed", default=0, show_default=True, help="Seed of the paraphrase draw: same card and seed, same files."
+)
+@click.option("--per-fact", default=8, show_default=True, help="Restatement examples drawn per fact.")
+@click.option(
+    "--from-eval",
+    "from_eval",
+    type=click.Path(file_okay=False),
+    help="Also harvest pairs from this run's evaluations: its failed answers (rejected) against the suite's "
+    "reference (chosen), and pairs saved by the dashboard.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace corrective.jsonl and pairs.jsonl if they exist.")
+def augment(source, out, seed, per_fact, from_eval, overwrite):
+    """Corrective data from a persona card (SOURCE: persona.yaml, or a molt.yaml naming one): positive
+    restatements of its facts for SFT, and preference pairs against its forbidden claims for DPO.
+
+    \b
+    Writes OUT/corrective.jsonl (SFT conversations tagged corrective, never a negated forbidden claim:
+    training on "não é meu filho" teaches "meu filho") and OUT/pairs.jsonl (prompt/chosen/rejected, from
+    the card's non-held-out log-prob probes, and with --from-eval from a run's failed answers).
+    Example:
+      molt augment examples/claudio/molt.yaml --out corrective/
+      molt augment examples/claudio/molt.yaml --from-eval runs/demo --out corrective/ --overwrite
+    Then set train.method: sft+dpo and preference_data: corrective/pairs.jsonl in molt.yaml.
+    """
+    from molting.augment import augment as run_augment
+    from molting.persona import load_persona
+    from molting.suite import load_suite
+    from molting.yaml_source import load_yaml
+
+    doc = load_yaml(source)
+    suite = None
+    if isinstance(doc.data, dict) and "base_model" in doc.data:  # a run config: its persona and suite
+        config = _load_config(source, ())
+        persona_path, suite_path = config.persona, config.suite
+    else:
+        persona_path, suite_path = source, None
+    persona = load_persona(persona_path)
+    if from_eval:
+        if suite_path is None:
+            from molting.config import load_resolved_config
+
+            suite_path = load_resolved_config(Path(from_eval)).suite
+        suite = load_suite(suite_path, persona)
+    result = run_augment(
+        persona,
+        Path(out) if out else Path(persona_path).parent,
+        seed,
+        per_fact,
+        Path(from_eval) if from_eval else None,
+        suite,
+        overwrite,
+    )
+    for note in result["notes"]:
+        console.print(note, highlight=False)
+    for d in result["dropped"]:
+        console.print(f"[yellow]dropped[/] {d.get('id') or d.get('answer')!r}: makes {', '.join(d['claims'])}")
+    if result["claims_without_probes"]:
+        console.print(
+            f"[yellow]no pairs[/] for {', '.join(result['claims_without_probes'])}: add `probes` to these "
+            "forbidden claims in the card."
+        )
+    console.print(f"wrote {result['sft']} ({result['sft_examples']} SFT examples)")
+    console.print(f"wrote {result['pairs']} ({result['pair_count']} pairs: {result['pair_sources']})")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--base", "use_base", is_flag=True, help="Probe the untrained base instead of the adapter.")
+@click.option("--id", "eval_id", help="Name of this evaluation (folder under RUN/eval/). Default: final, or base.")
+def probe(run, use_base, eval_id):
+    """Log-probability probes: for each probe of each forbidden claim in the persona card, how much more
+    likely RUN's model finds the right continuation than the forbidden one (teacher-forced, no sampling).
+
+    \b
+    Writes RUN/eval/ID/logprob.json: per probe, per claim and per run, the margin
+    log p(right) - log p(wrong) in total and per token, and the fraction of probes with margin > 0.
+    Example:
+      molt probe runs/demo            # the trained adapter
+      molt probe runs/demo --base     # the untrained base, for comparison
+    """
+    from molting.logprob_probes import probe_run
+
+    _quiet_libraries()
+    if not Path(run).is_dir():
+        raise UserError(f"{run}: no such run directory. Train first: molt train CONFIG --name NAME.")
+    report = probe_run(run, eval_id, use_adapter=not use_base)
+    table = Table(title=f"{run} — {report['eval_id']} ({report['model']}): log p(right) - log p(wrong)")
+    for column in ("Claim", "Probes", "Mean margin", "Per token", "Margin > 0"):
+        table.add_column(column, justify="left" if column == "Claim" else "right")
+    rows = [(cid, c) for cid, c in report["claims"].items()]
+    rows += [("all", report["summary"]), ("held out", report["summary"]["held_out"])]
+    for name, c in rows:
+        if c["probes"]:
+            table.add_row(
+                name,
+                str(c["probes"]),
+                f"{c['mean_margin']:+.2f}",
+                f"{c['mean_margin_per_token']:+.2f}",
+                f"{c['positive_fraction']:.0%}",
+            )
+    console.print(table)
+    console.print(f"wrote {Path(run) / 'eval' / report['eval_id']}/logprob.json")
 
 
 @cli.command()

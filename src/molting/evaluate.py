@@ -17,6 +17,7 @@ from molting.embedding_similarity import similarities
 from molting.errors import UserError
 from molting.generate import generate_answers
 from molting.judge import apply_judge
+from molting.logprob_probes import probe_and_write
 from molting.manifest import peak_memory_mb
 from molting.openai_answers import answer_with_endpoint, default_eval_id
 from molting.openai_client import Endpoint
@@ -153,5 +154,8 @@ def eval_run(
             "memory": peak_memory_mb(device),
         }
     )
+    if endpoint is None:  # teacher-forced margins need the local model: logprob.json, its summary here
+        about = {"eval_id": eval_id, "model": scores["model"]}
+        scores["logprob"] = probe_and_write(model, tokenizer, persona, out, about, show_progress)["summary"]
     write_json_atomic(out / "scores.json", scores)
     return scores

@@ -51,6 +51,38 @@ def optimizer_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: f
     }
 
 
+def check_forbidden_in_training(persona: Persona, conversations: list[Conversation], data_path: str) -> list[Finding]:
+    """A warning per training answer that makes a forbidden claim, even negated: training on "o João não é
+    meu filho" teaches "meu filho" (Kassner & Schütze 2020; phase 8's negative examples backfired)."""
+    from molting.claim_detection import claims_in_text
+
+    findings = []
+    for conv in conversations:
+        for m in conv.messages:
+            if m["role"] != "assistant":
+                continue
+            for found in claims_in_text(persona, m["content"]):
+                if found.negated:
+                    why = (
+                        f"denies forbidden claim {found.claim!r} ({found.text!r}), and a negated statement in "
+                        "supervised data tends to teach the statement itself: small models learn the words after "
+                        "the negation, not the negation (Kassner & Schütze 2020, 'Negated and Misprimed Probes'; "
+                        "phase 8's 15 negative examples raised 'João é meu filho')"
+                    )
+                else:
+                    why = f"makes forbidden claim {found.claim!r} ({found.text!r}), so training teaches it"
+                findings.append(
+                    Finding(
+                        "warning",
+                        "negated_claims",
+                        f"{data_path}:{conv.line}: the assistant's answer {why}. State the fact positively instead "
+                        "and push the claim down with preference pairs: `molt augment CONFIG` writes both "
+                        "(corrective.jsonl, pairs.jsonl; train with train.method: sft+dpo).",
+                    )
+                )
+    return findings
+
+
 def check_steps(steps: dict, min_steps: int, warmup_steps: int) -> list[Finding]:
     findings = []
     total = steps["total_steps"]
@@ -358,6 +390,13 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
         + check_steps(steps, config.check.min_steps, config.train.warmup_steps)
         + memory_findings
     )
+    findings += check_forbidden_in_training(persona, conversations, config.data)
+    preference = None
+    if config.preference_data:  # the DPO stage's pairs: format, budget, wrong side, steps
+        from molting.preference_pairs import preference_preflight
+
+        preference, preference_findings = preference_preflight(config, persona, tokenizer)
+        findings += preference_findings
     tags: dict[str, int] = {}
     for conv in conversations:
         for tag in conv.tags:
@@ -378,6 +417,7 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
         "template": template,
         "steps": steps,
         "memory": memory,
+        "preference": preference,
         "findings": [asdict(f) for f in findings],
         "examples": examples,
     }

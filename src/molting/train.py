@@ -64,7 +64,14 @@ def loss_by_epoch(log: list[dict]) -> list[dict]:
 
 
 def _log_and_progress_callback(
-    log_path: Path, total_steps: int, device: str, show_progress: bool, rows: list[dict], elapsed_offset: float
+    log_path: Path,
+    total_steps: int,
+    device: str,
+    show_progress: bool,
+    rows: list[dict],
+    elapsed_offset: float,
+    stage: str = "sft",
+    step_offset: int = 0,
 ):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from transformers import TrainerCallback
@@ -78,7 +85,7 @@ def _log_and_progress_callback(
             self.start = time.monotonic() - elapsed_offset
             self.rows: list[dict] = list(rows)
             self.progress = Progress(
-                TextColumn("training"),
+                TextColumn("training" if stage == "sft" else f"training ({stage})"),
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total} steps"),
                 TextColumn("{task.fields[loss]}"),
@@ -99,13 +106,17 @@ def _log_and_progress_callback(
             if not logs or "loss" not in logs or not state.is_world_process_zero:
                 return
             row = {
-                "step": state.global_step,
+                "stage": stage,
+                # A later stage (DPO after SFT) continues the step count, so train_log.jsonl stays in order.
+                "step": step_offset + state.global_step,
                 "epoch": round(state.epoch or 0.0, 4),
                 "loss": round(logs["loss"], 4),
                 "lr": logs.get("learning_rate"),
                 "grad_norm": logs.get("grad_norm"),
                 "elapsed_s": round(time.monotonic() - self.start, 2),
                 **peak_memory_mb(device),
+                # DPO's metrics: rewards/{chosen,rejected,margins,accuracies}, logps/{chosen,rejected}
+                **{k: round(v, 4) for k, v in logs.items() if k.startswith(("rewards/", "logps/"))},
             }
             self.rows.append(row)
             with log_path.open("a", encoding="utf-8") as f:
@@ -312,18 +323,41 @@ def _train(
         "batches_per_epoch": len(trainer.get_train_dataloader()),
         "resumed_from_step": checkpoint[0] if checkpoint else None,
     }
-    # Every rank takes part in saving (FSDP and DeepSpeed gather the adapter's shards); the Trainer writes
-    # from rank 0 only, with the tokenizer and chat template.
     staging = run_dir / ".adapter.partial"
-    trainer.save_model(str(staging))
-    trainer.accelerator.wait_for_everyone()
-    if not main_process:
-        return {"train": rank_record}
-    (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the adapter is safetensors only
+    preference = None
+    if config.train.method == "sft+dpo":
+        from molting.preference_train import dpo_stage
+
+        model, preference = dpo_stage(
+            trainer.model,
+            tokenizer,
+            config,
+            persona,
+            run_dir,
+            report,
+            precision,
+            result.global_step,
+            lambda total, offset: _log_and_progress_callback(
+                log_path, total, device, show_progress and main_process, [], 0.0, "dpo", offset
+            ),
+        )
+        if not main_process:
+            return {"train": rank_record}
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(str(staging), safe_serialization=True)
+        tokenizer.save_pretrained(str(staging))
+    else:
+        # Every rank takes part in saving (FSDP and DeepSpeed gather the adapter's shards); the Trainer
+        # writes from rank 0 only, with the tokenizer and chat template.
+        trainer.save_model(str(staging))
+        trainer.accelerator.wait_for_everyone()
+        if not main_process:
+            return {"train": rank_record}
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the adapter is safetensors only
     replace_dir_atomic(staging, run_dir / "adapter")
     shutil.rmtree(checkpoints, ignore_errors=True)  # pruned on success
 
-    by_epoch = loss_by_epoch(callback.rows)
+    by_epoch = loss_by_epoch(callback.rows)  # the SFT stage's rows; a DPO stage has its own callback
     manifest = {
         "run": run_dir.name,
         "config": config.to_dict(),
@@ -346,9 +380,10 @@ def _train(
             "loss_by_epoch": by_epoch,
             "seconds": round(train_seconds, 1),
         },
+        "preference": preference,
         "timings": {
             "started": started,
-            "train_seconds": round(train_seconds, 1),
+            "train_seconds": round(train_seconds + (preference["seconds"] if preference else 0), 1),
             "total_seconds": round(time.time() - started, 1),
         },
         "memory": peak_memory_mb(device),
