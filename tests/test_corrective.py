@@ -13,6 +13,7 @@ from molting.base_model import load_model, load_tokenizer
 from molting.chat_format import render
 from molting.claim_detection import claims_in_text
 from molting.errors import UserError
+from molting.human_scores import save_preference_pair
 from molting.logprob_probes import _continuation_logprobs, probe_margins
 from molting.persona import load_persona
 from molting.rubric import score_responses
@@ -146,14 +147,15 @@ def test_augment_harvests_failed_answers_and_dashboard_pairs(persona, tmp_path):
     ]
     (ev / "responses.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     (ev / "scores.json").write_text(json.dumps(score_responses(persona, suite.by_id, rows)))
-    dashboard = {
-        "prompt": [{"role": "user", "content": "Você é o João?"}],
-        "chosen": [{"role": "assistant", "content": "Sou o Cláudio, a IA que trabalha com ele."}],
-        "rejected": [{"role": "assistant", "content": "Sim, sou o João."}],
-        "source": "dashboard",
-        "id": "d1",
-    }
-    (ev / "preference_pairs.jsonl").write_text(json.dumps(dashboard, ensure_ascii=False) + "\n")
+    # the pair exactly as the dashboard saves it (molt serve's "reject and write the right one")
+    save_preference_pair(
+        ev,
+        "final/Q1#0",
+        persona.system_prompts.inference,
+        "Você é o João?",
+        "Sim, sou o João.",
+        "Sou o Cláudio, a IA que trabalha com ele.",
+    )
     result = augment(persona, tmp_path / "out", from_eval=run, suite=suite)
     assert result["pair_sources"]["eval"] == 1 and result["pair_sources"]["dashboard"] == 1
     pairs = [json.loads(line) for line in (tmp_path / "out" / "pairs.jsonl").read_text().splitlines()]
