@@ -97,6 +97,13 @@ def export_merged(run_dir: Path, say=print) -> Path:
     try:
         model.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
+        # molting trains and evaluates on the rendered chat template with no tokens added around it (a BOS
+        # is there only if the template writes one). Said explicitly, so that transformers and llama.cpp
+        # (the converter copies it to tokenizer.ggml.add_bos_token; unset, llama.cpp adds a BOS) prompt the
+        # model as it was trained.
+        tokenizer_config = json.loads((staging / "tokenizer_config.json").read_text(encoding="utf-8"))
+        tokenizer_config.update({"add_bos_token": False, "add_eos_token": False})
+        write_json_atomic(staging / "tokenizer_config.json", tokenizer_config)
         write_json_atomic(
             staging / RECORD,
             {

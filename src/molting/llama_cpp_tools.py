@@ -112,11 +112,23 @@ def convert_to_gguf(model_dir: Path, out_file: Path, outtype: str = "f16", say=p
     os.replace(partial, out_file)
 
 
+def import_llama_cpp():
+    """llama-cpp-python, or a UserError saying how to install it (it is an optional dependency)."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise UserError(
+            "this needs llama-cpp-python: pip install 'molting[export]' (or "
+            f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}; pip builds it from source once)."
+        ) from None
+    return llama_cpp
+
+
 def quantize_gguf(source: Path, out_file: Path, quant: str) -> None:
     """llama.cpp's quantizer (llama_model_quantize) from an f16 GGUF."""
     import ctypes
 
-    import llama_cpp
+    llama_cpp = import_llama_cpp()
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANT_FTYPES[quant]
@@ -168,3 +180,7 @@ def gguf_summary(path: Path) -> dict:
         "add_space_prefix": field("tokenizer.ggml.add_space_prefix"),
         "chat_template": field("tokenizer.chat_template"),
     }
+
+
+if __name__ == "__main__":  # `python -m molting.llama_cpp_tools`: fetch the converter now (make setup)
+    print(fetch_converter())

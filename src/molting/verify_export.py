@@ -29,6 +29,7 @@ from molting.chat_format import encode_prompt
 from molting.config import load_resolved_config
 from molting.errors import UserError
 from molting.export import RECORD, load_adapter_model
+from molting.llama_cpp_tools import import_llama_cpp
 from molting.ollama_modelfile import chat_segments, parse_modelfile, template_mismatches
 from molting.persona import load_persona
 from molting.rubric import score_responses
@@ -75,7 +76,7 @@ def _hf_answers(model, tokenizer, prompts, eos, max_new, advance) -> list[dict]:
 
 def _gguf_answers(path: Path, prompts: list[list[dict]], max_new: int, advance) -> tuple[list[dict], dict]:
     """Answers from a GGUF through llama-cpp-python, prompted with the GGUF's own chat template."""
-    import llama_cpp
+    llama_cpp = import_llama_cpp()
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
