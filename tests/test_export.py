@@ -116,16 +116,19 @@ def test_export_all_targets_and_verify(run_copy):
     report = json.loads((ollama / "verify.json").read_text())
     assert report["ok"] and all(c["ok"] for c in report["checks"])
     models = report["models"]
-    assert set(models) == {"adapter", "merged", "gguf-f16", "gguf-q8_0"}
+    assert set(models) == {"adapter", "merged", "gguf-f16", "gguf-f16-served", "gguf-q8_0", "gguf-q8_0-served"}
     n = len(report["questions"])
-    assert models["merged"]["identical_answers"] == n
-    assert models["gguf-f16"]["identical_prompts"] == n
+    assert models["merged"]["identical_answers"] == n and models["merged"]["identical_prompts"] == n
     for q in report["questions"]:
         adapter = q["answers"]["adapter"]
         assert q["answers"]["merged"]["tokens"] == adapter["tokens"]
         assert q["answers"]["gguf-f16"]["matching_prefix"] >= min(8, len(adapter["tokens"]))
         for answer in q["answers"].values():
             assert "</s>" not in answer["text"] and "<|user|>" not in answer["text"]
+    # Served through the GGUF's own template, llama.cpp tokenizes the prompt as transformers did except for
+    # the text's first '▁' (llama.cpp has no "prepend only at the start" mode): reported, not hidden.
+    assert models["gguf-f16-served"]["identical_prompts"] == 0
+    assert models["gguf-f16-served"]["first_prompt_differences_at"] == [0]
     assert models["gguf-f16"]["stopped_at_end_of_turn"] >= 1
     assert models["gguf-q8_0"]["score_change"] == pytest.approx(
         models["gguf-q8_0"]["average_score"] - models["adapter"]["average_score"], abs=1e-3

@@ -125,14 +125,38 @@ def export_merged(run_dir: Path, say=print) -> Path:
 def _quant_notes(summary: dict, quant: str, shapes: list[tuple[int, ...]]) -> list[str]:
     """Say plainly when llama.cpp had to fall back to other types (rows not a multiple of the block)."""
     block = QUANT_BLOCK[quant]
-    misfit = sum(1 for s in shapes if len(s) >= 2 and s[0] % block)
+    matrices = [s for s in shapes if len(s) >= 2]  # 1-D tensors (norms) are never quantised
+    misfit = sum(1 for s in matrices if s[0] % block)
     notes = []
     if misfit:
         notes.append(
-            f"{misfit} of {len(shapes)} tensors have rows that are not a multiple of {block}, which {quant} needs; "
+            f"{misfit} of {len(matrices)} weight matrices have rows that are not a multiple of {block}, which "
+            f"{quant} needs; "
             f"llama.cpp stored them in other types. Tensor types in the file: {summary['tensor_types']}."
         )
     return notes
+
+
+def _conversion_view(merged: Path, view: Path) -> Path:
+    """What the converter reads: the merged folder (linked), with one thing said explicitly in
+    tokenizer_config.json. A SentencePiece tokenizer whose Metaspace pre-tokenizer prepends '▁' only at the
+    start of the text ("first", transformers' non-legacy default) adds none after a special token such as
+    `</s>`; llama.cpp's `add_space_prefix`, on by default, adds one after every special token, which puts
+    an extra token after each turn of the prompt. Off, llama.cpp differs only in the text's very first
+    '▁' (llama.cpp has no "first only" mode); `--verify` reports the prompts it tokenizes differently.
+    The merged folder itself is left as transformers reads it."""
+    for item in merged.iterdir():
+        (view / item.name).symlink_to(item.resolve())
+    try:
+        pre = json.loads((merged / "tokenizer.json").read_text(encoding="utf-8")).get("pre_tokenizer") or {}
+    except (OSError, ValueError):
+        return view
+    metaspace = [p for p in [pre, *pre.get("pretokenizers", [])] if p.get("type") == "Metaspace"]
+    if metaspace and metaspace[0].get("prepend_scheme") == "first":
+        config = json.loads((merged / "tokenizer_config.json").read_text(encoding="utf-8"))
+        (view / "tokenizer_config.json").unlink()
+        write_json_atomic(view / "tokenizer_config.json", {**config, "add_prefix_space": False})
+    return view
 
 
 def export_gguf(run_dir: Path, merged: Path, quant: str | None, say=print) -> dict:
@@ -143,7 +167,8 @@ def export_gguf(run_dir: Path, merged: Path, quant: str | None, say=print) -> di
     record = _record(out) or {}
     if record.get("adapter_sha256") != sha or not f16.is_file():
         say("converting to GGUF f16 with llama.cpp's convert_hf_to_gguf.py")
-        convert_to_gguf(merged, f16, "f16", say=say)
+        with tempfile.TemporaryDirectory() as view:
+            convert_to_gguf(_conversion_view(merged, Path(view)), f16, "f16", say=say)
         record = {"adapter_sha256": sha, "files": {}}
     record.setdefault("files", {})["f16"] = gguf_summary(f16)
     result = {"f16": record["files"]["f16"], "notes": []}

@@ -6,15 +6,19 @@ the weights, not the samplers) by
 
 - the adapter: the base in fp32 with the PEFT adapter unmerged, as training left it;
 - the merged model from RUN/export/merged, with its own tokenizer and generation_config;
-- every GGUF of the export, through llama-cpp-python (the llama.cpp the converter came from): the prompt
-  rendered with the chat template stored in the GGUF, tokenized as llama.cpp serves it (special tokens
-  parsed, BOS as the GGUF's metadata says), generation stopped at llama.cpp's end-of-generation tokens.
+- every GGUF of the export, through llama-cpp-python (the llama.cpp the converter came from), twice: from
+  the adapter's own prompt tokens (`gguf-f16`: did the weights survive?) and as served (`gguf-f16-served`:
+  the prompt rendered with the chat template stored in the GGUF and tokenized as llama.cpp serves it,
+  special tokens parsed, BOS as the GGUF's metadata says: did the template and tokenizer survive?), each
+  stopped at llama.cpp's end-of-generation tokens.
 
 Per question it records whether each exported model's tokens are identical to the adapter's, the first
-token where they differ, whether the prompt tokens were identical, and the rubric scores (molting.rubric)
-of each answer. Checks: merged == adapter token for token; every GGUF f16 answer matches the adapter for
-its first `F16_PREFIX` tokens (or all of it when shorter); a quantised GGUF reports its score change;
-no exported answer contains template tokens or a second turn (it stopped at end of turn); for Ollama,
+token where they differ, whether the prompt tokens were identical (and where they first differ), and the
+rubric scores (molting.rubric) of each answer. Checks: merged == adapter token for token; every GGUF f16
+answer from the adapter's prompt tokens matches the adapter for its first `F16_PREFIX` tokens (or all of
+it when shorter), with the served run's prompt and answer differences reported beside it; a quantised
+GGUF reports its score change; no answer contains template tokens or a second turn, and at least one
+ended at an end-of-turn token (so the stop was seen to work); for Ollama,
 the Modelfile's TEMPLATE renders every suite prompt identically to the chat template and its stops
 cover every end-of-turn token. Results go to RUN/export/<target>/verify.json.
 """
@@ -74,8 +78,11 @@ def _hf_answers(model, tokenizer, prompts, eos, max_new, advance) -> list[dict]:
     return answers
 
 
-def _gguf_answers(path: Path, prompts: list[list[dict]], max_new: int, advance) -> tuple[list[dict], dict]:
-    """Answers from a GGUF through llama-cpp-python, prompted with the GGUF's own chat template."""
+def _gguf_answers(
+    path: Path, prompts: list[list[dict]], reference_prompts: list[list[int]], max_new: int, advance
+) -> tuple[list[dict], list[dict], dict]:
+    """Answers from a GGUF through llama-cpp-python, twice: from the adapter's own prompt tokens (do the
+    weights survive?) and as served (the GGUF's chat template, llama.cpp's tokenizer: does the template?)."""
     llama_cpp = import_llama_cpp()
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -89,15 +96,8 @@ def _gguf_answers(path: Path, prompts: list[list[dict]], max_new: int, advance) 
     def token_text(i: int) -> str:
         return llm.detokenize([i], special=True).decode("utf-8", errors="replace") if i >= 0 else ""
 
-    formatter = Jinja2ChatFormatter(
-        template, eos_token=token_text(llm.token_eos()), bos_token=token_text(llm.token_bos())
-    )
-    answers = []
-    for messages in prompts:
-        rendered = formatter(messages=messages)
-        # As llama-cpp-python's chat completion and llama-server do: special tokens parsed, BOS added when
-        # the GGUF says so and the template did not write it.
-        prompt = llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+    def answer(prompt: list[int]) -> dict:
+        llm.reset()  # evaluate every prompt whole: no KV-cache reuse between questions
         tokens, finish = [], "length"
         for token in llm.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
             if llama_cpp.llama_vocab_is_eog(vocab, token):
@@ -107,12 +107,23 @@ def _gguf_answers(path: Path, prompts: list[list[dict]], max_new: int, advance) 
             if len(tokens) >= max_new:
                 break
         text = llm.detokenize(tokens, special=True).decode("utf-8", errors="replace").strip()
-        answers.append({"prompt_tokens": prompt, "tokens": tokens, "text": text, "finish_reason": finish})
         advance()
+        return {"prompt_tokens": prompt, "tokens": tokens, "text": text, "finish_reason": finish}
+
+    formatter = Jinja2ChatFormatter(
+        template, eos_token=token_text(llm.token_eos()), bos_token=token_text(llm.token_bos())
+    )
+    same_prompt = [answer(list(ids)) for ids in reference_prompts]
+    served = []
+    for messages in prompts:
+        rendered = formatter(messages=messages).prompt
+        # As llama-server, llama-cli and Ollama do: special tokens parsed, and a BOS added when the GGUF's
+        # tokenizer.ggml.add_bos_token says so (llama_tokenize's add_special).
+        served.append(answer(llm.tokenize(rendered.encode("utf-8"), add_bos=True, special=True)))
     eog = [i for i in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)]
     info = {"end_of_generation_tokens": {str(i): token_text(i) for i in eog}}
     llm.close()
-    return answers, info
+    return same_prompt, served, info
 
 
 def _compare(reference: list[int], other: list[int]) -> dict:
@@ -156,7 +167,7 @@ def verify_export(
     answers: dict[str, list[dict]] = {}
     extra: dict[str, dict] = {}
     with Progress(disable=not show_progress) as progress:
-        task = progress.add_task("verifying the export", total=len(prompts) * (2 + len(ggufs)))
+        task = progress.add_task("verifying the export", total=len(prompts) * (2 + 2 * len(ggufs)))
 
         def advance():
             progress.advance(task)
@@ -171,8 +182,11 @@ def verify_export(
         merged_eos = eos_token_ids(merged_tokenizer, merged)
         answers["merged"] = _hf_answers(merged, merged_tokenizer, prompts, merged_eos, max_new, advance)
         del merged
+        reference_prompts = [a["prompt_tokens"] for a in answers["adapter"]]
         for name, path in ggufs.items():
-            answers[name], extra[name] = _gguf_answers(path, prompts, max_new, advance)
+            same, served, info = _gguf_answers(path, prompts, reference_prompts, max_new, advance)
+            answers[name], answers[f"{name}-served"] = same, served
+            extra[name] = extra[f"{name}-served"] = info
 
     segments = chat_segments(tokenizer)
     markers = sorted({p.strip() for p in (*segments.before.values(), *segments.after.values()) if p.strip()})
@@ -197,15 +211,19 @@ def verify_export(
     for name, rows in answers.items():
         if name == "adapter":
             continue
-        comparisons = [_compare(r["tokens"], a["tokens"]) for r, a in zip(reference, rows, strict=True)]
-        for r, a, c in zip(reference, rows, comparisons, strict=True):
-            a.update(c)
-            a["prompt_tokens_identical"] = r["prompt_tokens"] == a["prompt_tokens"]
+        for r, a in zip(reference, rows, strict=True):
+            a.update(_compare(r["tokens"], a["tokens"]))
+            a["identical"] = a["identical"] and r["finish_reason"] == a["finish_reason"]
+            diff = _compare(r["prompt_tokens"], a["prompt_tokens"])
+            a["prompt_tokens_identical"] = diff["identical"]
+            a["first_prompt_difference"] = diff["first_difference"]
+        first_prompt_diffs = sorted({a["first_prompt_difference"] for a in rows} - {None})
         per_model[name].update(
             {
-                "identical_answers": sum(c["identical"] for c in comparisons),
-                "fewest_matching_first_tokens": min(c["matching_prefix"] for c in comparisons),
+                "identical_answers": sum(a["identical"] for a in rows),
+                "fewest_matching_first_tokens": min(a["matching_prefix"] for a in rows),
                 "identical_prompts": sum(a["prompt_tokens_identical"] for a in rows),
+                "first_prompt_differences_at": first_prompt_diffs,
                 "score_change": round(per_model[name]["average_score"] - per_model["adapter"]["average_score"], 3),
             }
         )
@@ -219,48 +237,55 @@ def verify_export(
     merged_summary = per_model["merged"]
     check(
         "merged == adapter, token for token",
-        merged_summary["identical_answers"] == n,
-        f"{merged_summary['identical_answers']}/{n} answers identical",
+        merged_summary["identical_answers"] == n and merged_summary["identical_prompts"] == n,
+        f"{merged_summary['identical_answers']}/{n} answers identical; "
+        f"{merged_summary['identical_prompts']}/{n} prompts tokenized identically",
     )
     for name in ggufs:
-        summary = per_model[name]
+        summary, served = per_model[name], per_model[f"{name}-served"]
+        short = [
+            q.id
+            for q, r, a in zip(suite.questions, reference, answers[name], strict=True)
+            if a["matching_prefix"] < min(F16_PREFIX, len(r["tokens"]))
+        ]
+        served_detail = (
+            f"served (the GGUF's chat template, llama.cpp's tokenizer): {served['identical_prompts']}/{n} "
+            f"prompts tokenized identically"
+            + (
+                f" (first differences at token {served['first_prompt_differences_at']})"
+                if served["first_prompt_differences_at"]
+                else ""
+            )
+            + f", {served['identical_answers']}/{n} answers identical, fewest matching first tokens "
+            f"{served['fewest_matching_first_tokens']}, score {served['score_change']:+.2f}"
+        )
         if name == "gguf-f16":
-            short = [
-                q.id
-                for q, r, a in zip(suite.questions, reference, answers[name], strict=True)
-                if a["matching_prefix"] < min(F16_PREFIX, len(r["tokens"]))
-            ]
             check(
                 f"gguf f16 matches the adapter on the first {F16_PREFIX} tokens of every answer",
                 not short,
-                f"{summary['identical_answers']}/{n} answers identical; fewest matching first tokens: "
-                f"{summary['fewest_matching_first_tokens']}; prompts tokenized identically: "
-                f"{summary['identical_prompts']}/{n}"
-                + (f"; short of {F16_PREFIX}: {', '.join(short)}" if short else ""),
+                f"from the adapter's prompt tokens: {summary['identical_answers']}/{n} answers identical, fewest "
+                f"matching first tokens {summary['fewest_matching_first_tokens']}"
+                + (f", short of {F16_PREFIX}: {', '.join(short)}" if short else "")
+                + f"; {served_detail}",
             )
         else:
             check(
                 f"{name} score change reported",
                 True,
                 f"average score {summary['average_score']:.2f} vs adapter {per_model['adapter']['average_score']:.2f} "
-                f"({summary['score_change']:+.2f}); {summary['identical_answers']}/{n} answers identical",
+                f"({summary['score_change']:+.2f}), {summary['identical_answers']}/{n} answers identical; "
+                f"{served_detail}",
             )
     for name, summary in per_model.items():
         if name == "adapter":
             continue
-        # Where the adapter ended its turn, the export must too; an answer that hit max_new_tokens says
-        # nothing either way, so at least one answer must have ended for the check to confirm anything.
-        ran_on = [
-            q.id
-            for q, r, a in zip(suite.questions, reference, answers[name], strict=True)
-            if r["finish_reason"] == "stop" and a["finish_reason"] != "stop"
-        ]
+        # No template tokens and no second turn in any answer, and at least one answer ended at an
+        # end-of-turn token (an answer that hit max_new_tokens says nothing either way).
         check(
             f"{name} stops at end of turn (no template tokens or second turn)",
-            summary["answers_with_template_tokens"] == 0 and not ran_on and summary["stopped_at_end_of_turn"] > 0,
+            summary["answers_with_template_tokens"] == 0 and summary["stopped_at_end_of_turn"] > 0,
             f"{summary['stopped_at_end_of_turn']}/{n} answers ended at an end-of-turn token, "
             f"{summary['hit_max_new_tokens']} hit max_new_tokens ({max_new})"
-            + (f", ran on where the adapter stopped: {', '.join(ran_on)}" if ran_on else "")
             + (", none ended: raise --max-new-tokens to confirm" if not summary["stopped_at_end_of_turn"] else "")
             + f"; {summary['answers_with_template_tokens']} contain any of {', '.join(markers)}",
         )
