@@ -134,7 +134,11 @@ def quantize_gguf(source: Path, out_file: Path, quant: str) -> None:
     params.ftype = QUANT_FTYPES[quant]
     params.nthread = os.cpu_count() or 1
     partial = out_file.with_name(f".{out_file.name}.partial")
-    code = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    # llama.cpp logs a line per tensor; molting reads the result from the file instead (gguf_summary).
+    with suppress_stdout_stderr(disable=False):
+        code = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
     if code != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
         raise UserError(f"llama.cpp could not quantize {source} to {quant} (llama_model_quantize returned {code}).")
