@@ -32,7 +32,14 @@ QUANT_BLOCK = {"q8_0": 32, "q4_k_m": 256}
 
 
 def converter_home() -> Path:
-    return Path(sys.prefix) / "share" / "molting" / f"llama.cpp-from-llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}"
+    """Inside the Python environment (it belongs to the installed llama-cpp-python version), or in the
+    molting cache when the environment is not writable (a system Python)."""
+    name = f"llama.cpp-from-llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}"
+    if os.access(sys.prefix, os.W_OK):
+        return Path(sys.prefix) / "share" / "molting" / name
+    from molting.builtin_base import cache_dir
+
+    return cache_dir() / name
 
 
 def find_converter() -> Path | None:
