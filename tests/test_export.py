@@ -149,6 +149,10 @@ def test_q4_k_m_on_a_tiny_model_says_what_llama_cpp_did(run_copy):
 
 
 def test_export_bad_input(trained_run, tmp_path):
+    top = run_molt("--help")
+    assert "molt export RUN" in top.stdout
+    help_text = run_molt("export", "--help")
+    assert help_text.returncode == 0 and "--quant" in help_text.stdout and "--verify" in help_text.stdout
     result = run_molt("export", tmp_path / "nope", "--to", "gguf")
     assert result.returncode == 2 and "no such run directory" in result.stderr
     result = run_molt("export", trained_run, "--to", "merged", "--quant", "q8_0")
