@@ -1,5 +1,6 @@
 """`molt init` (section 8): a commented project whose placeholders `molt check` names until filled."""
 
+import json
 import re
 
 import yaml
@@ -50,3 +51,21 @@ def test_init_never_overwrites(tmp_path):
     again = run_molt("init", tmp_path / "p")
     assert again.returncode == 2 and "never overwrites" in again.stderr
     assert (tmp_path / "p" / "persona.yaml").read_text() == "name: mine\n"
+
+
+def test_text_that_mentions_todo_is_not_a_placeholder(tmp_path, project):
+    """Only a value that starts with molt init's marker is unfilled; real conversations about code (which
+    often say TODO) are the user's data and must load."""
+    from molting.dataset import load_dataset
+    from molting.persona import load_persona
+    from molting.yaml_source import is_placeholder
+
+    assert is_placeholder("TODO: the answer") and is_placeholder("  TODO_regex") and is_placeholder("TODO")
+    assert not is_placeholder("Deixei um TODO no NestJS para o João") and not is_placeholder("TODOS os dias")
+    data = tmp_path / "data.jsonl"
+    code = "Deixei um `// TODO: validar o CPF` no service do NestJS; o João revisa amanhã."
+    messages = [{"role": "user", "content": "E o CPF?"}, {"role": "assistant", "content": code}]
+    data.write_text(json.dumps({"messages": messages}) + "\n")
+    persona = load_persona(project / "persona.yaml")
+    (conversation,) = load_dataset(data, persona.system_prompts.train)
+    assert conversation.messages[-1]["content"] == code

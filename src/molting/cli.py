@@ -80,10 +80,12 @@ def cli():
       molt train CONFIG    LoRA training (runs the preflight first)
       molt eval RUN        answer the suite and score the answers (rubric v1)
       molt score ...       score any model's answers from a JSONL file
+      molt scores ...      human scores: sheet, import, agreement
       molt report RUN      report.md and loss.png
       molt run CONFIG      all of the above in order
       molt export RUN      merged model, GGUF, Ollama Modelfile (--verify: same answers?)
       molt doctor          versions, CUDA, known bad combinations
+      molt data ...        import chat exports, distil a model, curate the data
     """
 
 
@@ -202,21 +204,92 @@ def _print_scores(scores: dict, title: str) -> None:
 
 
 @cli.command("eval")
-@click.argument("run", type=click.Path(file_okay=False))
+@click.argument("run", type=click.Path())
 @click.option("--base", "use_base", is_flag=True, help="Evaluate the untrained base instead of the adapter.")
-@click.option("--id", "eval_id", help="Name of this evaluation (folder under RUN/eval/). Default: final, or base.")
-def eval_cmd(run, use_base, eval_id):
-    """Answer the suite with RUN's model and the full inference prompt, then score every answer.
+@click.option(
+    "--id", "eval_id", help="Name of this evaluation (folder under RUN/eval/). Default: final, base, or openai-MODEL."
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "openai"]),
+    default="local",
+    show_default=True,
+    help="Where answers come from: the run's model (local), or an OpenAI-compatible server (openai).",
+)
+@click.option("--url", help="With --backend openai: the server's base URL, e.g. http://127.0.0.1:8080/v1.")
+@click.option("--model", "model_name", help="With --backend openai: the model name as the server knows it.")
+@click.option(
+    "--api-key-env",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="With --backend openai: environment variable holding the server's API key (unset: no key sent).",
+)
+@click.option("--judge-url", help="LLM judge endpoint (OpenAI-compatible); overrides judge.url of the config.")
+@click.option("--judge-model", help="LLM judge model name; overrides judge.model of the config.")
+@click.option("--no-judge", is_flag=True, help="Skip the LLM judge even if the config sets one.")
+@set_option
+@name_option
+@runs_dir_option
+def eval_cmd(
+    run,
+    use_base,
+    eval_id,
+    backend,
+    url,
+    model_name,
+    api_key_env,
+    judge_url,
+    judge_model,
+    no_judge,
+    overrides,
+    name,
+    runs_dir,
+):
+    """Answer the suite and score every answer: rubric v1, and the LLM judge when one is configured.
 
-    Writes RUN/eval/ID/responses.jsonl and RUN/eval/ID/scores.json.
+    RUN is a run directory; with --backend openai it may also be a CONFIG (molt.yaml): the run directory
+    RUNS_DIR/NAME is then created from it, no training needed (--set, --name and --runs-dir apply only
+    then). Writes RUN/eval/ID/responses.jsonl and RUN/eval/ID/scores.json.
+
+    \b
+    Examples:
+      molt eval runs/demo
+      molt eval runs/demo --judge-url http://127.0.0.1:8080/v1 --judge-model qwen2.5-7b-instruct
+      molt eval examples/claudio/molt.yaml --backend openai --url http://localhost:11434/v1 --model llama3.1
     """
-    from molting.evaluate import eval_run
+    from molting.openai_client import Endpoint
 
-    _quiet_libraries()
+    endpoint = None
+    if backend == "openai":
+        if not url or not model_name:
+            raise UserError("--backend openai needs --url (the server's base URL) and --model (the model name).")
+        try:
+            endpoint = Endpoint(url, model_name, api_key_env or None)
+        except ValueError as e:
+            raise UserError(f"--url: {e}") from None
+        if Path(run).is_file():
+            from molting.openai_answers import run_dir_for_config
+
+            run = run_dir_for_config(run, list(overrides), _run_dir(run, name, runs_dir))
+    elif url or model_name:
+        raise UserError("--url and --model choose the server for --backend openai; add --backend openai.")
     if not Path(run).is_dir():
-        raise UserError(f"{run}: no such run directory. Train first: molt train CONFIG --name NAME.")
-    scores = eval_run(run, eval_id, use_adapter=not use_base)
+        raise UserError(
+            f"{run}: no such run directory. Train first (molt train CONFIG --name NAME), or evaluate a model on a "
+            "server straight from a config: molt eval CONFIG --backend openai --url URL --model NAME."
+        )
+    _quiet_libraries()  # after the argument checks: a mistake is reported without loading the libraries
+    from molting.evaluate import eval_run
+    from molting.judge import judge_for_run
+
+    judge = judge_for_run(run, judge_url, judge_model, no_judge)
+    scores = eval_run(run, eval_id, use_adapter=not use_base, judge=judge, endpoint=endpoint)
     _print_scores(scores, f"{run} — {scores['eval_id']} ({scores['model']})")
+    for missing in scores.get("no_answer", []):
+        err_console.print(f"[yellow]no answer[/] for {missing['id']}: {missing['reason']}", highlight=False)
+    if scores.get("judge"):
+        j = scores["judge"]
+        console.print(f"judge {j['model']}: {j['calls']} calls, {j['unscored']} dimension(s) left unscored")
     console.print(f"wrote {Path(run) / 'eval' / scores['eval_id']}/scores.json")
 
 
@@ -230,7 +303,11 @@ def eval_cmd(run, use_base, eval_id):
     help='JSONL, one answer a line: {"id": "Q1", "response": "..."}; ids may repeat.',
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the scores (JSON).")
-def score(persona, suite, responses, out):
+@click.option(
+    "--judge-url", help="Also score with an LLM judge at this OpenAI-compatible endpoint (needs --judge-model)."
+)
+@click.option("--judge-model", help="The judge model name as its server knows it.")
+def score(persona, suite, responses, out, judge_url, judge_model):
     """Score answers from any model with rubric v1 (deterministic detectors driven by the persona card).
 
     \b
@@ -248,9 +325,97 @@ def score(persona, suite, responses, out):
     questions = load_suite(suite, card)
     rows = load_responses(responses, questions)
     scores = score_responses(card, questions.by_id, rows)
+    if judge_url or judge_model:
+        from molting.config import JudgeSettings
+        from molting.judge import apply_judge
+
+        try:
+            judge = JudgeSettings(url=judge_url, model=judge_model)
+        except ValueError as e:
+            raise UserError(f"--judge-url/--judge-model: {e}") from None
+        if not judge.enabled:
+            raise UserError("--judge-model needs --judge-url (the judge's endpoint).")
+        # verdicts cached beside the output, so scoring the same file again costs no judge calls
+        apply_judge(scores, rows, card, questions.by_id, judge, Path(out).parent / "judge_cache")
     write_json_atomic(out, scores)
     _print_scores(scores, f"{responses}")
     console.print(f"wrote {out}")
+
+
+@cli.group()
+def scores():
+    """Human scores: a scoring sheet for people, its import, and agreement with the automatic scores.
+
+    \b
+      molt scores sheet RUN              write RUN/eval/final/scoring_sheet.csv
+      molt scores import RUN --csv FILE  validate it and merge it into manual_scores.json
+      molt scores agreement RUN          exact, within-one and Cohen's kappa per dimension
+    Human scores override the automatic ones in report.md.
+    """
+
+
+eval_id_option = click.option(
+    "--id", "eval_id", default="final", show_default=True, help="Which evaluation (folder under RUN/eval/)."
+)
+
+
+@scores.command("sheet")
+@click.argument("run", type=click.Path(file_okay=False))
+@eval_id_option
+@click.option(
+    "--out", type=click.Path(dir_okay=False), help="Where to write the CSV. Default: RUN/eval/ID/scoring_sheet.csv."
+)
+def scores_sheet(run, eval_id, out):
+    """Write a CSV scoring sheet: answer_id, question, answer, D1–D5 (0, 1 or 2), note.
+
+    Cells a person already scored (manual_scores.json) come filled in. Open it in a spreadsheet, score,
+    save as CSV and import it with `molt scores import`.
+    """
+    from molting.manual_scores import write_sheet
+
+    console.print(f"wrote {write_sheet(run, eval_id, out)}")
+
+
+@scores.command("import")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False), help="The filled scoring sheet.")
+@eval_id_option
+def scores_import(run, csv_path, eval_id):
+    """Validate a filled scoring sheet and merge it into RUN/eval/ID/manual_scores.json.
+
+    Unknown answer ids, scores other than 0, 1 or 2 and duplicate rows are errors (file:line); nothing is
+    written then. Blank cells leave earlier human scores as they are. Optional columns D1_note … D5_note
+    hold a note per dimension.
+    """
+    from molting.manual_scores import import_sheet
+
+    result = import_sheet(run, csv_path, eval_id)
+    console.print(f"imported {result['scores']} scores for {result['answers']} answers into {result['path']}")
+
+
+@scores.command("agreement")
+@click.argument("run", type=click.Path(file_okay=False))
+@eval_id_option
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def scores_agreement(run, eval_id, as_json):
+    """Agreement of the automatic scores (rubric, and the judge where it scored) with the human ones:
+    exact, within-one and Cohen's kappa per dimension, over the answers both scored."""
+    from molting.manual_scores import run_agreement
+
+    figures = run_agreement(run, eval_id)
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    table = Table(title=f"{run} — {eval_id}: automatic vs human")
+    for column in ("Dim", "Scored by both", "Exact", "Within one", "Cohen's kappa"):
+        table.add_column(column, justify="right")
+    for dim, f in figures.items():
+        if not f["n"]:
+            table.add_row(dim, "0", "–", "–", "–")
+            continue
+        kappa = f"{f['kappa']:.3f}" if f["kappa"] is not None else "n/a"
+        table.add_row(dim, str(f["n"]), f"{f['exact']:.0%}", f"{f['within_one']:.0%}", kappa)
+    console.print(table)
 
 
 @cli.command()
@@ -403,6 +568,415 @@ def _print_verify(report: dict) -> None:
         mark = "[green]ok[/]" if c["ok"] else "[bold red]FAILED[/]"
         console.print(f"{mark} {c['check']}: {c['detail']}", highlight=False)
     console.print("[green]export verified[/]" if report["ok"] else "[bold red]export verification failed[/]")
+
+
+@cli.group()
+def data():
+    """Training data from where a persona lives: import chat exports, distil a model, curate the result.
+
+    \b
+      molt data import EXPORT --out data.jsonl    chat exports and JSONL datasets into data.jsonl
+      molt data distil --url URL --model M ...    ask the source model, write its answers as data
+      molt data curate --config molt.yaml         dedupe, split, balance, length and leakage report
+    """
+
+
+def _print_summary(title: str, rows: list[tuple[str, object]]) -> None:
+    table = Table(title=title, show_header=False)
+    for label, value in rows:
+        table.add_row(label, str(value))
+    console.print(table)
+
+
+@data.command("import")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the data (JSONL).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["openai", "sharegpt", "chatgpt", "claude", "prompt_completion"]),
+    help="Format of SOURCE. Default: detected from its first record.",
+)
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Keep conversations created on or after this day.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Keep conversations created on or before this day.")
+@click.option(
+    "--language", type=click.Choice(["pt", "en", "es"]), help="Keep conversations in this language (function words)."
+)
+@click.option("--keyword", "keywords", multiple=True, help="Keep conversations mentioning this (repeatable: any).")
+@click.option(
+    "--min-answer-chars",
+    default=0,
+    show_default=True,
+    help="Drop exchanges whose answer is shorter; the conversation is split there.",
+)
+@click.option(
+    "--system",
+    type=click.Choice(["drop", "keep", "card"]),
+    default="drop",
+    show_default=True,
+    help="The source's system prompts: drop them (training adds the card's), keep them, or write the card's.",
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    help="molt.yaml: split to its max_length in tokens of its base's tokenizer, and its persona for --system card.",
+)
+@set_option
+@click.option("--persona", type=click.Path(dir_okay=False), help="Persona card for --system card (without --config).")
+@click.option(
+    "--max-chars", default=6000, show_default=True, help="Budget per example in characters when no --config is given."
+)
+@click.option("--skip-malformed", is_flag=True, help="Count and skip malformed records instead of stopping.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def data_import(
+    source,
+    out,
+    fmt,
+    since,
+    until,
+    language,
+    keywords,
+    min_answer_chars,
+    system,
+    config,
+    overrides,
+    persona,
+    max_chars,
+    skip_malformed,
+    overwrite,
+    as_json,
+):
+    """Import the conversations in SOURCE (a chat export or a JSONL dataset) into molting's data.jsonl.
+
+    \b
+    Formats: OpenAI messages JSONL, ShareGPT, the ChatGPT export's conversations.json (the branch you
+    last saw), the Claude export's conversations.json, prompt/completion JSONL.
+    Every skipped conversation and turn is counted by reason; a malformed record stops the import with
+    its position (file:line, or conversation index and id) unless --skip-malformed.
+
+    \b
+    Example:
+      molt data import ~/Downloads/conversations.json --out my-persona/imported.jsonl \\
+           --language pt --since 2026-01-01 --min-answer-chars 80 --config my-persona/molt.yaml
+    """
+    from molting.data_import import ImportOptions, import_conversations
+
+    tokenizer = max_length = card_prompt = None
+    if config:
+        from molting.base_model import load_tokenizer
+        from molting.persona import load_persona
+
+        _quiet_libraries()
+        cfg = _load_config(config, overrides)
+        tokenizer, max_length = load_tokenizer(cfg.base_model, cfg.chat_template), cfg.train.max_length
+        card_prompt = load_persona(cfg.persona).system_prompts.train
+    elif persona:
+        from molting.persona import load_persona
+
+        card_prompt = load_persona(persona).system_prompts.train
+    options = ImportOptions(
+        format=fmt,
+        since=since.date() if since else None,
+        until=until.date() if until else None,
+        language=language,
+        keywords=list(keywords),
+        min_answer_chars=min_answer_chars,
+        system=system,
+        card_system_prompt=card_prompt,
+        max_chars=max_chars,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        skip_malformed=skip_malformed,
+    )
+    with err_console.status(f"importing {source}"):
+        summary = import_conversations(source, out, options, overwrite=overwrite)
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+        return
+    rows = [
+        ("format", summary["format"]),
+        ("records read", summary["records"]),
+        ("conversations kept", summary["conversations_kept"]),
+        (
+            "examples written",
+            f"{summary['examples_written']} (budget {summary['budget']['limit']} {summary['budget']['unit']})",
+        ),
+        ("conversations split", summary["conversations_split"]),
+    ]
+    rows += [(f"skipped: {k}", v) for k, v in summary["skipped"].items()]
+    rows += [(f"turns left out: {k}", v) for k, v in summary["turns_skipped"].items()]
+    _print_summary(f"molt data import — {source}", rows)
+    for position in summary["malformed"]:
+        console.print(f"[yellow]skipped malformed[/] {position}", highlight=False)
+    console.print(f"wrote {out}")
+
+
+def _card(config: str | None, persona: str | None, option_hint: str):
+    from molting.persona import load_persona
+
+    if config:
+        return load_persona(_load_config(config, ()).persona)
+    if persona:
+        return load_persona(persona)
+    raise UserError(f"{option_hint} needs the persona card: pass --config molt.yaml or --persona persona.yaml.")
+
+
+@data.command("distil")
+@click.option("--config", type=click.Path(dir_okay=False), help="molt.yaml whose persona card to use.")
+@click.option("--persona", type=click.Path(dir_okay=False), help="Persona card (instead of --config).")
+@click.option(
+    "--questions",
+    type=click.Path(dir_okay=False),
+    help="Questions to ask: .txt (one a line) or .jsonl ({question, id}). Default: generated from the card.",
+)
+@click.option("--paraphrases", default=2, show_default=True, help="Generated phrasings per card item.")
+@click.option("--seed", default=0, show_default=True, help="Picks the generated phrasings; also sent to the endpoint.")
+@click.option("--list-questions", is_flag=True, help="Print the questions and exit without asking anything.")
+@click.option("--url", help="OpenAI-compatible endpoint up to /v1, e.g. http://127.0.0.1:8080/v1.")
+@click.option("--model", help="Model name as the endpoint knows it.")
+@click.option(
+    "--api-key-env",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="Environment variable holding the API key (never passed on the command line).",
+)
+@click.option("--concurrency", default=4, show_default=True, help="Requests in flight at once.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for one answer.")
+@click.option("--retries", default=3, show_default=True, help="Retries per question, with exponential backoff.")
+@click.option("--temperature", default=0.7, show_default=True, help="Sampling temperature of the source model.")
+@click.option("--max-tokens", default=512, show_default=True, help="Longest answer; one cut off there is rejected.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Where to write the training conversations (JSONL).")
+@click.option(
+    "--cache", "cache_dir", type=click.Path(file_okay=False), help="Reply cache. Default: OUT's stem + .cache"
+)
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (cached replies are still reused).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def data_distil(
+    config,
+    persona,
+    questions,
+    paraphrases,
+    seed,
+    list_questions,
+    url,
+    model,
+    api_key_env,
+    concurrency,
+    timeout,
+    retries,
+    temperature,
+    max_tokens,
+    out,
+    cache_dir,
+    overwrite,
+    as_json,
+):
+    """Ask the source model (any OpenAI-compatible endpoint) the persona's questions with the card's full
+    inference prompt, and write its answers as training conversations (tagged "distilled").
+
+    \b
+    Answers the rubric's detectors flag (a forbidden claim, template tokens, tool-call text, the wrong
+    language, another identity, cut off at --max-tokens) are kept out and listed in OUT's .report.json.
+    Interrupted? Run the same command again: finished questions are kept in OUT.partial and replies in
+    the cache, so nothing is asked twice. Exits 1 when some questions got no answer (re-run to retry).
+
+    \b
+    Example:
+      export OPENAI_API_KEY=...   # or --api-key-env MY_VAR; a local llama.cpp server needs none
+      molt data distil --config my-persona/molt.yaml --url https://api.openai.com/v1 --model gpt-4o \\
+           --paraphrases 3 --out my-persona/distilled.jsonl
+    """
+    from molting.distil import distil, generate_questions, load_questions
+    from molting.openai_client import Endpoint
+
+    card = _card(config, persona, "molt data distil")
+    asked = load_questions(questions) if questions else generate_questions(card, paraphrases, seed)
+    if list_questions:
+        for q in asked:
+            click.echo(f"{q.id}\t{q.source}\t{q.question}")
+        return
+    missing = [name for name, value in (("--url", url), ("--model", model), ("--out", out)) if not value]
+    if missing:
+        raise UserError(f"molt data distil: {', '.join(missing)} required (or --list-questions to only list them).")
+    try:
+        endpoint = Endpoint(url, model, api_key_env=api_key_env, timeout_s=timeout, max_retries=retries)
+    except ValueError as e:
+        raise UserError(f"--url: {e}") from None
+    from rich.progress import Progress
+
+    with Progress(console=err_console, disable=as_json) as progress:
+        task = progress.add_task("asking", total=None)
+        summary = distil(
+            card,
+            asked,
+            endpoint,
+            out,
+            concurrency=concurrency,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+            cache_dir=cache_dir,
+            overwrite=overwrite,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+    else:
+        _print_summary(
+            f"molt data distil — {model}",
+            [
+                ("questions", summary["questions"]),
+                ("from an earlier run", summary["resumed"]),
+                ("kept", summary["kept"]),
+                ("rejected by the rubric", len(summary["rejected"])),
+                ("failed (no answer)", len(summary["failed"])),
+            ],
+        )
+        for r in summary["rejected"]:
+            console.print(f"[yellow]rejected[/] {r['id']}: {'; '.join(r['rejected'])}", highlight=False)
+        for f in summary["failed"]:
+            console.print(f"[red]failed[/] {f['id']}: {f['reason']}", highlight=False)
+        console.print(f"wrote {summary['out']} and {summary['report']}")
+    if summary["failed"]:
+        err_console.print(
+            f"{len(summary['failed'])} question(s) got no answer; run the same command again to retry them."
+        )
+        sys.exit(1)
+
+
+@data.command("curate")
+@click.argument("data_file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    help="molt.yaml: its data, persona and suite, and its base's tokenizer and max_length for the length histogram.",
+)
+@set_option
+@click.option("--persona", type=click.Path(dir_okay=False), help="Persona card (without --config).")
+@click.option("--suite", type=click.Path(dir_okay=False), help="Evaluation suite (without --config).")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    help="Where train.jsonl, held_out.jsonl, removed.jsonl and curate.json go. Default: DATA's folder/curated.",
+)
+@click.option("--held-out", default=0.1, show_default=True, help="Fraction of conversations held out.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the train/held-out split.")
+@click.option(
+    "--near-duplicate",
+    default=0.95,
+    show_default=True,
+    help="Embedding cosine similarity at or above which two conversations count as one.",
+)
+@click.option("--no-embeddings", is_flag=True, help="Skip the embedding model: exact duplicates and text leaks only.")
+@click.option(
+    "--leak-threshold",
+    default=0.92,
+    show_default=True,
+    help="Similarity at or above which a training question is a near-verbatim suite question.",
+)
+@click.option("--drop-leaks", is_flag=True, help="Remove training examples that leak a suite question.")
+@click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier curate in --out-dir.")
+@click.option("--json", "as_json", is_flag=True, help="Print curate.json instead of the summary.")
+def data_curate(
+    data_file,
+    config,
+    overrides,
+    persona,
+    suite,
+    out_dir,
+    held_out,
+    seed,
+    near_duplicate,
+    no_embeddings,
+    leak_threshold,
+    drop_leaks,
+    overwrite,
+    as_json,
+):
+    """Deduplicate DATA (default: the config's data), split it into train and held-out by conversation,
+    and report what it teaches: facts and suite areas no example covers, lengths against the token budget,
+    and suite questions leaking into the training questions.
+
+    \b
+    Exits 1 when a suite question leaks into train.jsonl (use --drop-leaks to remove those examples).
+
+    \b
+    Example:
+      molt data curate --config my-persona/molt.yaml my-persona/imported.jsonl --out-dir my-persona/curated
+    """
+    from molting.curate import CurateOptions, curate
+    from molting.persona import load_persona
+    from molting.suite import load_suite
+
+    tokenizer = max_length = None
+    if config:
+        from molting.base_model import load_tokenizer
+
+        _quiet_libraries()
+        cfg = _load_config(config, overrides)
+        persona, suite = persona or cfg.persona, suite or cfg.suite
+        data_file = data_file or cfg.data
+        tokenizer, max_length = load_tokenizer(cfg.base_model, cfg.chat_template), cfg.train.max_length
+    missing = [n for n, v in (("DATA", data_file), ("--persona", persona), ("--suite", suite)) if not v]
+    if missing:
+        raise UserError(f"molt data curate: give {', '.join(missing)}, or --config molt.yaml.")
+    card = load_persona(persona)
+    options = CurateOptions(
+        held_out=held_out,
+        seed=seed,
+        near_duplicate=None if no_embeddings else near_duplicate,
+        leak_threshold=leak_threshold,
+        drop_leaks=drop_leaks,
+    )
+    out_dir = out_dir or Path(data_file).parent / "curated"
+    with err_console.status(f"curating {data_file}" + ("" if no_embeddings else " (embedding every conversation)")):
+        summary = curate(
+            data_file, card, load_suite(suite, card), out_dir, options, tokenizer, max_length, overwrite=overwrite
+        )
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+    else:
+        balance, lengths = summary["balance"], summary["lengths"]
+        rows = [
+            ("conversations", summary["conversations"]),
+            ("exact duplicates removed", summary["exact_duplicates"]),
+            ("near duplicates removed", summary["near_duplicates"]),
+            ("train / held out", f"{summary['train']} / {summary['held_out']}"),
+            ("facts taught (examples)", ", ".join(f"{k} {v}" for k, v in balance["facts"].items())),
+            ("facts no example teaches", ", ".join(balance["untaught_facts"]) or "none"),
+            ("traits shown (examples)", ", ".join(f"{k} {v}" for k, v in balance["traits"].items())),
+        ]
+        rows += [
+            (
+                f"area {name}",
+                f"{a['examples']} examples"
+                + (f"; untaught: {', '.join(a['untaught_facts'])}" if a["untaught_facts"] else ""),
+            )
+            for name, a in balance["areas"].items()
+        ]
+        rows.append(
+            (
+                f"length ({lengths['unit']})",
+                f"max {lengths['max']}, mean {lengths['mean']}"
+                + (f", budget {lengths['budget']}" if lengths["budget"] else "")
+                + "; "
+                + ", ".join(f"{b['range']}: {b['count']}" for b in lengths["bins"]),
+            )
+        )
+        rows.append(("suite questions leaking", len(summary["leaks"])))
+        _print_summary(f"molt data curate — {data_file}", rows)
+        for leak in summary["leaks"]:
+            style = "yellow" if summary["leaks_dropped"] else "bold red"
+            console.print(
+                f"[{style}]leak[/] {leak['id']} ({leak['kind']}) {leak['match']}: line {leak['line']} "
+                f"{leak['user_turn']!r}",
+                highlight=False,
+            )
+        for r in summary["removed"]:
+            console.print(f"[dim]removed line {r['line']}: {r['reason']}[/]", highlight=False)
+        console.print(f"wrote {summary['outputs']['train']}, held_out.jsonl, removed.jsonl, curate.json")
+    sys.exit(1 if summary["leaks"] and not summary["leaks_dropped"] else 0)
 
 
 def main() -> None:

@@ -94,6 +94,37 @@ class CheckSettings:
 
 
 @dataclass
+class JudgeSettings:
+    """An LLM judge (any OpenAI-compatible chat endpoint) scoring answers beside rubric v1's detectors."""
+
+    url: str | None = None  # e.g. http://127.0.0.1:8080/v1 (llama.cpp server), http://localhost:11434/v1 (Ollama)
+    model: str | None = None  # model name as the server knows it
+    api_key_env: str | None = "OPENAI_API_KEY"  # environment variable holding the key (never the key itself)
+    timeout: float = 60.0  # seconds per judge call before it counts as failed
+    retries: int = 2  # retries per call after the first attempt
+    dims: list[str] = field(default_factory=lambda: ["D1", "D2", "D3", "D4", "D5"])  # dimensions the judge scores
+    concurrency: int = 4  # judge calls in flight at once
+    json_mode: bool = False  # also send response_format {"type": "json_object"} (servers that support it)
+
+    def __post_init__(self):
+        unknown = [d for d in self.dims if d not in ("D1", "D2", "D3", "D4", "D5")]
+        if unknown:
+            raise FieldValueError("dims", f"unknown dimension(s) {unknown}; use D1, D2, D3, D4, D5.")
+        if self.url and not self.model:
+            raise FieldValueError("model", "judge.url is set but judge.model is not; name the judge model.")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise FieldValueError("url", f"judge.url must start with http:// or https:// (got {self.url!r}).")
+        if self.timeout <= 0:
+            raise FieldValueError("timeout", "timeout must be positive (seconds).")
+        if self.retries < 0 or self.concurrency < 1:
+            raise FieldValueError("retries", "retries cannot be negative and concurrency must be at least 1.")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url and self.model)
+
+
+@dataclass
 class RunConfig:
     base_model: str  # Hugging Face id, local path, or builtin:tiny / builtin:small
     persona: str  # persona card (persona.yaml)
@@ -106,6 +137,7 @@ class RunConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     check: CheckSettings = field(default_factory=CheckSettings)
+    judge: JudgeSettings = field(default_factory=JudgeSettings)  # optional LLM judge; off unless url is set
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

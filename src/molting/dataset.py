@@ -10,7 +10,7 @@ from pathlib import Path
 
 from molting.errors import UserError
 from molting.jsonl import read_jsonl
-from molting.yaml_source import PLACEHOLDER
+from molting.yaml_source import is_placeholder
 
 ROLES = ("system", "user", "assistant")
 LINE_FIELDS = ("messages", "tags")
@@ -54,7 +54,7 @@ def _line_problems(obj, where: str) -> list[str]:
             problems.append(f"{at}.content: expected text, got {type(content).__name__}.")
         elif not content.strip():
             problems.append(f"{at}.content: empty; every message needs text.")
-        elif PLACEHOLDER in content:
+        elif is_placeholder(content):
             problems.append(f"{at}.content: placeholder not filled in; replace it with a real conversation.")
     roles = [m.get("role") for m in messages if isinstance(m, dict)]
     if roles and roles[-1] != "assistant":

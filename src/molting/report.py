@@ -80,10 +80,58 @@ def _table(header: list[str], rows: list[list]) -> str:
 def _evals(run_dir: Path) -> dict[str, dict]:
     found = {}
     for path in sorted((run_dir / "eval").glob("*/scores.json")):
-        found[path.parent.name] = _read_json(path)
+        found[path.parent.name] = _with_human_scores(_read_json(path), path.parent)
     # the trained model first, then the base, then any others
     order = sorted(found, key=lambda k: (k != "final", k != "base", k))
     return {k: found[k] for k in order}
+
+
+def _with_human_scores(scores: dict, eval_dir: Path) -> dict:
+    """Human scores (manual_scores.json) override the automatic ones everywhere the report shows scores;
+    their agreement with the automatic scores is kept for the report to print."""
+    from molting.manual_scores import effective_scores, human_agreement, load_manual_scores
+
+    manual = load_manual_scores(eval_dir / "manual_scores.json")
+    if not manual["answers"]:
+        return scores
+    out = effective_scores(scores, manual)
+    out["human"]["agreement"] = human_agreement(scores, manual)
+    return out
+
+
+def _human_section(scores: dict) -> list[str]:
+    human = scores.get("human")
+    if not human or not human.get("answers"):
+        return []
+    rows = []
+    for dim, f in human["agreement"].items():
+        if f["n"]:
+            kappa = f"{f['kappa']:.2f}" if f["kappa"] is not None else "n/a"
+            rows.append([dim, f["n"], f"{f['exact']:.0%}", f"{f['within_one']:.0%}", kappa])
+    return [
+        f"Human scores (manual_scores.json) replace the automatic ones for {human['dims']} scores on "
+        f"{human['answers']} answers; the tables above show them (ʰ marks a human score). "
+        "Agreement of the automatic scores with the human:",
+        "",
+        _table(["Dim", "Scored by both", "Exact", "Within one", "Cohen's κ"], rows),
+        "",
+    ]
+
+
+def _judge_section(scores: dict) -> list[str]:
+    lines = []
+    judge = scores.get("judge")
+    if judge:
+        before = scores.get("rubric_only", {}).get("average")
+        lines += [
+            f"LLM judge `{judge['model']}` ({judge['rubric']}) on {', '.join(judge['dims'])}: {judge['calls']} calls, "
+            f"{judge['unscored']} left unscored. Scores above are combined: {judge['combined']}"
+            + (f" (rubric v1 alone: {before:.2f}/10)." if before is not None else "."),
+            "",
+        ]
+    for missing in scores.get("no_answer", []):
+        lines += [f"No answer from the server for {missing['id']}: {_md_text(missing['reason'])}", ""]
+    return lines
 
 
 def _rubric_table(scores: dict, questions: dict[str, str]) -> str:
@@ -92,7 +140,10 @@ def _rubric_table(scores: dict, questions: dict[str, str]) -> str:
         rows.append(
             [
                 f"{q['id']} {questions.get(q['id'], '')}".strip(),
-                *(q["dims"][d] for d in DIMENSIONS),
+                *(
+                    f"{q['dims'][d]}ʰ" if q.get("dims_source", {}).get(d) == "human" else q["dims"][d]
+                    for d in DIMENSIONS
+                ),
                 f"**{q['total']}/10**",
             ]
         )
@@ -241,6 +292,7 @@ def build_report(run_dir: Path) -> str:
             ]
         for eval_id, scores in evals.items():
             out += [f"### {eval_id} ({scores.get('model', '')})", "", _rubric_table(scores, questions), ""]
+            out += _human_section(scores) + _judge_section(scores)
             n = scores["answers"]
             fired = scores["detectors_fired"]
             listed = list(ALWAYS_LISTED) + sorted(k for k in fired if k not in ALWAYS_LISTED)
@@ -254,7 +306,10 @@ def build_report(run_dir: Path) -> str:
                 ]
             out += ["Detectors fired (answers): " + ", ".join(f"{k} {fired.get(k, 0)}/{n}" for k in listed), ""]
             out += ["<details><summary>Every answer, and every point lost with its evidence</summary>", ""]
-            answers = _responses(run_dir / "eval" / eval_id / "responses.jsonl")
+            # scores.json has no entry for a question a server left unanswered (--backend openai)
+            answers = [
+                a for a in _responses(run_dir / "eval" / eval_id / "responses.jsonl") if a.get("response") is not None
+            ]
             for i, q in enumerate(scores["questions"]):
                 if i < len(answers):
                     text = _md_text(answers[i]["response"])
@@ -262,6 +317,9 @@ def build_report(run_dir: Path) -> str:
                 for e in q["evidence"]:
                     detail = _md_text(e["detail"])
                     out.append(f"  - {e['dim']}≤{e['cap']} `{e['detector']}`: {detail}")
+                for dim, verdict in q.get("judge", {}).items():
+                    said = verdict["score"] if "score" in verdict else "unscored"
+                    out.append(f"  - judge {dim}={said}: {_md_text(verdict.get('reason') or verdict.get('unscored'))}")
             out += ["", "</details>", ""]
 
     if manifest:

@@ -276,7 +276,31 @@ LANGUAGE_MARKERS = {
 LANGUAGE_NAMES = {"pt": "Portuguese", "en": "English", "es": "Spanish"}
 _WORD = re.compile(r"[a-z']+")
 _BULLET = re.compile(r"^\s*([-*•]|\d+[.)])\s+\S", re.MULTILINE)
+_BULLET_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(\S.*)$", re.MULTILINE)
 _ENDS_SENTENCE = re.compile(r"[.!?…)\"'»:;`*]\s*$|[\U0001F300-\U0001FAFF\u2600-\u27BF]\s*$")
+
+
+def _ends_cleanly(text: str) -> bool:
+    """Ends a sentence, or a list item. Template tokens at the end are D4's to count, not a cut."""
+    text = text.rstrip()
+    for _ in range(5):
+        stripped = text
+        for pattern in TEMPLATE_TOKENS:
+            stripped = re.sub(f"(?:{pattern.pattern})\\s*$", "", stripped, flags=re.IGNORECASE).rstrip()
+        if stripped == text:
+            break
+        text = stripped
+    last_line = text.rsplit("\n", 1)[-1]
+    return bool(_ENDS_SENTENCE.search(text) or (_BULLET.match(last_line) and "\n" in text))
+
+
+def _negated(folded: str, start: int, end: int) -> bool:
+    """Whether the clause around [start, end) holds a negation word."""
+    before = folded[:start]
+    clause_start = max((m.end() for m in _CLAUSE_END.finditer(before)), default=0)
+    after = _CLAUSE_END.search(folded, end)
+    clause = folded[clause_start : after.start() if after else len(folded)]
+    return bool(_NEGATION.search(clause))
 
 
 def detect_language(folded_lower: str) -> tuple[str | None, dict[str, int]]:
@@ -293,6 +317,34 @@ def detect_language(folded_lower: str) -> tuple[str | None, dict[str, int]]:
         best = "es" if es_only > pt_only else "pt"
     return best, counts
 
+
+# "IA" and "inteligência artificial" (AI / artificial intelligence) say the same thing: a card pattern written
+# with one form must accept the other. Facts and traits are matched on the answer and on these variants.
+_ABBREVIATIONS = [
+    (re.compile(r"\binteligencia artificial\b", re.IGNORECASE), "IA", re.compile(r"\bIA\b"), "inteligencia artificial"),
+    (re.compile(r"\bartificial intelligence\b", re.IGNORECASE), "AI", re.compile(r"\bAI\b"), "artificial intelligence"),
+]
+
+
+def _spelling_variants(folded: str) -> list[str]:
+    """The folded answer, plus the answer with each abbreviation written out and each long form abbreviated."""
+    variants = [folded]
+    for long_form, short, short_form, long in _ABBREVIATIONS:
+        if long_form.search(folded):
+            variants.append(long_form.sub(short, folded))
+        if short_form.search(folded):
+            variants.append(short_form.sub(long, folded))
+    return variants
+
+
+def _shows(patterns: list[re.Pattern], variants: list[str]) -> bool:
+    return any(p.search(v) for p in patterns for v in variants)
+
+
+# A technology named in a negated clause ("não uso ROS2", "ROS2 fica fora da minha stack") is not claimed.
+# ("no" is not among them: in Portuguese it is "em o", as in "uso MATLAB no dia a dia".)
+_NEGATION = re.compile(r"\b(nao|nunca|nem|fora|sem|not|never|don'?t)\b", re.IGNORECASE)
+_CLAUSE_END = re.compile(r"[.!?;:,\n]| mas | but ")
 
 _REPEATED_CHUNK = re.compile(r"(.{1,16}?)\1{7,}", re.DOTALL)
 
@@ -385,6 +437,17 @@ class Scorer:
             fold(t.replace("\\", "")).lower() for t in TECHNOLOGIES
         }
         self.prompt_shingles = _shingles(persona.system_prompts.inference) | _shingles(persona.system_prompts.train)
+        self.prompt_shingles_6 = _shingles(persona.system_prompts.inference, 6) | _shingles(
+            persona.system_prompts.train, 6
+        )
+
+    def _is_prompt_item(self, item: str) -> bool:
+        """A bullet item taken from the card: a trait named in a few words, or 6 words of the system prompt."""
+        folded = fold(item)
+        words = _WORD.findall(folded.lower())
+        if len(words) <= 6 and any(_shows(t.compiled, _spelling_variants(folded)) for t in self.persona.traits):
+            return True
+        return bool(_shingles(item, 6) & self.prompt_shingles_6)
 
     def score(self, question: Question, response: str, finish_reason: str | None = None) -> AnswerScore:
         dims = dict.fromkeys(DIMENSIONS, 2)
@@ -402,10 +465,12 @@ class Scorer:
                 cap(dim, 0, "no_answer", f"fewer than 3 words: {text[:40]!r}")
             return AnswerScore(question.id, dims, evidence)
 
-        # Forbidden claims of the card, each in its category's dimension.
+        # Forbidden claims of the card, each in its category's dimension. Words the answer only echoes from
+        # the question ("Você é o João? Não, …") are the user's, not a claim.
+        asked = fold(question.question).lower()
         for claim in self.persona.forbidden_claims:
             m = find_first(claim.compiled, text, folded)
-            if m:
+            if m and fold(m.text).lower() not in asked:
                 value = 1 if claim.category == "task_planning" else 0
                 cap(claim.dimension, value, f"forbidden_claim:{claim.id}", m.text)
 
@@ -419,21 +484,28 @@ class Scorer:
         if m:
             cap("D1", 1, "generic_assistant", m.text)
         invented = sorted(
-            {m.group(1) for m in _MID_SENTENCE_NAME.finditer(folded) if m.group(1).lower() not in self.card_words}
+            {
+                m.group(1)
+                for m in _MID_SENTENCE_NAME.finditer(folded)
+                if m.group(1).lower() not in self.card_words and m.group(1).lower() not in asked
+            }
         )
         if invented:
             cap("D1", 1, "name_not_on_card", ", ".join(invented))
 
         # D2 facts
-        shown = [
-            fid for fid in question.must_mention if find_first(self.persona.fact_by_id[fid].compiled, text, folded)
-        ]
+        variants = _spelling_variants(folded)
+        shown = [fid for fid in question.must_mention if _shows(self.persona.fact_by_id[fid].compiled, variants)]
         missing = [fid for fid in question.must_mention if fid not in shown]
         if missing:
             value = 0 if not shown else 1
             cap("D2", value, "missing_fact", ", ".join(missing))
         found = (
-            {int(m.lastgroup[1:]) for m in self.foreign_tech_pattern.finditer(text)}
+            {
+                int(m.lastgroup[1:])
+                for m in self.foreign_tech_pattern.finditer(folded)
+                if not _negated(folded, m.start(), m.end())
+            }
             if self.foreign_tech_pattern
             else ()
         )
@@ -452,7 +524,7 @@ class Scorer:
                 "wrong_language",
                 f"answer is in {LANGUAGE_NAMES[language]}, the card asks for {LANGUAGE_NAMES[self.persona.language]}",
             )
-        if self.persona.traits and not any(find_first(t.compiled, text, folded) for t in self.persona.traits):
+        if self.persona.traits and not any(_shows(t.compiled, variants) for t in self.persona.traits):
             cap(
                 "D3", 1, "no_trait", "no trait of the card shows (" + ", ".join(t.id for t in self.persona.traits) + ")"
             )
@@ -462,16 +534,17 @@ class Scorer:
             if m:
                 cap(dim, value, detector, m.text)
 
-        # D4 cleanliness: the system prompt pasted back
-        bullets = _BULLET.findall(text)
+        # D4 cleanliness: the system prompt pasted back, as bullets (phase 7, Q6) or verbatim. A list is not a
+        # leak in itself ("Pontos fortes: - revisar código …" answers the question); a list whose items are the
+        # card's traits or the prompt's own phrases is.
+        items = [m.group(1).strip() for m in _BULLET_ITEM.finditer(text)]
+        leaked = [item for item in items if self._is_prompt_item(item)]
         copied = _shingles(text) & self.prompt_shingles
-        if len(bullets) >= 3 or copied:
-            detail = []
-            if len(bullets) >= 3:
-                detail.append(f"{len(bullets)} bullet lines")
-            if copied:
-                detail.append("copies the system prompt: '" + " ".join(next(iter(copied))) + "'")
-            cap("D4", 0 if len(bullets) >= 3 and copied else 1, "prompt_leak", "; ".join(detail))
+        if len(items) >= 3 and len(leaked) * 2 >= len(items):
+            detail = f"{len(leaked)} of {len(items)} bullet lines are the card's: " + "; ".join(leaked)
+            cap("D4", 0, "prompt_leak", detail)
+        elif copied:
+            cap("D4", 1, "prompt_leak", "copies the system prompt: '" + " ".join(next(iter(copied))) + "'")
 
         # D5 coherence
         loop = _repetition(lower)
@@ -479,7 +552,7 @@ class Scorer:
             cap("D5", 0, "repetition_loop", loop)
         if finish_reason == "length":
             cap("D5", 1, "truncated", "hit max_new_tokens: " + text[-40:])
-        elif not _ENDS_SENTENCE.search(text):
+        elif not _ends_cleanly(text):
             cap("D5", 1, "truncated", "ends mid-sentence: " + text[-40:])
         if len(_WORD.findall(lower)) < 6:
             cap("D5", 1, "too_short", text[:40])

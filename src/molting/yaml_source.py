@@ -7,6 +7,7 @@ default are required; `__post_init__` raises ValueError for values that are the 
 """
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -189,6 +190,14 @@ class FieldValueError(ValueError):
 
 
 PLACEHOLDER = "TODO"  # `molt init` writes this marker into every value the user must fill in
+# A value is a placeholder when it *starts* with the marker ("TODO: the answer", "TODO_regex"): real text
+# that merely mentions a TODO (code, a to-do list) is the user's own and must pass.
+_PLACEHOLDER_VALUE = re.compile(r"\s*TODO(?:[:_]|\s*$)")
+
+
+def is_placeholder(text: str) -> bool:
+    """True for a value `molt init` wrote and the user has not replaced yet."""
+    return bool(_PLACEHOLDER_VALUE.match(text))
 
 
 def placeholder_problems(doc: YamlDoc) -> list[str]:
@@ -202,7 +211,7 @@ def placeholder_problems(doc: YamlDoc) -> list[str]:
         elif isinstance(value, list):
             for i, v in enumerate(value):
                 walk(v, path + (i,))
-        elif isinstance(value, str) and PLACEHOLDER in value:
+        elif isinstance(value, str) and is_placeholder(value):
             problems.append(
                 f"{doc.where(path)}: {dotted(path)}: placeholder not filled in ({value.strip()[:60]!r}). "
                 "Replace it with your persona's own text."

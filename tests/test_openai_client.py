@@ -1,0 +1,108 @@
+"""The OpenAI-compatible client against a real HTTP server on 127.0.0.1: answers, retries, failures that
+become ChatError with a reason, the API key from the environment, concurrency and the on-disk cache."""
+
+import socket
+
+import pytest
+from openai_server import serve
+
+from molting.openai_client import ChatCache, ChatError, Endpoint, chat, chat_many
+
+MESSAGES = [{"role": "user", "content": "Quem é o João?"}]
+
+
+def fast(url, **kw):
+    return Endpoint(url=url, model="judge", timeout_s=kw.pop("timeout_s", 5.0), **kw)
+
+
+def test_answer_and_request_shape(monkeypatch):
+    monkeypatch.setenv("MOLT_TEST_KEY", "sk-test-123")
+    with serve(lambda body, n: "O João é o dev com quem eu trabalho.") as server:
+        reply = chat(fast(server.url, api_key_env="MOLT_TEST_KEY"), MESSAGES, max_tokens=32, seed=7)
+    assert reply.text == "O João é o dev com quem eu trabalho."
+    assert reply.finish_reason == "stop"
+    (request,) = server.requests
+    assert request["path"] == "/v1/chat/completions"
+    assert request["body"] == {"model": "judge", "messages": MESSAGES, "temperature": 0.0, "max_tokens": 32, "seed": 7}
+    assert request["headers"]["Authorization"] == "Bearer sk-test-123"
+
+
+def test_no_key_no_header(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with serve(lambda body, n: "ok") as server:
+        chat(fast(server.url), MESSAGES)
+    assert "Authorization" not in server.requests[0]["headers"]
+
+
+def test_transient_errors_are_retried():
+    # 503, then malformed JSON, then a good answer: the third attempt wins
+    answers = {1: (503, {"error": "busy"}), 2: (200, b"{not json"), 3: "finally"}
+    with serve(lambda body, n: answers[n]) as server:
+        reply = chat(fast(server.url, max_retries=3), MESSAGES)
+    assert reply.text == "finally"
+    assert len(server.requests) == 3
+
+
+def test_garbage_after_every_retry_is_a_chat_error():
+    with serve(lambda body, n: (200, {"choices": []})) as server:
+        with pytest.raises(ChatError, match=r"malformed reply .* \(after 2 attempts\)"):
+            chat(fast(server.url, max_retries=1), MESSAGES)
+    assert len(server.requests) == 2
+
+
+def test_client_error_is_not_retried():
+    with serve(lambda body, n: (401, {"error": "bad key"})) as server:
+        with pytest.raises(ChatError, match="HTTP 401"):
+            chat(fast(server.url, max_retries=3), MESSAGES)
+    assert len(server.requests) == 1
+
+
+def test_stalled_server_times_out():
+    with serve(lambda body, n: ("stall", 3)) as server:
+        with pytest.raises(ChatError, match="no answer .* within 0.5 s"):
+            chat(fast(server.url, timeout_s=0.5, max_retries=0), MESSAGES)
+
+
+def test_refused_connection():
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ChatError, match="cannot reach"):
+        chat(fast(f"http://127.0.0.1:{port}/v1", max_retries=0), MESSAGES)
+
+
+def test_chat_many_keeps_order_isolates_failures_and_caches(tmp_path):
+    def respond(body, n):
+        question = body["messages"][-1]["content"]
+        return (500, {"error": "no"}) if question == "q2" else f"answer to {question}"
+
+    requests = [{"messages": [{"role": "user", "content": f"q{i}"}]} for i in range(5)]
+    cache = ChatCache(tmp_path / "cache")
+    done = []
+    with serve(respond) as server:
+        endpoint = fast(server.url, max_retries=1)
+        results = chat_many(endpoint, requests, concurrency=3, cache=cache, on_done=lambda i, r: done.append(i))
+        first_count = len(server.requests)
+        again = chat_many(endpoint, requests, concurrency=3, cache=cache)
+    assert [r.text if not isinstance(r, ChatError) else "ERR" for r in results] == [
+        "answer to q0",
+        "answer to q1",
+        "ERR",
+        "answer to q3",
+        "answer to q4",
+    ]
+    assert sorted(done) == [0, 1, 2, 3, 4]
+    assert first_count == 4 + 2  # four answers, and q2 tried twice
+    # the re-run answered the four successes from the cache and asked again only for the failure
+    assert len(server.requests) - first_count == 2
+    assert [getattr(r, "text", None) for r in again] == [getattr(r, "text", None) for r in results]
+
+
+def test_cache_ignores_a_corrupt_file(tmp_path):
+    cache = ChatCache(tmp_path)
+    with serve(lambda body, n: "fresh") as server:
+        endpoint = fast(server.url)
+        request = {"messages": MESSAGES}
+        (tmp_path / f"{cache.key(endpoint, request)}.json").write_text('{"text": "half')
+        assert chat_many(endpoint, [request], cache=cache)[0].text == "fresh"
+        assert cache.get(endpoint, request).text == "fresh"
