@@ -6,13 +6,19 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup chromium demo test test-slow bench lint format clean
 
+# llama-cpp-python (for `molt export`) is built from source, CPU only, without the parts molting does not
+# use (multimodal, examples, tools, tests); pip caches the wheel, so only the first setup on a machine pays.
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+
 # torch is installed first and alone: pip takes the pinned CPU build (torch==2.13.0), so nothing
-# later resolves torch to a multi-GB CUDA build.
+# later resolves torch to a multi-GB CUDA build. Last, llama.cpp's GGUF converter is extracted from the
+# pinned llama-cpp-python sources into the venv (molting.llama_cpp_tools), so tests need no network.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[dev,export]'
+	$(BIN)/python -m molting.llama_cpp_tools
 	touch $(STAMP)
 
 # Debian's Chromium for the dashboard's browser tests: Playwright drives the system browser

@@ -87,6 +87,7 @@ def cli():
       molt compare A B     runs side by side, with a verdict per question and overall
       molt serve [RUNS]    local dashboard: browse, compare, score answers by hand
       molt run CONFIG      all of the above in order
+      molt export RUN      merged model, GGUF, Ollama Modelfile (--verify: same answers?)
       molt doctor          versions, CUDA, known bad combinations
       molt data ...        import chat exports, distil a model, curate the data
     """
@@ -726,6 +727,81 @@ def doctor(model, as_json):
             if f["fix"]:
                 console.print(f"    fix: {f['fix']}", highlight=False)
     sys.exit(1 if any(f["level"] == "error" for f in report["findings"]) else 0)
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Choice(["merged", "gguf", "ollama"]),
+    help="merged: adapter merged into the base (safetensors, tokenizer, chat template). gguf: llama.cpp's "
+    "converter at f16. ollama: the GGUF and a Modelfile (template, system prompt, stops, generation settings).",
+)
+@click.option(
+    "--quant",
+    type=click.Choice(["q8_0", "q4_k_m"]),
+    help="Also write a quantised GGUF with llama.cpp's quantizer (gguf/ollama; the Ollama folder then uses it).",
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Answer the suite greedily with the adapter, the merged model and each GGUF; compare tokens and "
+    "rubric scores; check end-of-turn stops. Writes RUN/export/TARGET/verify.json; exits 1 if a check fails.",
+)
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1),
+    help="Longest answer in --verify. Default: the run's generation.max_new_tokens.",
+)
+def export(run, target, quant, verify, max_new_tokens):
+    """Export RUN for local use, under RUN/export/TARGET/.
+
+    \b
+    Examples:
+      molt export runs/demo --to merged --verify
+      molt export runs/demo --to gguf --quant q8_0 --verify
+      molt export runs/demo --to ollama      # then: cd runs/demo/export/ollama && ollama create demo -f Modelfile
+    """
+    from molting.export import export_run
+
+    _quiet_libraries()
+    export_run(run, target, quant, say=lambda m: console.print(m, highlight=False))
+    console.print(f"exported {target}: {Path(run) / 'export' / target}")
+    if not verify:
+        return
+    from molting.verify_export import verify_export
+
+    report = verify_export(run, target, max_new_tokens)
+    _print_verify(report)
+    console.print(f"wrote {Path(run) / 'export' / target / 'verify.json'}")
+    sys.exit(0 if report["ok"] else 1)
+
+
+def _print_verify(report: dict) -> None:
+    names = list(report["models"])
+    table = Table(title=f"molt export --verify ({report['decoding']})")
+    table.add_column("Question")
+    for name in names:
+        table.add_column(name, justify="right")
+    for q in report["questions"]:
+        cells = []
+        for name in names:
+            a = q["answers"][name]
+            if name == "adapter":
+                cells.append(f"{a['score']}/10, {len(a['tokens'])} tok")
+            elif a["identical"]:
+                cells.append(f"{a['score']}/10, identical")
+            else:
+                cells.append(f"{a['score']}/10, differs at {a['first_difference']}")
+        table.add_row(q["id"], *cells)
+    table.add_row("Average", *(f"{report['models'][n]['average_score']:.2f}" for n in names), style="bold")
+    console.print(table)
+    for c in report["checks"]:
+        mark = "[green]ok[/]" if c["ok"] else "[bold red]FAILED[/]"
+        console.print(f"{mark} {c['check']}: {c['detail']}", highlight=False)
+    console.print("[green]export verified[/]" if report["ok"] else "[bold red]export verification failed[/]")
 
 
 @cli.group()
