@@ -3,27 +3,48 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup demo test test-slow bench lint format clean
+.PHONY: setup setup-dev chromium demo test test-slow bench lint format clean
+
+# llama-cpp-python (for `molt export`) is built from source, CPU only, without the parts molting does not
+# use (multimodal, examples, tools, tests); pip caches the wheel, so only the first setup on a machine pays.
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
 # torch is installed first and alone: pip takes the pinned CPU build (torch==2.13.0), so nothing
-# later resolves torch to a multi-GB CUDA build.
+# later resolves torch to a multi-GB CUDA build. `setup` is what molting itself needs (the demo);
+# `setup-dev` adds what the tests need: the dev tools, llama-cpp-python for `molt export` (with llama.cpp's
+# GGUF converter extracted from the same pinned sources into the venv, molting.llama_cpp_tools, so tests
+# need no network) and Debian's Chromium for the dashboard's browser tests.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[dev,export]'
+	$(BIN)/python -m molting.llama_cpp_tools
+	touch $(DEV_STAMP)
+
+# Playwright drives the system browser (`playwright install` would download its own, which these
+# machines cannot do).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 setup: $(STAMP)
+
+setup-dev: $(DEV_STAMP) chromium
 
 demo: setup
 	$(BIN)/molt run examples/claudio/molt.yaml --name demo --overwrite
 
-test: setup
+test: setup-dev
 	$(BIN)/python -m pytest -q
 
-test-slow: setup
+test-slow: setup-dev
 	$(BIN)/python -m pytest -q -m slow
 
 # Speed and quality figures on builtin:small; copy them into bench/RESULTS.md when defaults change.
@@ -32,12 +53,14 @@ bench: setup
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/score.py
 	$(BIN)/python bench/check.py
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/corrective.py
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-format: setup
+format: setup-dev
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 

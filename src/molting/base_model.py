@@ -92,15 +92,89 @@ def mixed_precision(setting: str, device: str, weights_dtype) -> str:
     return "no"
 
 
-def load_model(spec: str, dtype_setting: str = "auto", device: str | None = None):
+def quantization_config(quantization: str, compute_dtype):
+    """The BitsAndBytesConfig for `train.quantization` (None for "none"): QLoRA's NF4 with double
+    quantisation and `compute_dtype` matmuls for "4bit", LLM.int8 for "8bit". Building it needs neither
+    bitsandbytes nor a GPU; loading with it needs both."""
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def is_prequantized(spec: str) -> bool:
+    """A checkpoint saved already quantised (its config.json has a quantization_config)."""
+    import json
+
+    config = Path(resolve_base(spec)) / "config.json"
+    if not config.is_file():
+        from molting.model_configs import shipped_config
+
+        shipped = shipped_config(spec)
+        return bool(shipped and shipped.get("quantization_config"))
+    return "quantization_config" in json.loads(config.read_text(encoding="utf-8"))
+
+
+def quantization_unavailable(quantization: str, device: str) -> str | None:
+    """Why a quantised load cannot happen on this machine (None when it can). Checked by the preflight,
+    before anything is loaded."""
+    if quantization == "none":
+        return None
+    if device != "cuda":
+        return (
+            f"train.quantization is {quantization!r} but this machine has no CUDA GPU: bitsandbytes "
+            "quantisation (QLoRA) trains on a GPU only. Set train.quantization: none to train on the CPU, "
+            "or run on a machine with an NVIDIA GPU (molt doctor shows what this one has)."
+        )
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return (
+            f"train.quantization is {quantization!r} but bitsandbytes is not installed. Install it with "
+            "`pip install molting[gpu]` (or `pip install bitsandbytes`)."
+        )
+    return None
+
+
+def load_model(spec: str, dtype_setting: str = "auto", device: str | None = None, quantization: str = "none"):
+    """Load the base for training or generation. With `quantization` ("4bit"/"8bit") the weights are
+    quantised tensor by tensor while loading, straight onto this process's GPU (`device_map`), so the full
+    precision model never sits on the GPU (the transformers 5 load spike, transformers #43032: without a
+    device_map the model is materialised first and quantised after). transformers 5 always builds the model
+    on the meta device (its old `low_cpu_mem_usage` flag is gone and ignored), and with on-the-fly
+    quantisation it loads synchronously, one tensor at a time; a pre-quantised checkpoint loads with its
+    own quantization_config."""
     from transformers import AutoModelForCausalLM
 
     device = device or pick_device()
+    dtype = pick_dtype(dtype_setting, device)
+    kwargs = {"dtype": dtype}
+    if quantization != "none":
+        problem = quantization_unavailable(quantization, device)
+        if problem:
+            raise UserError(problem)
+        import os
+
+        # transformers already loads synchronously when it quantises on the fly; this keeps a pre-quantised
+        # checkpoint's loader threads from racing ahead of the GPU too.
+        os.environ.setdefault("HF_DEACTIVATE_ASYNC_LOAD", "1")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        kwargs["device_map"] = {"": local_rank}
+        if not is_prequantized(spec):
+            kwargs["quantization_config"] = quantization_config(quantization, dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve_base(spec), dtype=pick_dtype(dtype_setting, device))
+        model = AutoModelForCausalLM.from_pretrained(resolve_base(spec), **kwargs)
     except (OSError, ValueError) as e:
         raise _load_error(spec, e) from None
-    return model.to(device)
+    return model if quantization != "none" else model.to(device)
 
 
 def eos_token_ids(tokenizer, model=None) -> set[int]:

@@ -76,13 +76,18 @@ def cli():
     \b
     The pipeline, one command per stage:
       molt init DIR        a new persona project to fill in
-      molt check CONFIG    preflight: data, token budget, template/EOS, optimizer steps
+      molt check CONFIG    preflight: data, token budget, template/EOS, optimizer steps, memory
+      molt augment CONFIG  corrective data: positive restatements, preference pairs
       molt train CONFIG    LoRA training (runs the preflight first)
       molt eval RUN        answer the suite and score the answers (rubric v1)
+      molt probe RUN       log-probability margins of right over forbidden continuations
       molt score ...       score any model's answers from a JSONL file
       molt scores ...      human scores: sheet, import, agreement
-      molt report RUN      report.md and loss.png
+      molt report RUN      report.md, report.html and loss.png
+      molt compare A B     runs side by side, with a verdict per question and overall
+      molt serve [RUNS]    local dashboard: browse, compare, score answers by hand
       molt run CONFIG      all of the above in order
+      molt export RUN      merged model, GGUF, Ollama Modelfile (--verify: same answers?)
       molt doctor          versions, CUDA, known bad combinations
       molt data ...        import chat exports, distil a model, curate the data
     """
@@ -124,6 +129,13 @@ def _print_preflight(report: dict) -> None:
         f"{tp['turns_checked']} assistant turns end with it",
     )
     table.add_row("optimizer steps", f"{st['total_steps']} ({st['steps_per_epoch']} per epoch × {st['epochs']} epochs)")
+    mem = report.get("memory")
+    if mem:
+        table.add_row(
+            "peak memory (predicted)",
+            f"{mem['peak_gb']:.2f} GB (loading {mem['loading_peak_gb']:.2f}, training {mem['training_peak_gb']:.2f}) "
+            f"of {mem['budget_gb']:.1f} GB ({mem['budget_from']})",
+        )
     console.print(table)
     styles = {"error": "bold red", "warning": "yellow", "info": "dim"}
     for f in report["findings"]:
@@ -143,7 +155,9 @@ def check(config, overrides, name, runs_dir, allow_truncation, as_json):
 
     Validates the data (every bad line as file:line), counts tokens with the real tokenizer and chat
     template against max_length, checks that every assistant turn ends with the EOS the model stops on,
-    and counts optimizer steps. Loads no model weights. Exits 1 when a check fails, 2 on bad input.
+    counts optimizer steps, and predicts the peak memory of loading and training against this machine's
+    GPU or RAM (or check.memory_gb), saying what would make it fit. Loads no model weights. Exits 1 when
+    a check fails, 2 on bad input.
     """
     from molting.preflight import run_preflight
     from molting.train import write_preflight
@@ -167,19 +181,53 @@ def check(config, overrides, name, runs_dir, allow_truncation, as_json):
 @runs_dir_option
 @truncation_option
 @overwrite_option
-def train(config, overrides, name, runs_dir, allow_truncation, overwrite):
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run from its newest complete checkpoint (same config; see train.save_steps).",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train with N processes (DDP) on this machine: runs this command under torchrun, one process per GPU.",
+)
+def train(config, overrides, name, runs_dir, allow_truncation, overwrite, resume, nproc):
     """LoRA-train the base in CONFIG on its persona data; writes adapter/, train_log.jsonl, manifest.json.
 
-    Runs the preflight first and stops on any error. Loss is on assistant tokens only.
+    Runs the preflight first and stops on any error. Loss is on assistant tokens only. Checkpoints every
+    train.save_steps steps; after a crash, --resume continues from the newest complete one. Also runs
+    under `torchrun` / `accelerate launch` (every rank trains, rank 0 writes the run files).
     """
-    from molting.train import train_run
+    from molting.train import process_rank, train_run
 
+    if nproc > 1:
+        from molting.launch import torchrun
+
+        sys.exit(torchrun(nproc, sys.argv[1:]))
     _quiet_libraries()
     run_dir = _run_dir(config, name, runs_dir)
     manifest = train_run(
-        _load_config(config, overrides), run_dir, allow_truncation=allow_truncation, overwrite=overwrite
+        _load_config(config, overrides),
+        run_dir,
+        allow_truncation=allow_truncation,
+        overwrite=overwrite,
+        resume=resume,
     )
     t = manifest["train"]
+    rank, world_size = process_rank()
+    if world_size > 1:  # every rank says what it did: the evidence that all of them trained
+        click.echo(
+            f"rank {rank} of {world_size}: {t['optimizer_steps']} optimizer steps, "
+            f"{t['batches_per_epoch']} batches per epoch in this rank's share"
+        )
+    if rank != 0:
+        return
+    if t.get("resumed_from_step"):
+        console.print(f"resumed from the checkpoint at step {t['resumed_from_step']}")
+    elif resume:
+        console.print("no complete checkpoint to resume from: trained from the start")
     console.print(
         f"trained {t['optimizer_steps']} steps in {t['seconds']} s; final loss {t['final_loss']}; "
         f"adapter in {run_dir / 'adapter'}"
@@ -362,6 +410,118 @@ def eval_cmd(
 
 
 @cli.command()
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Folder for corrective.jsonl and pairs.jsonl. Default: the persona card's folder.",
+)
+@click.option(
+    "--seed", default=0, show_default=True, help="Seed of the paraphrase draw: same card and seed, same files."
+)
+@click.option("--per-fact", default=8, show_default=True, help="Restatement examples drawn per fact.")
+@click.option(
+    "--from-eval",
+    "from_eval",
+    type=click.Path(file_okay=False),
+    help="Also harvest pairs from this run's evaluations: its failed answers (rejected) against the suite's "
+    "reference (chosen), and pairs saved by the dashboard.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace corrective.jsonl and pairs.jsonl if they exist.")
+def augment(source, out, seed, per_fact, from_eval, overwrite):
+    """Corrective data from a persona card (SOURCE: persona.yaml, or a molt.yaml naming one): positive
+    restatements of its facts for SFT, and preference pairs against its forbidden claims for DPO.
+
+    \b
+    Writes OUT/corrective.jsonl (SFT conversations tagged corrective, never a negated forbidden claim:
+    training on "não é meu filho" teaches "meu filho") and OUT/pairs.jsonl (prompt/chosen/rejected, from
+    the card's non-held-out log-prob probes, and with --from-eval from a run's failed answers).
+    Example:
+      molt augment examples/claudio/molt.yaml --out corrective/
+      molt augment examples/claudio/molt.yaml --from-eval runs/demo --out corrective/ --overwrite
+    Then set train.method: sft+dpo and preference_data: corrective/pairs.jsonl in molt.yaml.
+    """
+    from molting.augment import augment as run_augment
+    from molting.persona import load_persona
+    from molting.suite import load_suite
+    from molting.yaml_source import load_yaml
+
+    doc = load_yaml(source)
+    suite = None
+    if isinstance(doc.data, dict) and "base_model" in doc.data:  # a run config: its persona and suite
+        config = _load_config(source, ())
+        persona_path, suite_path = config.persona, config.suite
+    else:
+        persona_path, suite_path = source, None
+    persona = load_persona(persona_path)
+    if from_eval:
+        if suite_path is None:
+            from molting.config import load_resolved_config
+
+            suite_path = load_resolved_config(Path(from_eval)).suite
+        suite = load_suite(suite_path, persona)
+    result = run_augment(
+        persona,
+        Path(out) if out else Path(persona_path).parent,
+        seed,
+        per_fact,
+        Path(from_eval) if from_eval else None,
+        suite,
+        overwrite,
+    )
+    for note in result["notes"]:
+        console.print(note, highlight=False)
+    for d in result["dropped"]:
+        console.print(f"[yellow]dropped[/] {d.get('id') or d.get('answer')!r}: makes {', '.join(d['claims'])}")
+    if result["claims_without_probes"]:
+        console.print(
+            f"[yellow]no pairs[/] for {', '.join(result['claims_without_probes'])}: add `probes` to these "
+            "forbidden claims in the card."
+        )
+    console.print(f"wrote {result['sft']} ({result['sft_examples']} SFT examples)")
+    console.print(f"wrote {result['pairs']} ({result['pair_count']} pairs: {result['pair_sources']})")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--base", "use_base", is_flag=True, help="Probe the untrained base instead of the adapter.")
+@click.option("--id", "eval_id", help="Name of this evaluation (folder under RUN/eval/). Default: final, or base.")
+def probe(run, use_base, eval_id):
+    """Log-probability probes: for each probe of each forbidden claim in the persona card, how much more
+    likely RUN's model finds the right continuation than the forbidden one (teacher-forced, no sampling).
+
+    \b
+    Writes RUN/eval/ID/logprob.json: per probe, per claim and per run, the margin
+    log p(right) - log p(wrong) in total and per token, and the fraction of probes with margin > 0.
+    Example:
+      molt probe runs/demo            # the trained adapter
+      molt probe runs/demo --base     # the untrained base, for comparison
+    """
+    from molting.logprob_probes import probe_run
+
+    _quiet_libraries()
+    if not Path(run).is_dir():
+        raise UserError(f"{run}: no such run directory. Train first: molt train CONFIG --name NAME.")
+    report = probe_run(run, eval_id, use_adapter=not use_base)
+    table = Table(title=f"{run} — {report['eval_id']} ({report['model']}): log p(right) - log p(wrong)")
+    for column in ("Claim", "Probes", "Mean margin", "Per token", "Margin > 0"):
+        table.add_column(column, justify="left" if column == "Claim" else "right")
+    rows = [(cid, c) for cid, c in report["claims"].items()]
+    rows += [("all", report["summary"]), ("held out", report["summary"]["held_out"])]
+    for name, c in rows:
+        if c["probes"]:
+            table.add_row(
+                name,
+                str(c["probes"]),
+                f"{c['mean_margin']:+.2f}",
+                f"{c['mean_margin_per_token']:+.2f}",
+                f"{c['positive_fraction']:.0%}",
+            )
+    console.print(table)
+    console.print(f"wrote {Path(run) / 'eval' / report['eval_id']}/logprob.json")
+
+
+@cli.command()
 @click.option("--persona", required=True, type=click.Path(dir_okay=False), help="Persona card (persona.yaml).")
 @click.option("--suite", required=True, type=click.Path(dir_okay=False), help="Evaluation suite (suite.yaml).")
 @click.option(
@@ -496,10 +656,85 @@ def scores_agreement(run, eval_id, as_json):
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 def report(run):
-    """Write RUN/report.md and RUN/loss.png from the files in the run directory."""
+    """Write RUN/report.md, RUN/report.html (self-contained) and RUN/loss.png from the run directory."""
+    from molting.html_report import write_run_html
     from molting.report import write_report
 
     console.print(f"wrote {write_report(run)}")
+    console.print(f"wrote {write_run_html(run)}")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--eval", "eval_id", default="final", show_default=True, help="Which evaluation of each run (eval/ID).")
+@click.option("--md", "as_md", is_flag=True, help="Print the comparison as Markdown (for a lab log or a PR).")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Also write a self-contained HTML report.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="Also write all loss curves to one PNG.")
+@click.option("--fail-on-regression", is_flag=True, help="Exit 1 when a run's overall verdict is REGRESSION (for CI).")
+def compare(runs, eval_id, as_md, as_json, html_out, plot_out, fail_on_regression):
+    """Compare RUN_A RUN_B [RUN_C ...]: config, tokens, data, loss per epoch, rubric, memory and time.
+
+    The first run is the baseline. Each other run gets a verdict per question and overall: IMPROVEMENT
+    or REGRESSION when the 95% confidence intervals do not overlap, NO SIGNIFICANT CHANGE when they do,
+    and NO VERDICT when there is one answer per question (one sample cannot tell a change from noise).
+    Human scores in eval/ID/manual_scores.json replace the automatic ones they cover.
+
+    \b
+    Example:
+      molt compare runs/phase7 runs/phase8 --md --fail-on-regression
+    """
+    from molting.compare import compare_runs, plot_loss_curves, to_markdown, to_rich_tables, verdict_lines
+
+    result = compare_runs(list(runs), eval_id)
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False, indent=2))
+    elif as_md:
+        click.echo(to_markdown(result), nl=False)
+    else:
+        for table in to_rich_tables(result):
+            console.print(table)
+        styles = {"REGRESSION": "bold red", "IMPROVEMENT": "bold green"}
+        for line, o in zip(verdict_lines(result), result["overall"], strict=True):
+            console.print(line, style=styles.get(o["verdict"], "bold"), highlight=False)
+        for note in result["notes"]:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+    # Files are announced on stderr so --json/--md output stays clean for pipes.
+    if html_out:
+        from molting.html_report import write_compare_html
+
+        err_console.print(f"wrote {write_compare_html(list(runs), html_out, eval_id)}")
+    if plot_out:
+        err_console.print(f"wrote {plot_loss_curves(list(runs), plot_out)}")
+    if fail_on_regression and result["regression"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("runs_dir", default="runs", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8321, show_default=True, help="Port to listen on.")
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow a --host other than 127.0.0.1. The dashboard has no login: anyone who reaches it can change scores.",
+)
+def serve(runs_dir, host, port, allow_remote):
+    """Local web dashboard over RUNS_DIR (default: runs): runs, run pages, comparisons, and a page to
+    score answers by hand (saved to eval/ID/manual_scores.json as you go) and to write the right answer
+    for a rejected one (eval/ID/preference_pairs.jsonl).
+
+    \b
+    Example:
+      molt serve runs            # then open http://127.0.0.1:8321/
+    """
+    from molting.dashboard import check_host
+    from molting.dashboard import serve as serve_dashboard
+
+    warning = check_host(host, allow_remote)
+    if warning:
+        err_console.print(f"[bold red]{warning}[/]", highlight=False)
+    serve_dashboard(runs_dir, host, port, say=console.print)
 
 
 @cli.command()
@@ -568,6 +803,81 @@ def doctor(model, as_json):
             if f["fix"]:
                 console.print(f"    fix: {f['fix']}", highlight=False)
     sys.exit(1 if any(f["level"] == "error" for f in report["findings"]) else 0)
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Choice(["merged", "gguf", "ollama"]),
+    help="merged: adapter merged into the base (safetensors, tokenizer, chat template). gguf: llama.cpp's "
+    "converter at f16. ollama: the GGUF and a Modelfile (template, system prompt, stops, generation settings).",
+)
+@click.option(
+    "--quant",
+    type=click.Choice(["q8_0", "q4_k_m"]),
+    help="Also write a quantised GGUF with llama.cpp's quantizer (gguf/ollama; the Ollama folder then uses it).",
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Answer the suite greedily with the adapter, the merged model and each GGUF; compare tokens and "
+    "rubric scores; check end-of-turn stops. Writes RUN/export/TARGET/verify.json; exits 1 if a check fails.",
+)
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1),
+    help="Longest answer in --verify. Default: the run's generation.max_new_tokens.",
+)
+def export(run, target, quant, verify, max_new_tokens):
+    """Export RUN for local use, under RUN/export/TARGET/.
+
+    \b
+    Examples:
+      molt export runs/demo --to merged --verify
+      molt export runs/demo --to gguf --quant q8_0 --verify
+      molt export runs/demo --to ollama      # then: cd runs/demo/export/ollama && ollama create demo -f Modelfile
+    """
+    from molting.export import export_run
+
+    _quiet_libraries()
+    export_run(run, target, quant, say=lambda m: console.print(m, highlight=False))
+    console.print(f"exported {target}: {Path(run) / 'export' / target}")
+    if not verify:
+        return
+    from molting.verify_export import verify_export
+
+    report = verify_export(run, target, max_new_tokens)
+    _print_verify(report)
+    console.print(f"wrote {Path(run) / 'export' / target / 'verify.json'}")
+    sys.exit(0 if report["ok"] else 1)
+
+
+def _print_verify(report: dict) -> None:
+    names = list(report["models"])
+    table = Table(title=f"molt export --verify ({report['decoding']})")
+    table.add_column("Question")
+    for name in names:
+        table.add_column(name, justify="right")
+    for q in report["questions"]:
+        cells = []
+        for name in names:
+            a = q["answers"][name]
+            if name == "adapter":
+                cells.append(f"{a['score']}/10, {len(a['tokens'])} tok")
+            elif a["identical"]:
+                cells.append(f"{a['score']}/10, identical")
+            else:
+                cells.append(f"{a['score']}/10, differs at {a['first_difference']}")
+        table.add_row(q["id"], *cells)
+    table.add_row("Average", *(f"{report['models'][n]['average_score']:.2f}" for n in names), style="bold")
+    console.print(table)
+    for c in report["checks"]:
+        mark = "[green]ok[/]" if c["ok"] else "[bold red]FAILED[/]"
+        console.print(f"{mark} {c['check']}: {c['detail']}", highlight=False)
+    console.print("[green]export verified[/]" if report["ok"] else "[bold red]export verification failed[/]")
 
 
 @cli.group()

@@ -56,8 +56,22 @@ class TrainSettings:
     # trained with bf16 autocast where the CPU has native bf16 (AVX512-BF16/AMX), plain fp32 otherwise.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gradient_checkpointing: bool = False  # trade compute for memory on long examples
+    # Load the base quantised with bitsandbytes (QLoRA): "4bit" is NF4 with double quantisation and bf16
+    # (or fp16) compute, quantised tensor by tensor while loading so full-precision weights never fill the
+    # GPU; "8bit" is LLM.int8. Needs a CUDA GPU and `pip install molting[gpu]`. A base whose config.json
+    # already has a quantization_config (a pre-quantised checkpoint) loads as it was saved.
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    # A checkpoint every this many optimizer steps, for `molt train --resume` after a crash (0: none).
+    save_steps: int = 50
+    save_total_limit: int = 2  # complete checkpoints kept (the newest); 0 keeps all
+    # sft: supervised fine-tuning on data.jsonl only. sft+dpo: then DPO on `preference_data` (pairs from
+    # `molt augment`) on the same LoRA adapter, with the SFT adapter as the reference model and an NLL
+    # term on the chosen answer (preference.rpo_alpha). Settings of the DPO stage: `preference:`.
+    method: Literal["sft", "sft+dpo"] = "sft"
 
     def __post_init__(self):
+        if self.save_steps < 0 or self.save_total_limit < 0:
+            raise FieldValueError("save_steps", "save_steps and save_total_limit cannot be negative.")
         for name in ("batch_size", "grad_accum", "max_length", "logging_steps"):
             if getattr(self, name) < 1:
                 raise FieldValueError(name, f"{name} must be at least 1.")
@@ -65,6 +79,37 @@ class TrainSettings:
             raise FieldValueError("epochs", "epochs must be positive.")
         if self.learning_rate <= 0:
             raise FieldValueError("learning_rate", "learning_rate must be positive.")
+        if self.warmup_steps < 0:
+            raise FieldValueError("warmup_steps", "warmup_steps cannot be negative.")
+
+
+@dataclass
+class PreferenceSettings:
+    """The DPO stage of train.method sft+dpo (TRL's DPOTrainer). Its other settings (max_length,
+    grad_accum, scheduler, seed, dtype, logging) are train's."""
+
+    epochs: float = 3  # passes over the preference pairs
+    # DPO moves log-ratios against a reference, so it wants a smaller step than SFT (TRL's default for
+    # full fine-tuning is 1e-6; LoRA adapters take larger ones).
+    learning_rate: float = 5e-5
+    beta: float = 0.1  # how far from the SFT model the adapter may drift (higher: less)
+    # Weight of the NLL loss on the chosen answer added to the DPO loss (RPO, Pang et al. 2024): keeps the
+    # chosen answer likely while the rejected one is pushed down. 0 is plain DPO.
+    rpo_alpha: float = 1.0
+    batch_size: int | None = None  # pairs per forward pass; None: train.batch_size
+    warmup_steps: int = 0
+
+    def __post_init__(self):
+        if self.epochs <= 0:
+            raise FieldValueError("epochs", "epochs must be positive.")
+        if self.learning_rate <= 0:
+            raise FieldValueError("learning_rate", "learning_rate must be positive.")
+        if self.beta <= 0:
+            raise FieldValueError("beta", "beta must be positive (TRL's default is 0.1).")
+        if self.rpo_alpha < 0:
+            raise FieldValueError("rpo_alpha", "rpo_alpha cannot be negative (0 is plain DPO).")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise FieldValueError("batch_size", "batch_size must be at least 1.")
         if self.warmup_steps < 0:
             raise FieldValueError("warmup_steps", "warmup_steps cannot be negative.")
 
@@ -98,6 +143,13 @@ class GenerationSettings:
 class CheckSettings:
     min_steps: int = 100  # fewer optimizer steps than this is a warning (phase 6 trained 50)
     allow_truncation: bool = False  # if true, lost assistant tokens are a warning, not an error
+    # Memory (GB) to check the predicted peak against, instead of the free memory of this machine's GPU
+    # (or its RAM on a CPU): plan for the machine you will train on.
+    memory_gb: float | None = None
+
+    def __post_init__(self):
+        if self.memory_gb is not None and self.memory_gb <= 0:
+            raise FieldValueError("memory_gb", "memory_gb must be positive (or left out to use this machine's).")
 
 
 @dataclass
@@ -140,9 +192,13 @@ class RunConfig:
     # A Jinja chat template (inline, or a file relative to this config) to use instead of the base's own.
     # Leave empty to use the tokenizer's: the template a model was tuned with is the one it should keep.
     chat_template: str | None = None
+    # Preference pairs (JSONL, see molting/preference_pairs.py; `molt augment` writes them) for
+    # train.method sft+dpo.
+    preference_data: str | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    preference: PreferenceSettings = field(default_factory=PreferenceSettings)
     check: CheckSettings = field(default_factory=CheckSettings)
     judge: JudgeSettings = field(default_factory=JudgeSettings)  # optional LLM judge; off unless url is set
 
@@ -180,6 +236,13 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     base_dir = Path(path).resolve().parent
     for name in ("persona", "data", "suite"):
         setattr(config, name, str((base_dir / getattr(config, name)).resolve()))
+    if config.preference_data:
+        config.preference_data = str((base_dir / config.preference_data).resolve())
+    if config.train.method != "sft" and not config.preference_data:
+        raise UserError(
+            f"{doc.where(('train', 'method'))}: train.method {config.train.method!r} needs preference pairs: set "
+            "`preference_data: pairs.jsonl` (write them with `molt augment CONFIG`)."
+        )
     template = config.chat_template
     if template and "{" not in template:  # a file name, not an inline Jinja template
         template_path = base_dir / template

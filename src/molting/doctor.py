@@ -141,14 +141,19 @@ def diagnose(model: str | None = None) -> dict:
             f"transformers {versions['transformers']} can materialise fp16 weights on the GPU before quantising "
             "them to 4 bits (transformers #43032): Phi-3-mini needs about 7.6 GB for a moment, so it runs out of "
             "memory on a 4 GB GPU although it would fit in 4 bits.",
-            "Load a checkpoint saved already quantised to 4 bits, run this load under transformers 4.x "
-            "(phase 8's plan: 4.47), or run a GGUF conversion of the model in llama.cpp.",
+            "Use molting's train.quantization: 4bit, which loads with a device_map straight onto the GPU so "
+            "transformers quantises tensor by tensor (synchronously, since 5.x's fix) and never holds the fp16 "
+            "model there; `molt check` predicts both peaks. Or load a checkpoint saved already quantised to 4 "
+            "bits, or run a GGUF conversion of the model in llama.cpp.",
         )
         findings.append(spike)
     if cuda["available"] and not versions["bitsandbytes"]:
         findings.append(
             Finding(
-                "info", "bitsandbytes", "bitsandbytes is not installed: no 4/8-bit loading.", "pip install bitsandbytes"
+                "info",
+                "bitsandbytes",
+                "bitsandbytes is not installed: no 4/8-bit loading.",
+                "pip install 'molting[gpu]'",
             )
         )
 

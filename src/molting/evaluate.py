@@ -33,6 +33,7 @@ from molting.embedding_similarity import similarities
 from molting.errors import UserError
 from molting.generate import batch_seed, generate_batch, plan_batches
 from molting.judge import apply_judge
+from molting.logprob_probes import probe_and_write
 from molting.manifest import peak_memory_mb
 from molting.openai_answers import answer_with_endpoint, default_eval_id
 from molting.openai_client import Endpoint
@@ -377,6 +378,9 @@ def eval_run(
             "memory": peak_memory_mb(device),
         }
     )
+    if endpoint is None:  # teacher-forced margins need the local model: logprob.json, its summary here
+        about = {"eval_id": eval_id, "model": scores["model"]}
+        scores["logprob"] = probe_and_write(model, tokenizer, persona, out, about, show_progress)["summary"]
 
     # 3. Writing: both files whole or not at all; the partial file goes last.
     write_jsonl_atomic(out / "responses.jsonl", all_rows)

@@ -164,16 +164,19 @@ def import_sheet(run_dir: str | Path, csv_path: str | Path, eval_id: str = "fina
     if problems:
         raise UserError(problems)
     path = directory / "manual_scores.json"
-    manual = load_manual_scores(path)
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    for aid, new in imported.items():
-        entry = manual["answers"].setdefault(aid, {"dims": {}, "notes": {}, "note": ""})
-        entry["dims"] = {d: v for d, v in {**entry.get("dims", {}), **new["dims"]}.items()}
-        entry["notes"] = {**entry.get("notes", {}), **new["notes"]}
-        if new["note"]:
-            entry["note"] = new["note"]
-        entry["updated"] = now
-    write_json_atomic(path, manual)
+    from molting.human_scores import locked  # the dashboard's lock: a person may be scoring there meanwhile
+
+    with locked(path):
+        manual = load_manual_scores(path)
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for aid, new in imported.items():
+            entry = manual["answers"].setdefault(aid, {"dims": {}, "notes": {}, "note": ""})
+            entry["dims"] = {d: v for d, v in {**entry.get("dims", {}), **new["dims"]}.items()}
+            entry["notes"] = {**entry.get("notes", {}), **new["notes"]}
+            if new["note"]:
+                entry["note"] = new["note"]
+            entry["updated"] = now
+        write_json_atomic(path, manual)
     return {"answers": len(imported), "scores": sum(len(v["dims"]) for v in imported.values()), "path": str(path)}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from molting.errors import UserError
-from molting.text_match import compile_any, compile_pattern
+from molting.text_match import compile_any, compile_pattern, find_first, fold
 from molting.yaml_source import FieldValueError, build, load_yaml, placeholder_problems
 
 # The eight kinds of wrong answer of the phase 8 log, each scored in one rubric dimension.
@@ -62,11 +62,25 @@ class Fact:
     id: str  # snake_case, unique; the suite's must_mention refers to it
     text: str  # the fact, stated positively
     shows: list[str]  # regexes (accent-free, case-insensitive); the fact is shown when any matches
+    # Optional, for `molt augment`: other positive wordings of the fact, in the persona's voice and in both
+    # directions ("O João é o dev com quem eu trabalho" / "Trabalho com o João, que é dev full-stack"). Each
+    # must match `shows`. Never a negation: "não é meu filho" teaches "meu filho" (see README, molt augment).
+    restatements: list[str] = field(default_factory=list)
+    # Optional, for `molt augment`: questions the fact answers ("Quem é o João?"). Without them augment
+    # asks a generic question of the card's language.
+    questions: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if not self.shows:
             raise FieldValueError("shows", f"fact {self.id!r} needs at least one pattern in `shows`.")
         self.compiled = _compile_all(f"fact {self.id!r}", self.shows, "shows")
+        for i, sentence in enumerate(self.restatements):
+            if not find_first(self.compiled, sentence):
+                raise FieldValueError(
+                    "restatements",
+                    f"fact {self.id!r}: restatements[{i}] {sentence!r} does not match any of its `shows` patterns, "
+                    "so a scorer would not count it as stating the fact. Reword it or widen `shows`.",
+                )
 
 
 @dataclass
@@ -92,11 +106,38 @@ class Knowledge:
 
 
 @dataclass
+class LogprobProbe:
+    """One teacher-forced check of a forbidden claim (`molt probe`): after the inference system prompt and
+    `question`, the assistant's answer starts with `prefix`; the model should find `right` more likely
+    than `wrong` as the continuation. Example: question "Quem é o João?", prefix "O João é", right
+    " o dev com quem eu trabalho", wrong " meu filho". Start both continuations with the space that
+    separates them from the prefix."""
+
+    question: str  # the user turn
+    prefix: str  # the start of the assistant's answer, shared by both continuations ("" is allowed)
+    right: str  # a continuation that answers rightly
+    wrong: str  # a continuation that makes the forbidden claim
+    # Held-out probes are never turned into training data by `molt augment`, so they measure whether a
+    # correction generalises (bench/corrective.py reports on them alone).
+    held_out: bool = False
+
+    def __post_init__(self):
+        for name in ("question", "right", "wrong"):
+            if not getattr(self, name).strip():
+                raise FieldValueError(name, f"probe {name} is empty.")
+        if fold(self.right.strip()).lower() == fold(self.wrong.strip()).lower():
+            raise FieldValueError("wrong", "probe right and wrong continuations are the same text.")
+
+
+@dataclass
 class ForbiddenClaim:
     id: str
     category: ClaimCategory
     text: str  # the wrong claim in words
     patterns: list[str] = field(default_factory=list)  # regexes matching an answer that makes the claim
+    # Log-probability probes of this claim (see LogprobProbe). Their `wrong` continuations are also the
+    # claim's key phrases: `molt check` warns about training answers that carry one after a negation.
+    probes: list[LogprobProbe] = field(default_factory=list)
 
     def __post_init__(self):
         if not self.patterns and self.category not in DETECTOR_CATEGORIES:
@@ -105,6 +146,8 @@ class ForbiddenClaim:
             )
         self.compiled = _compile_all(f"forbidden claim {self.id!r}", self.patterns, "patterns")
         self.dimension = CATEGORY_DIMENSION[self.category]
+        for n, probe in enumerate(self.probes, start=1):
+            probe.id = f"{self.id}.p{n}"  # stable as long as the card's order is
 
 
 @dataclass

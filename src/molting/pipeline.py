@@ -8,6 +8,7 @@ from pathlib import Path
 
 from molting.config import RunConfig
 from molting.evaluate import eval_run
+from molting.html_report import write_run_html
 from molting.report import write_report
 from molting.train import train_run
 
@@ -36,5 +37,6 @@ def run_pipeline(
     results["final"] = eval_run(run_dir, "final", use_adapter=True, show_progress=show_progress)
     say(f"      trained average {results['final']['average']:.2f}/10")
     report = write_report(run_dir)
+    write_run_html(run_dir)
     say(f"[4/4] report: {report}")
     return {"manifest": manifest, "evals": results, "report": str(report)}

@@ -8,7 +8,9 @@ the weights) and returns the preflight report (written as preflight.json):
 - inference budget: what the full inference prompt leaves for an answer (phase 7: 339 + 30 of 512);
 - template/EOS round trip: every assistant turn's last supervised token is an end-of-turn token the model
   stops on, and inference prompts tokenize exactly as training does (phase 6: `<|endoftext|>` vs `</s>`);
-- optimizer steps: what the trainer will actually do, against a floor (phase 6 trained 50 steps).
+- optimizer steps: what the trainer will actually do, against a floor (phase 6 trained 50 steps);
+- memory: the predicted peak of loading and training (`memory_estimate`, from config.json alone) against
+  the device's memory, and what would make it fit (the logs' Phi-3-mini ran a 4 GB GPU out of memory).
 """
 
 import math
@@ -32,19 +34,53 @@ class Finding:
     message: str
 
 
-def optimizer_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float) -> dict:
-    """The number of optimizer steps the Hugging Face Trainer takes (same rounding as its loop)."""
-    batches_per_epoch = math.ceil(n_examples / batch_size)
+def optimizer_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float, world_size: int = 1) -> dict:
+    """The number of optimizer steps the Hugging Face Trainer takes (same rounding as its loop). Under
+    torchrun / accelerate launch each of `world_size` processes takes every world_size-th batch."""
+    batches_per_epoch = math.ceil(math.ceil(n_examples / batch_size) / world_size)
     steps_per_epoch = max(batches_per_epoch // grad_accum + int(batches_per_epoch % grad_accum > 0), 1)
     total = math.ceil(epochs * steps_per_epoch)
     return {
         "examples": n_examples,
         "batch_size": batch_size,
         "grad_accum": grad_accum,
+        "world_size": world_size,
         "steps_per_epoch": steps_per_epoch,
         "epochs": epochs,
         "total_steps": total,
     }
+
+
+def check_forbidden_in_training(persona: Persona, conversations: list[Conversation], data_path: str) -> list[Finding]:
+    """A warning per training answer that makes a forbidden claim, even negated: training on "o João não é
+    meu filho" teaches "meu filho" (Kassner & Schütze 2020; phase 8's negative examples backfired)."""
+    from molting.claim_detection import claims_in_text
+
+    findings = []
+    for conv in conversations:
+        for m in conv.messages:
+            if m["role"] != "assistant":
+                continue
+            for found in claims_in_text(persona, m["content"]):
+                if found.negated:
+                    why = (
+                        f"denies forbidden claim {found.claim!r} ({found.text!r}), and a negated statement in "
+                        "supervised data tends to teach the statement itself: small models learn the words after "
+                        "the negation, not the negation (Kassner & Schütze 2020, 'Negated and Misprimed Probes'; "
+                        "phase 8's 15 negative examples raised 'João é meu filho')"
+                    )
+                else:
+                    why = f"makes forbidden claim {found.claim!r} ({found.text!r}), so training teaches it"
+                findings.append(
+                    Finding(
+                        "warning",
+                        "negated_claims",
+                        f"{data_path}:{conv.line}: the assistant's answer {why}. State the fact positively instead "
+                        "and push the claim down with preference pairs: `molt augment CONFIG` writes both "
+                        "(corrective.jsonl, pairs.jsonl; train with train.method: sft+dpo).",
+                    )
+                )
+    return findings
 
 
 def check_steps(steps: dict, min_steps: int, warmup_steps: int) -> list[Finding]:
@@ -250,8 +286,88 @@ def _model_facts(config: RunConfig, tokenizer) -> tuple[set[int], int | None]:
     return ids or {tokenizer.eos_token_id}, getattr(model_config, "max_position_embeddings", None)
 
 
-def run_preflight(config: RunConfig, allow_truncation: bool | None = None) -> dict:
-    """Run every check; the report's `ok` is false when any finding is an error."""
+def memory_check(config: RunConfig, longest_example: int) -> tuple[dict, list[Finding]]:
+    """Predicted peak memory of loading and training (from config.json alone) against the memory this
+    machine's training device has, or `check.memory_gb`; what would make it fit when it does not."""
+    from molting.base_model import mixed_precision, pick_device, pick_dtype
+    from molting.memory_estimate import TrainingPlan, device_memory, estimate_memory, fit_suggestions, fits
+    from molting.model_configs import model_config, shipped_config, shipped_ids
+
+    device = pick_device()
+    dtype = pick_dtype(config.train.dtype, device)
+    dtype_name = str(dtype).replace("torch.", "")
+    lora_dropout = config.lora.dropout if config.lora.dropout is not None else (0.05 if device == "cuda" else 0.0)
+    plan = TrainingPlan(
+        device=device,
+        weights_dtype=dtype_name,
+        quantization=config.train.quantization,
+        autocast=dtype_name == "float32" and mixed_precision(config.train.dtype, device, dtype) != "no",
+        lora_r=config.lora.r,
+        target_modules=config.lora.target_modules,
+        modules_to_save=list(config.lora.modules_to_save),
+        lora_dropout=lora_dropout,
+        seq_len=min(longest_example, config.train.max_length),
+        batch_size=config.train.batch_size,
+        gradient_checkpointing=config.train.gradient_checkpointing,
+    )
+    model = model_config(config.base_model)
+    estimate = estimate_memory(model, plan)
+    available = device_memory(device)
+    budget = config.check.memory_gb or available["free_gb"]
+    at_max_length = estimate_memory(model, plan.but(seq_len=config.train.max_length))["peak_gb"]
+    report = {
+        **estimate,
+        "peak_at_max_length_gb": at_max_length,
+        "device": available,
+        "budget_gb": budget,
+        "budget_from": "check.memory_gb" if config.check.memory_gb else f"free {device} memory",
+        "fits": fits(estimate["peak_gb"], budget),
+    }
+    where = "GPU memory" if device == "cuda" else "RAM"
+    findings = [
+        Finding(
+            "info",
+            "memory",
+            f"predicted peak {estimate['peak_gb']:.2f} GB (loading {estimate['loading_peak_gb']:.2f}, training "
+            f"{estimate['training_peak_gb']:.2f}; {estimate['parameters'] / 1e6:.1f} M parameters, "
+            f"{estimate['trainable_parameters'] / 1e6:.2f} M trainable, batches of {plan.batch_size} × "
+            f"{plan.seq_len} tokens) against {budget:.1f} GB ({report['budget_from']}).",
+        )
+    ]
+    if not report["fits"]:
+        smaller = {m: shipped_config(m) for m in shipped_ids() if m != config.base_model}
+        suggestions = fit_suggestions(model, plan, budget * 0.95, smaller)
+        report["suggestions"] = suggestions
+        findings.append(
+            Finding(
+                "error",
+                "memory",
+                f"training {config.base_model} this way needs about {estimate['peak_gb']:.1f} GB but {where} has "
+                f"{budget:.1f} GB ({report['budget_from']}): it would run out of memory. What would fit: "
+                + ("; ".join(suggestions) if suggestions else "nothing molting can change here; use a larger device")
+                + ".",
+            )
+        )
+    elif not fits(at_max_length, budget):
+        findings.append(
+            Finding(
+                "warning",
+                "memory",
+                f"fits with today's longest example, but examples as long as max_length "
+                f"{config.train.max_length} would need {at_max_length:.1f} GB of the {budget:.1f} GB.",
+            )
+        )
+    return report, findings
+
+
+def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world_size: int = 1) -> dict:
+    """Run every check; the report's `ok` is false when any finding is an error. A quantised load this
+    machine cannot do is a `UserError` before anything (tokenizer included) is loaded."""
+    from molting.base_model import pick_device, quantization_unavailable
+
+    problem = quantization_unavailable(config.train.quantization, pick_device())
+    if problem:
+        raise UserError(problem)
     allow = config.check.allow_truncation if allow_truncation is None else allow_truncation
     persona = load_persona(config.persona)
     suite = load_suite(config.suite, persona)
@@ -264,10 +380,23 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None) -> di
     infer, infer_findings = inference_budget(
         tokenizer, persona, suite, config.train.max_length, config.generation.max_new_tokens, context_window
     )
-    steps = optimizer_steps(len(conversations), config.train.batch_size, config.train.grad_accum, config.train.epochs)
-    findings += (
-        template_findings + infer_findings + check_steps(steps, config.check.min_steps, config.train.warmup_steps)
+    steps = optimizer_steps(
+        len(conversations), config.train.batch_size, config.train.grad_accum, config.train.epochs, world_size
     )
+    memory, memory_findings = memory_check(config, budget["max_tokens"])
+    findings += (
+        template_findings
+        + infer_findings
+        + check_steps(steps, config.check.min_steps, config.train.warmup_steps)
+        + memory_findings
+    )
+    findings += check_forbidden_in_training(persona, conversations, config.data)
+    preference = None
+    if config.preference_data:  # the DPO stage's pairs: format, budget, wrong side, steps
+        from molting.preference_pairs import preference_preflight
+
+        preference, preference_findings = preference_preflight(config, persona, tokenizer)
+        findings += preference_findings
     tags: dict[str, int] = {}
     for conv in conversations:
         for tag in conv.tags:
@@ -287,6 +416,8 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None) -> di
         "inference_budget": infer,
         "template": template,
         "steps": steps,
+        "memory": memory,
+        "preference": preference,
         "findings": [asdict(f) for f in findings],
         "examples": examples,
     }

@@ -297,7 +297,8 @@ def build_report(run_dir: Path) -> str:
             ),
             "",
         ]
-    log = read_train_log(run_dir)
+    full_log = read_train_log(run_dir)
+    log = [r for r in full_log if r.get("stage", "sft") == "sft"]  # a DPO stage has its own section
     if manifest and log:
         plot_loss(log, run_dir / "loss.png", f"{run_dir.name}: {manifest['config']['base_model']}")
         by_epoch = manifest["train"]["loss_by_epoch"]
@@ -312,6 +313,20 @@ def build_report(run_dir: Path) -> str:
             "",
             f"First logged loss {log[0]['loss']}, final {manifest['train']['final_loss']}, "
             f"mean over training {manifest['train']['train_loss_mean']}.",
+            "",
+        ]
+    preference = (manifest or {}).get("preference")
+    if preference:
+        rows = [r for r in full_log if r.get("stage") == "dpo"]
+        keys = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"]
+        out += [
+            f"## Preference stage ({preference['method']}, {preference['trainer']})",
+            "",
+            f"{preference['pairs']} pairs, {preference['optimizer_steps']} optimizer steps in "
+            f"{preference['seconds']} s, beta {preference['beta']}, rpo_alpha {preference['rpo_alpha']} "
+            f"(loss {' + '.join(preference['loss_type'])}).",
+            "",
+            _table(["Step", *keys], [[r["step"], *(r.get(k, "") for k in keys)] for r in rows]),
             "",
         ]
 
