@@ -155,3 +155,26 @@ def test_scores_commands_have_help():
     for command in ([], ["sheet"], ["import"], ["agreement"]):
         result = run_molt("scores", *command, "--help")
         assert result.returncode == 0 and "Usage: " in result.stdout, command
+
+
+def test_one_answer_id_rule_for_scores_sheet_and_compare():
+    """Rows without their own answer_id (a `molt score` file) are named the same way by the scorer, the
+    scoring sheet and the compare/dashboard reader, so a human score lands on the answer it was given for."""
+    from molting.rubric import answer_ids
+    from molting.run_record import _answer_rows
+
+    rows = [
+        {"id": "Q1", "response": "a"},
+        {"id": "Q2", "response": "b"},
+        {"id": "Q2", "response": "c"},
+        {"id": "Q3", "answer_id": "Q3.p1#0", "response": "d"},
+    ]
+    assert answer_ids(rows) == ["Q1", "Q2#0", "Q2#1", "Q3.p1#0"]
+    entries = [{"id": r["id"], "answer_id": a} for r, a in zip(rows, answer_ids(rows), strict=True)]
+    paired = _answer_rows({"questions": list(reversed(entries))}, rows)  # paired by answer id, not position
+    assert [(e["answer_id"], row["response"]) for e, row in paired] == [
+        ("Q3.p1#0", "d"),
+        ("Q2#1", "c"),
+        ("Q2#0", "b"),
+        ("Q1", "a"),
+    ]

@@ -23,7 +23,7 @@ from pathlib import Path
 from molting.agreement import agreement_by_dimension
 from molting.atomic_write import write_json_atomic, write_text_atomic
 from molting.errors import UserError
-from molting.rubric import DIMENSIONS
+from molting.rubric import DIMENSIONS, answer_ids
 
 MANUAL_VERSION = 1
 SHEET_COLUMNS = ["answer_id", "question", "answer", *DIMENSIONS, "note"]
@@ -35,10 +35,6 @@ def eval_dir(run_dir: str | Path, eval_id: str) -> Path:
     if not (path / "responses.jsonl").is_file():
         raise UserError(f"{path / 'responses.jsonl'}: not found. Evaluate first: molt eval {run_dir} (--id {eval_id}).")
     return path
-
-
-def answer_id(row: dict) -> str:
-    return row.get("answer_id", row["id"])
 
 
 def read_responses(path: Path) -> list[dict]:
@@ -79,8 +75,8 @@ def write_sheet(run_dir: str | Path, eval_id: str = "final", out: str | Path | N
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(SHEET_COLUMNS)
-    for row in read_responses(directory / "responses.jsonl"):
-        aid = answer_id(row)
+    rows = read_responses(directory / "responses.jsonl")
+    for row, aid in zip(rows, answer_ids(rows), strict=True):
         done = manual.get(aid, {})
         answer = row.get("response")
         if answer is None:  # the backend gave no answer for this question
@@ -121,7 +117,7 @@ def import_sheet(run_dir: str | Path, csv_path: str | Path, eval_id: str = "fina
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise UserError(f"{csv_path}: file not found.")
-    known = {answer_id(r) for r in read_responses(directory / "responses.jsonl")}
+    known = set(answer_ids(read_responses(directory / "responses.jsonl")))
     text = csv_path.read_text(encoding="utf-8-sig")
     # Spreadsheets in locales with a decimal comma (pt-BR among them) save CSV with ";" (or tabs).
     first = text.split("\n", 1)[0]

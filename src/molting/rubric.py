@@ -606,6 +606,23 @@ def apply_probe_checks(score: AnswerScore, probe: Probe, response: str) -> None:
         score.dims[check.dim] = min(score.dims[check.dim], check.cap)
 
 
+def answer_ids(rows: list[dict]) -> list[str]:
+    """The answer id of each row, the one rule every reader uses (scores, human scores, compare, dashboard):
+    the row's own `answer_id`; else its question id, or `<id>#<k>` for the k-th of several rows with that id
+    and no answer_id of their own."""
+    unnamed: dict[str, int] = {}
+    for r in rows:
+        if not r.get("answer_id"):
+            unnamed[r["id"]] = unnamed.get(r["id"], 0) + 1
+    seen: dict[str, int] = {}
+    out = []
+    for r in rows:
+        k = seen.get(r["id"], 0)
+        seen[r["id"]] = k + 1
+        out.append(r.get("answer_id") or (r["id"] if unnamed[r["id"]] == 1 else f"{r['id']}#{k}"))
+    return out
+
+
 def score_responses(
     persona: Persona, questions: dict[str, Question], rows: list[dict], probes: dict[str, Probe] | None = None
 ) -> dict:
@@ -621,17 +638,7 @@ def score_responses(
     probes = probes or {}
     probe_questions = {pid: p.as_question() for pid, p in probes.items()}
     suite_scores, suite_entries, probe_entries = [], [], []
-    # A row without an answer_id is known by its question id (readers use row.get("answer_id", row["id"])),
-    # unless that id repeats: then the k-th is <id>#<k>.
-    unnamed: dict[str, int] = {}
-    for r in rows:
-        if not r.get("answer_id"):
-            unnamed[r["id"]] = unnamed.get(r["id"], 0) + 1
-    seen: dict[str, int] = {}
-    for r in rows:
-        k = seen.get(r["id"], 0)
-        seen[r["id"]] = k + 1
-        answer_id = r.get("answer_id") or (r["id"] if unnamed[r["id"]] == 1 else f"{r['id']}#{k}")
+    for r, answer_id in zip(rows, answer_ids(rows), strict=True):
         if r["id"] in questions:
             s = scorer.score(questions[r["id"]], r["response"], r.get("finish_reason"))
             suite_scores.append(s)

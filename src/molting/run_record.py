@@ -23,7 +23,7 @@ import yaml
 
 from molting.errors import UserError
 from molting.manual_scores import load_manual_scores
-from molting.rubric import DIMENSIONS
+from molting.rubric import DIMENSIONS, answer_ids
 
 # Two-sided 95% Student t quantiles for 1..30 degrees of freedom; 1.96 beyond.
 _T95 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13, 2.12, 2.11)
@@ -129,14 +129,10 @@ class RunRecord:
 
 def _answer_rows(scores: dict, responses: list[dict]) -> list[tuple[dict, dict | None]]:
     """Pair each scores.json question entry with its responses.jsonl row: by answer id when the entries
-    carry one (a row without its own is `<id>#<k>`, its id's k-th row, as the scorer names it), else by
+    carry one (molting.rubric.answer_ids: the scorer's own naming), else by
     position (molt eval and molt score write them in the same order)."""
     entries = scores.get("questions", [])
-    by_answer, seen = {}, {}
-    for r in responses:
-        k = seen.get(r.get("id"), 0)
-        seen[r.get("id")] = k + 1
-        by_answer[r.get("answer_id") or f"{r.get('id')}#{k}"] = r
+    by_answer = dict(zip(answer_ids(responses), responses, strict=True))
     if entries and all("answer_id" in e for e in entries):
         return [(e, by_answer.get(e["answer_id"])) for e in entries]
     answered = [r for r in responses if r.get("response") is not None]  # unanswered rows have no score entry
