@@ -346,3 +346,50 @@ def test_bench_corrective_runs_the_three_arms():
     assert [r["run"][:3] for r in out["rows"]] == ["unt", "(a)", "(b)", "(c)"]
     assert out["rows"][1]["sft_steps"] == out["rows"][2]["sft_steps"] == out["rows"][3]["sft_steps"]
     assert out["rows"][3]["dpo_steps"] > 0 and out["held_out_probes"] == 13
+
+
+def test_orpo_trains_in_one_stage_and_raises_the_margin_on_its_pairs(project, tmp_path):
+    """Real TRL ORPOTrainer from the base on builtin:tiny, over the card's pairs and data.jsonl's conversations
+    (as pairs whose rejected answer is the chosen one): one stage, one adapter, ORPO's metrics in the log."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from molting.config import load_run_config
+    from molting.preflight import run_preflight
+    from molting.train import train_run
+
+    augment(load_persona(project / "persona.yaml"), project, seed=0)
+    config = load_run_config(project / "molt.yaml", FAST + ["train.method=orpo", "preference_data=pairs.jsonl"])
+    report = run_preflight(config)
+    assert report["preference"]["pairs"] == 21 and report["preference"]["conversations"] == 127
+    assert report["steps"] == report["preference"]["steps"] and report["steps"]["total_steps"] == 37  # ceil(148 / 4)
+    manifest = train_run(config, tmp_path / "orpo", show_progress=False)
+
+    adapter = tmp_path / "orpo" / "adapter"
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer_config.json"} <= {
+        p.name for p in adapter.iterdir()
+    }
+    assert not (adapter / "training_args.bin").exists()
+    lora_b = {k: v for k, v in load_file(str(adapter / "adapter_model.safetensors")).items() if "lora_B" in k}
+    assert lora_b and all(v.abs().max() > 0 for v in lora_b.values()), "LoRA B starts at zero; training moved it"
+
+    log = [json.loads(line) for line in (tmp_path / "orpo" / "train_log.jsonl").read_text().splitlines()]
+    assert log and {r["stage"] for r in log} == {"orpo"}
+    for key in ("loss", "rewards/margins", "rewards/accuracies", "log_odds_ratio", "log_odds_chosen", "nll_loss"):
+        assert key in log[-1], key
+    assert manifest["preference"]["trainer"] == "trl.experimental.orpo.ORPOTrainer"
+    assert manifest["preference"]["optimizer_steps"] == manifest["train"]["optimizer_steps"] == 37
+
+    tokenizer = load_tokenizer("builtin:tiny")
+    before = _pair_margins(load_model("builtin:tiny"), tokenizer, project / "pairs.jsonl")
+    after = _pair_margins(
+        PeftModel.from_pretrained(load_model("builtin:tiny"), str(adapter)), tokenizer, project / "pairs.jsonl"
+    )
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    assert mean(after) > mean(before) + 1.0, (mean(before), mean(after))
+    assert sum(a > b for a, b in zip(after, before, strict=True)) > len(before) / 2
+    from molting.report import write_report
+
+    assert (
+        "## Preference stage (orpo, trl.experimental.orpo.ORPOTrainer)" in write_report(tmp_path / "orpo").read_text()
+    )

@@ -67,7 +67,9 @@ class TrainSettings:
     # sft: supervised fine-tuning on data.jsonl only. sft+dpo: then DPO on `preference_data` (pairs from
     # `molt augment`) on the same LoRA adapter, with the SFT adapter as the reference model and an NLL
     # term on the chosen answer (preference.rpo_alpha). Settings of the DPO stage: `preference:`.
-    method: Literal["sft", "sft+dpo"] = "sft"
+    # orpo: one stage from the base (ORPO, Hong et al. 2024) over the pairs and data.jsonl together, with
+    # train's epochs, learning_rate and batch_size, and preference.beta as ORPO's lambda.
+    method: Literal["sft", "sft+dpo", "orpo"] = "sft"
 
     def __post_init__(self):
         if self.save_steps < 0 or self.save_total_limit < 0:
@@ -86,13 +88,16 @@ class TrainSettings:
 @dataclass
 class PreferenceSettings:
     """The DPO stage of train.method sft+dpo (TRL's DPOTrainer). Its other settings (max_length,
-    grad_accum, scheduler, seed, dtype, logging) are train's."""
+    grad_accum, scheduler, seed, dtype, logging) are train's. train.method orpo uses only `beta` (as
+    ORPO's lambda); its epochs, learning rate and batch size are train's."""
 
     epochs: float = 3  # passes over the preference pairs
     # DPO moves log-ratios against a reference, so it wants a smaller step than SFT (TRL's default for
     # full fine-tuning is 1e-6; LoRA adapters take larger ones).
     learning_rate: float = 5e-5
-    beta: float = 0.1  # how far from the SFT model the adapter may drift (higher: less)
+    # DPO: how far from the SFT model the adapter may drift (higher: less). ORPO: lambda, the weight of
+    # the odds-ratio term against the NLL term (the paper's and TRL's default 0.1).
+    beta: float = 0.1
     # Weight of the NLL loss on the chosen answer added to the DPO loss (RPO, Pang et al. 2024): keeps the
     # chosen answer likely while the rejected one is pushed down. 0 is plain DPO.
     rpo_alpha: float = 1.0
@@ -193,7 +198,7 @@ class RunConfig:
     # Leave empty to use the tokenizer's: the template a model was tuned with is the one it should keep.
     chat_template: str | None = None
     # Preference pairs (JSONL, see molting/preference_pairs.py; `molt augment` writes them) for
-    # train.method sft+dpo.
+    # train.method sft+dpo or orpo.
     preference_data: str | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)

@@ -89,9 +89,11 @@ def load_pairs(path: str | Path, train_system_prompt: str) -> list[PreferencePai
     return pairs
 
 
-def preference_preflight(config, persona, tokenizer) -> tuple[dict, list]:
+def preference_preflight(config, persona, tokenizer, conversations: int = 0, world_size: int = 1) -> tuple[dict, list]:
     """The preference stage's part of the preflight: pairs parse, fit max_length, put no forbidden claim
-    on the chosen side, and how many optimizer steps the stage takes."""
+    on the chosen side, and how many optimizer steps the stage takes. For train.method orpo the stage is
+    the whole run, over the pairs and the `conversations` of data.jsonl together, with train's batch size
+    and epochs; for sft+dpo it runs on one process over the pairs, with preference's."""
     from molting.chat_format import encode_prompt, render
     from molting.preflight import Finding, optimizer_steps
     from molting.text_match import find_first
@@ -99,7 +101,10 @@ def preference_preflight(config, persona, tokenizer) -> tuple[dict, list]:
     findings = []
     pairs = load_pairs(config.preference_data, persona.system_prompts.train)
     pref = config.preference
-    batch = pref.batch_size or config.train.batch_size
+    orpo = config.train.method == "orpo"
+    batch = config.train.batch_size if orpo else pref.batch_size or config.train.batch_size
+    epochs = config.train.epochs if orpo else pref.epochs
+    examples = len(pairs) + conversations if orpo else len(pairs)
     longest, too_long = 0, []
     for pair in pairs:
         prompt_tokens = len(encode_prompt(tokenizer, pair.prompt))
@@ -128,13 +133,16 @@ def preference_preflight(config, persona, tokenizer) -> tuple[dict, list]:
                 f"{prompt_tokens}); the answer would be cut. Raise train.max_length or shorten the pair.",
             )
         )
-    steps = optimizer_steps(len(pairs), batch, config.train.grad_accum, pref.epochs)
+    steps = optimizer_steps(examples, batch, config.train.grad_accum, epochs, world_size if orpo else 1)
+    what = f"{len(pairs)} pairs + {conversations} conversations (as pairs)" if orpo else f"{len(pairs)} pairs"
     findings.append(
         Finding(
             "info",
             "steps",
-            f"preference stage ({config.train.method}): {len(pairs)} pairs, {steps['total_steps']} optimizer steps "
-            f"(ceil({len(pairs)} / ({batch} × {config.train.grad_accum})) × {pref.epochs} epochs).",
+            f"preference stage ({config.train.method}): {what}, {steps['total_steps']} optimizer steps "
+            f"(ceil({examples} / ({batch} × {config.train.grad_accum}"
+            + (f" × {world_size} processes" if orpo and world_size > 1 else "")
+            + f")) × {epochs} epochs).",
         )
     )
     sources: dict[str, int] = {}
@@ -144,6 +152,7 @@ def preference_preflight(config, persona, tokenizer) -> tuple[dict, list]:
         "path": config.preference_data,
         "method": config.train.method,
         "pairs": len(pairs),
+        **({"conversations": conversations} if orpo else {}),
         "sources": sources,
         "max_tokens": longest,
         "too_long": len(too_long),

@@ -79,3 +79,78 @@ def dpo_stage(model, tokenizer, config, persona, run_dir: Path, preflight: dict,
         "final": {k: v for k, v in last.items() if k == "loss" or k.startswith(("rewards/", "logps/"))},
         "seconds": round(seconds, 1),
     }
+
+
+# --- train.method: orpo --------------------------------------------------------------------------------------
+
+
+def orpo_rows(tokenizer, pairs, conversations) -> list[dict]:
+    """ORPO's training rows, tokenized here rather than by ORPOTrainer: the preference pairs, then every
+    data.jsonl conversation as a pair whose rejected answer is its chosen one (its last assistant turn).
+
+    For such a pair the odds-ratio term has zero gradient (chosen and rejected log-odds are the same
+    tensor values, so their gradients cancel): the conversation gets only ORPO's NLL term, which is SFT on
+    its last assistant turn. Earlier assistant turns of a multi-turn conversation are context, not
+    supervised, unlike in SFT. Tokens come from `chat_format.tokenize_conversation`, as in SFT: the base's
+    own chat template, no BOS or EOS added beyond what the template writes (ORPOTrainer's own tokenize_row
+    would prepend BOS and append EOS after the template's trailing newline), labels on the answer up to and
+    including its end-of-turn token.
+    """
+    from molting.chat_format import encode_prompt, tokenize_conversation
+
+    examples = [(p.prompt, p.chosen, p.rejected) for p in pairs]
+    for conv in conversations:
+        last = max(i for i, m in enumerate(conv.messages) if m["role"] == "assistant")
+        answer = [conv.messages[last]]
+        examples.append((conv.messages[:last], answer, answer))
+    rows = []
+    for prompt, chosen, rejected in examples:
+        prompt_ids = encode_prompt(tokenizer, prompt)
+        row = {"prompt_input_ids": prompt_ids, "prompt_attention_mask": [1] * len(prompt_ids)}
+        for side, answer in (("chosen", chosen), ("rejected", rejected)):
+            tokenized = tokenize_conversation(tokenizer, prompt + answer)
+            start, end = tokenized.assistant_turns[-1]
+            ids = tokenized.input_ids[:end]
+            row[f"{side}_input_ids"] = ids
+            row[f"{side}_attention_mask"] = [1] * end
+            row[f"{side}_labels"] = [-100] * start + ids[start:]
+        rows.append(row)
+    return rows
+
+
+def orpo_trainer(model, tokenizer, config, rows: list[dict], lora, common_args: dict, callbacks: list):
+    """TRL's ORPOTrainer with a fresh LoRA adapter (`lora`, as SFT's) on the base, over `orpo_rows`.
+    `common_args` are the TrainingArguments SFT would get (batch, epochs, learning rate, schedule, saving);
+    preference.beta is ORPO's lambda, the weight of the odds-ratio term."""
+    import torch.nn.functional as F
+    from datasets import Dataset
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+    from trl.experimental.utils import pad_to_length
+
+    class Trainer(ORPOTrainer):
+        def tokenize_row(self, feature, model=None):
+            return feature  # rows come tokenized by orpo_rows
+
+        def concatenated_forward(self, model, batch):
+            # TRL computes ORPO's NLL term over prompt and answer; the paper's (and SFT's) is over the answer
+            # only, so it is recomputed here from the chosen logits and labels (the prompt labelled -100).
+            out = super().concatenated_forward(model, batch)
+            chosen_logits = out[2]  # logits of the chosen rows, shifted: position t predicts token t + 1
+            labels = pad_to_length(batch["chosen_labels"], chosen_logits.shape[1] + 1, pad_value=-100)[:, 1:]
+            nll = F.cross_entropy(chosen_logits.flatten(0, 1), labels.flatten().to(chosen_logits.device))
+            return (*out[:4], nll, *out[5:])
+
+    args = ORPOConfig(
+        **common_args,
+        beta=config.preference.beta,
+        disable_dropout=False,  # LoRA dropout as in SFT
+        remove_unused_columns=False,
+    )
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=callbacks,
+    )

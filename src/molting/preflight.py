@@ -307,7 +307,8 @@ def memory_check(config: RunConfig, longest_example: int) -> tuple[dict, list[Fi
         modules_to_save=list(config.lora.modules_to_save),
         lora_dropout=lora_dropout,
         seq_len=min(longest_example, config.train.max_length),
-        batch_size=config.train.batch_size,
+        # ORPO runs the chosen and the rejected answer of each example in one forward pass
+        batch_size=config.train.batch_size * (2 if config.train.method == "orpo" else 1),
         gradient_checkpointing=config.train.gradient_checkpointing,
     )
     model = model_config(config.base_model)
@@ -380,9 +381,20 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
     infer, infer_findings = inference_budget(
         tokenizer, persona, suite, config.train.max_length, config.generation.max_new_tokens, context_window
     )
-    steps = optimizer_steps(
-        len(conversations), config.train.batch_size, config.train.grad_accum, config.train.epochs, world_size
-    )
+    preference = None
+    if config.preference_data:  # the preference pairs: format, budget, wrong side, steps of their stage
+        from molting.preference_pairs import preference_preflight
+
+        preference, preference_findings = preference_preflight(
+            config, persona, tokenizer, len(conversations), world_size
+        )
+        findings += preference_findings
+    if config.train.method == "orpo":  # one stage over pairs and conversations together: its steps are the run's
+        steps = preference["steps"]
+    else:
+        steps = optimizer_steps(
+            len(conversations), config.train.batch_size, config.train.grad_accum, config.train.epochs, world_size
+        )
     memory, memory_findings = memory_check(config, budget["max_tokens"])
     findings += (
         template_findings
@@ -391,12 +403,6 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
         + memory_findings
     )
     findings += check_forbidden_in_training(persona, conversations, config.data)
-    preference = None
-    if config.preference_data:  # the DPO stage's pairs: format, budget, wrong side, steps
-        from molting.preference_pairs import preference_preflight
-
-        preference, preference_findings = preference_preflight(config, persona, tokenizer)
-        findings += preference_findings
     tags: dict[str, int] = {}
     for conv in conversations:
         for tag in conv.tags:

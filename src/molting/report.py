@@ -317,14 +317,23 @@ def build_report(run_dir: Path) -> str:
         ]
     preference = (manifest or {}).get("preference")
     if preference:
-        rows = [r for r in full_log if r.get("stage") == "dpo"]
+        orpo = preference["method"] == "orpo"
+        rows = [r for r in full_log if r.get("stage") == ("orpo" if orpo else "dpo")]
         keys = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"]
+        keys += ["nll_loss", "log_odds_ratio"] if orpo else []
         out += [
             f"## Preference stage ({preference['method']}, {preference['trainer']})",
             "",
             f"{preference['pairs']} pairs, {preference['optimizer_steps']} optimizer steps in "
-            f"{preference['seconds']} s, beta {preference['beta']}, rpo_alpha {preference['rpo_alpha']} "
-            f"(loss {' + '.join(preference['loss_type'])}).",
+            f"{preference['seconds']} s, "
+            + (
+                f"lambda (preference.beta) {preference['beta']}, with {preference['conversations']} conversations "
+                "as pairs whose rejected answer is the chosen one (NLL term only). The rewards are over all "
+                "of them."
+                if orpo
+                else f"beta {preference['beta']}, rpo_alpha {preference['rpo_alpha']} "
+                f"(loss {' + '.join(preference['loss_type'])})."
+            ),
             "",
             _table(["Step", *keys], [[r["step"], *(r.get(k, "") for k in keys)] for r in rows]),
             "",

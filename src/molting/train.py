@@ -6,6 +6,9 @@ assistant turn supervised up to and including its end-of-turn token) and handed 
 pre-tokenized dataset with `assistant_masks`, from which TRL builds the labels. The run directory gets
 train_log.jsonl (one line per logging step, appended as training goes), adapter/ (safetensors with the
 tokenizer and chat template, moved into place only when complete) and manifest.json.
+train.method sft+dpo adds a DPO stage after SFT (preference_train.dpo_stage); train.method orpo trains in
+one stage with ORPOTrainer instead of SFTTrainer over the preference pairs and the conversations
+(preference_train.orpo_rows), with everything else (checkpoints, resume, ranks, log, saving) as for SFT.
 """
 
 import json
@@ -115,8 +118,13 @@ def _log_and_progress_callback(
                 "grad_norm": logs.get("grad_norm"),
                 "elapsed_s": round(time.monotonic() - self.start, 2),
                 **peak_memory_mb(device),
-                # DPO's metrics: rewards/{chosen,rejected,margins,accuracies}, logps/{chosen,rejected}
-                **{k: round(v, 4) for k, v in logs.items() if k.startswith(("rewards/", "logps/"))},
+                # DPO's and ORPO's metrics: rewards/{chosen,rejected,margins,accuracies}, logps/{chosen,rejected},
+                # and ORPO's nll_loss, log_odds_ratio, log_odds_chosen
+                **{
+                    k: round(v, 4)
+                    for k, v in logs.items()
+                    if k.startswith(("rewards/", "logps/", "log_odds", "nll_loss"))
+                },
             }
             self.rows.append(row)
             with log_path.open("a", encoding="utf-8") as f:
@@ -241,11 +249,8 @@ def _train(
     persona = load_persona(config.persona)
     conversations = load_dataset(config.data, persona.system_prompts.train)
     tokenizer = load_tokenizer(config.base_model, config.chat_template)
-    rows = []
-    for conv in conversations:
-        tokenized = tokenize_conversation(tokenizer, conv.messages)
-        rows.append({"input_ids": tokenized.input_ids, "assistant_masks": tokenized.assistant_mask})
-    dataset = Dataset.from_list(rows)
+    orpo = config.train.method == "orpo"  # one stage, ORPOTrainer instead of SFTTrainer, same run otherwise
+    stage = "orpo" if orpo else "sft"
 
     device = pick_device()
     torch.manual_seed(config.train.seed)
@@ -266,7 +271,7 @@ def _train(
         task_type="CAUSAL_LM",
         modules_to_save=config.lora.modules_to_save or None,
     )
-    steps = report["steps"]["total_steps"]
+    steps = report["steps"]["total_steps"]  # for orpo the preflight counts the joined dataset
     callback = _log_and_progress_callback(
         log_path,
         steps,
@@ -274,9 +279,11 @@ def _train(
         show_progress and main_process,
         kept_rows,
         kept_rows[-1]["elapsed_s"] if kept_rows else 0.0,
+        stage,
     )
+    callbacks = [callback, checkpoint_marker_callback(checkpoints, config.train.save_total_limit)]
     save_steps = config.train.save_steps
-    args = SFTConfig(
+    common_args = dict(
         output_dir=str(checkpoints),
         per_device_train_batch_size=config.train.batch_size,
         gradient_accumulation_steps=config.train.grad_accum,
@@ -302,14 +309,26 @@ def _train(
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=lora,
-        callbacks=[callback, checkpoint_marker_callback(checkpoints, config.train.save_total_limit)],
-    )
+    if orpo:
+        from molting.preference_pairs import load_pairs
+        from molting.preference_train import orpo_rows, orpo_trainer
+
+        pairs = load_pairs(config.preference_data, persona.system_prompts.train)
+        rows = orpo_rows(tokenizer, pairs, conversations)
+        trainer = orpo_trainer(model, tokenizer, config, rows, lora, common_args, callbacks)
+    else:
+        rows = []
+        for conv in conversations:
+            tokenized = tokenize_conversation(tokenizer, conv.messages)
+            rows.append({"input_ids": tokenized.input_ids, "assistant_masks": tokenized.assistant_mask})
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**common_args),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=callbacks,
+        )
     trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.jsonl replace its dict dumps
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in trainer.model.parameters())
@@ -354,10 +373,25 @@ def _train(
         if not main_process:
             return {"train": rank_record}
         (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the adapter is safetensors only
+        if orpo:
+            preference = {
+                "method": "orpo",
+                "trainer": "trl.experimental.orpo.ORPOTrainer",
+                "pairs": len(pairs),
+                "conversations": len(conversations),  # as pairs with rejected == chosen: the NLL (SFT) term only
+                "optimizer_steps": result.global_step,
+                "beta": config.preference.beta,
+                "final": {
+                    k: v
+                    for k, v in (callback.rows[-1] if callback.rows else {}).items()
+                    if k == "loss" or k.startswith(("rewards/", "logps/", "log_odds", "nll_loss"))
+                },
+                "seconds": round(train_seconds, 1),  # the one stage, the same seconds as train's
+            }
     replace_dir_atomic(staging, run_dir / "adapter")
     shutil.rmtree(checkpoints, ignore_errors=True)  # pruned on success
 
-    by_epoch = loss_by_epoch(callback.rows)  # the SFT stage's rows; a DPO stage has its own callback
+    by_epoch = loss_by_epoch(callback.rows)  # the SFT (or ORPO) stage's rows; a DPO stage has its own callback
     manifest = {
         "run": run_dir.name,
         "config": config.to_dict(),
@@ -383,7 +417,9 @@ def _train(
         "preference": preference,
         "timings": {
             "started": started,
-            "train_seconds": round(train_seconds + (preference["seconds"] if preference else 0), 1),
+            "train_seconds": round(
+                train_seconds + (preference["seconds"] if config.train.method == "sft+dpo" else 0), 1
+            ),
             "total_seconds": round(time.time() - started, 1),
         },
         "memory": peak_memory_mb(device),
