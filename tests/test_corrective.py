@@ -393,3 +393,52 @@ def test_orpo_trains_in_one_stage_and_raises_the_margin_on_its_pairs(project, tm
     assert (
         "## Preference stage (orpo, trl.experimental.orpo.ORPOTrainer)" in write_report(tmp_path / "orpo").read_text()
     )
+
+
+def test_orpo_conversation_pairs_get_exactly_sft_on_their_last_turn(tmp_path):
+    """What the README claims of train.method orpo, on builtin:tiny with a real ORPOTrainer: a conversation
+    turned into a pair with rejected == chosen gets ORPO's NLL term only, and that term is SFT's loss on its
+    last assistant turn (the prompt and earlier turns unsupervised)."""
+    import torch
+    from peft import LoraConfig
+
+    from molting.chat_format import tokenize_conversation
+    from molting.config import load_run_config
+    from molting.dataset import load_dataset
+    from molting.preference_train import orpo_rows, orpo_trainer
+
+    config = load_run_config(EXAMPLE / "molt.yaml", FAST)
+    persona = load_persona(config.persona)
+    conversations = load_dataset(config.data, persona.system_prompts.train)
+    turns = lambda c: sum(m["role"] == "assistant" for m in c.messages)  # noqa: E731
+    chosen = [c for c in conversations if turns(c) == 1][:2] + [c for c in conversations if turns(c) > 1][:1]
+    assert len(chosen) == 3, "the example has single- and multi-turn conversations"
+    tokenizer = load_tokenizer("builtin:tiny")
+    # init_lora_weights=False: B is not zero, so every LoRA parameter gets a gradient from the NLL term
+    lora = LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM", init_lora_weights=False)
+    common = dict(output_dir=str(tmp_path), report_to=[], use_cpu=True, per_device_train_batch_size=3, max_length=512)
+    trainer = orpo_trainer(
+        load_model("builtin:tiny"), tokenizer, config, orpo_rows(tokenizer, [], chosen), lora, common, []
+    )
+    model = trainer.model
+    batch = next(iter(trainer.get_train_dataloader()))  # the three conversations, in some order
+
+    total, tokens = 0.0, 0
+    for conv in chosen:
+        tokenized = tokenize_conversation(tokenizer, conv.messages)
+        start, end = tokenized.assistant_turns[-1]
+        ids = tokenized.input_ids
+        labels = [-100] * start + ids[start:end] + [-100] * (len(ids) - end)
+        with torch.no_grad():
+            total += model(torch.tensor([ids]), labels=torch.tensor([labels])).loss.item() * (end - start)
+        tokens += end - start  # the loss is a mean over every supervised token of the batch
+    out = trainer.concatenated_forward(model, batch)
+    assert out[4].item() == pytest.approx(total / tokens, rel=1e-5), "NLL term = SFT loss on the last turns"
+
+    grads = lambda: [p.grad.abs().max().item() for p in model.parameters() if p.requires_grad]  # noqa: E731
+    odds_ratio_term = trainer.odds_ratio_loss(out[0], out[1])[0].mean()
+    odds_ratio_term.backward(retain_graph=True)
+    assert max(grads()) < 1e-6, "no gradient from the odds-ratio term when rejected == chosen"
+    model.zero_grad()
+    out[4].backward()
+    assert min(grads()) > 0 and max(grads()) > 1e-2

@@ -1,4 +1,6 @@
-"""The preference stage of `molt train` (train.method: sft+dpo): TRL's DPOTrainer on the SFT adapter.
+"""Preference training in `molt train`: the DPO stage of train.method sft+dpo (TRL's DPOTrainer on the
+SFT adapter), and the dataset and trainer of train.method orpo (TRL's ORPOTrainer, one stage; see
+`orpo_rows` and `orpo_trainer` below).
 
 Reached from `train.train_run` after SFT, with the trained PEFT model. DPOTrainer, given a PEFT model
 that already holds an adapter, copies it as a frozen "ref" adapter and trains the "default" one, so the
@@ -122,8 +124,14 @@ def orpo_trainer(model, tokenizer, config, rows: list[dict], lora, common_args: 
     """TRL's ORPOTrainer with a fresh LoRA adapter (`lora`, as SFT's) on the base, over `orpo_rows`.
     `common_args` are the TrainingArguments SFT would get (batch, epochs, learning rate, schedule, saving);
     preference.beta is ORPO's lambda, the weight of the odds-ratio term."""
+    import os
+
     import torch.nn.functional as F
     from datasets import Dataset
+
+    # ORPO lives in trl.experimental in TRL 1.16; the pinned version is what is tested, so its warning that
+    # the API may change is not for the user of molt train.
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
     from trl.experimental.utils import pad_to_length
 
