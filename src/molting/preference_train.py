@@ -2,7 +2,7 @@
 SFT adapter), and the dataset and trainer of train.method orpo (TRL's ORPOTrainer, one stage; see
 `orpo_rows` and `orpo_trainer` below).
 
-Reached from `train.train_run` after SFT, with the trained PEFT model. DPOTrainer, given a PEFT model
+The DPO stage is reached from `train.train_run` after SFT, with the trained PEFT model. DPOTrainer, given a PEFT model
 that already holds an adapter, copies it as a frozen "ref" adapter and trains the "default" one, so the
 reference is the SFT model and the result is one LoRA adapter, as with SFT alone. The NLL term on the
 chosen answer (RPO) is TRL 1.16's `loss_type=["sigmoid", "sft"]` weighted by `preference.rpo_alpha`
