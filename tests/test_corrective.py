@@ -189,6 +189,8 @@ def test_preference_data_is_validated_with_file_and_line(project, tmp_path):
 
     with pytest.raises(UserError, match=r"molt.yaml:\d+: train.method 'sft\+dpo' needs preference pairs"):
         load_run_config(project / "molt.yaml", FAST + ["train.method=sft+dpo"])
+    with pytest.raises(UserError, match=r"molt.yaml:\d+: train.method 'orpo' needs preference pairs"):
+        load_run_config(project / "molt.yaml", FAST + ["train.method=orpo"])
     pairs = project / "pairs.jsonl"
     good = {
         "prompt": [{"role": "user", "content": "Quem é o João?"}],

@@ -439,7 +439,7 @@ def augment(source, out, seed, per_fact, from_eval, overwrite):
     Example:
       molt augment examples/claudio/molt.yaml --out corrective/
       molt augment examples/claudio/molt.yaml --from-eval runs/demo --out corrective/ --overwrite
-    Then set train.method: sft+dpo and preference_data: corrective/pairs.jsonl in molt.yaml.
+    Then set train.method: sft+dpo (or orpo) and preference_data: corrective/pairs.jsonl in molt.yaml.
     """
     from molting.augment import augment as run_augment
     from molting.persona import load_persona

@@ -77,7 +77,7 @@ def check_forbidden_in_training(persona: Persona, conversations: list[Conversati
                         "negated_claims",
                         f"{data_path}:{conv.line}: the assistant's answer {why}. State the fact positively instead "
                         "and push the claim down with preference pairs: `molt augment CONFIG` writes both "
-                        "(corrective.jsonl, pairs.jsonl; train with train.method: sft+dpo).",
+                        "(corrective.jsonl, pairs.jsonl; train with train.method: sft+dpo or orpo).",
                     )
                 )
     return findings
