@@ -444,3 +444,33 @@ def test_orpo_conversation_pairs_get_exactly_sft_on_their_last_turn(tmp_path):
     model.zero_grad()
     out[4].backward()
     assert min(grads()) > 0 and max(grads()) > 1e-2
+
+
+@pytest.mark.slow
+def test_orpo_trains_under_two_processes(project, tmp_path):
+    """`molt train --nproc 2` with train.method orpo: two real DDP processes (gloo, CPU), as for SFT."""
+    import re
+
+    augment(load_persona(project / "persona.yaml"), project, seed=0)
+    result = run_molt(
+        "train",
+        project / "molt.yaml",
+        *set_args(FAST + ["train.epochs=0.25", "train.method=orpo", "preference_data=pairs.jsonl"]),
+        "--runs-dir",
+        tmp_path / "runs",
+        "--name",
+        "ddp",
+        "--nproc",
+        "2",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # 21 pairs + 127 conversations in batches of 4 is 37 batches; 19 per rank, a quarter epoch is 5 steps
+    ranks = dict(re.findall(r"rank (\d) of 2: (\d+ optimizer steps, \d+ batches)", result.stdout))
+    assert ranks == {"0": "5 optimizer steps, 19 batches", "1": "5 optimizer steps, 19 batches"}, result.stdout
+    run_dir = tmp_path / "runs" / "ddp"
+    assert json.loads((run_dir / "preflight.json").read_text())["steps"]["total_steps"] == 5
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["train"]["world_size"] == 2 and manifest["preference"]["optimizer_steps"] == 5
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 5] and {r["stage"] for r in log} == {"orpo"}
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
