@@ -29,6 +29,11 @@ def molting_cache(tmp_path_factory):
     cache = os.environ.get("MOLTING_TEST_CACHE") or str(tmp_path_factory.mktemp("molting-cache"))
     os.environ["MOLTING_CACHE"] = cache
     os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
+    # Build builtin:tiny here, in-process, once: otherwise the first test that needs it builds it inside a
+    # subprocess with a timeout meant for the test's own work.
+    from molting.builtin_base import builtin_path
+
+    builtin_path("builtin:tiny")
     return Path(cache)
 
 

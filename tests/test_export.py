@@ -114,7 +114,10 @@ def test_export_all_targets_and_verify(run_copy):
 
     # verify.json: merged == adapter token for token; f16 matches the first tokens; q8_0 reports its score change
     report = json.loads((ollama / "verify.json").read_text())
-    assert report["ok"] and all(c["ok"] for c in report["checks"])
+    assert report["ok"] and all(c["ok"] for c in report["checks"] if c["gating"])
+    # every exported model, served or not, is free of template tokens and second turns
+    template_checks = [c for c in report["checks"] if "template tokens" in c["check"]]
+    assert len(template_checks) == 5 and all(c["ok"] and c["gating"] for c in template_checks)
     models = report["models"]
     assert set(models) == {"adapter", "merged", "gguf-f16", "gguf-f16-served", "gguf-q8_0", "gguf-q8_0-served"}
     n = len(report["questions"])

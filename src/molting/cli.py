@@ -875,7 +875,7 @@ def _print_verify(report: dict) -> None:
     table.add_row("Average", *(f"{report['models'][n]['average_score']:.2f}" for n in names), style="bold")
     console.print(table)
     for c in report["checks"]:
-        mark = "[green]ok[/]" if c["ok"] else "[bold red]FAILED[/]"
+        mark = "[green]ok[/]" if c["ok"] else "[bold red]FAILED[/]" if c.get("gating", True) else "[yellow]note[/]"
         console.print(f"{mark} {c['check']}: {c['detail']}", highlight=False)
     console.print("[green]export verified[/]" if report["ok"] else "[bold red]export verification failed[/]")
 

@@ -230,8 +230,9 @@ def verify_export(
 
     checks = []
 
-    def check(name: str, ok: bool, detail: str) -> None:
-        checks.append({"check": name, "ok": bool(ok), "detail": detail})
+    def check(name: str, ok: bool, detail: str, gating: bool = True) -> None:
+        # A non-gating check is reported (as a note when it does not hold) but does not fail the export.
+        checks.append({"check": name, "ok": bool(ok), "detail": detail, "gating": gating})
 
     n = len(prompts)
     merged_summary = per_model["merged"]
@@ -276,18 +277,29 @@ def verify_export(
                 f"({summary['score_change']:+.2f}), {summary['identical_answers']}/{n} answers identical; "
                 f"{served_detail}",
             )
+    adapter_stopped = per_model["adapter"]["stopped_at_end_of_turn"]
     for name, summary in per_model.items():
         if name == "adapter":
             continue
-        # No template tokens and no second turn in any answer, and at least one answer ended at an
-        # end-of-turn token (an answer that hit max_new_tokens says nothing either way).
+        # No template tokens and no second turn in any answer: always required.
         check(
-            f"{name} stops at end of turn (no template tokens or second turn)",
-            summary["answers_with_template_tokens"] == 0 and summary["stopped_at_end_of_turn"] > 0,
-            f"{summary['stopped_at_end_of_turn']}/{n} answers ended at an end-of-turn token, "
+            f"{name} writes no template tokens or second turn",
+            summary["answers_with_template_tokens"] == 0,
+            f"{summary['answers_with_template_tokens']}/{n} answers contain any of {', '.join(markers)}",
+        )
+        # And it ends at an end-of-turn token where the adapter does. Required where the export is fed the
+        # adapter's own prompt tokens (the answers are comparable); as served, the prompt may tokenize
+        # differently (see the served detail above), the answers differ from there, and a model that rambles
+        # past max_new_tokens on other answers says nothing either way: reported, not gating.
+        served = name.endswith("-served")
+        ended = summary["stopped_at_end_of_turn"]
+        check(
+            f"{name} stops at end of turn",
+            ended > 0 or adapter_stopped == 0,
+            f"{ended}/{n} answers ended at an end-of-turn token (adapter: {adapter_stopped}/{n}), "
             f"{summary['hit_max_new_tokens']} hit max_new_tokens ({max_new})"
-            + (", none ended: raise --max-new-tokens to confirm" if not summary["stopped_at_end_of_turn"] else "")
-            + f"; {summary['answers_with_template_tokens']} contain any of {', '.join(markers)}",
+            + (", none ended: raise --max-new-tokens to confirm" if not ended else ""),
+            gating=not served,
         )
     if target == "ollama":
         modelfile = parse_modelfile((export_dir / "ollama" / "Modelfile").read_text(encoding="utf-8"))
@@ -319,7 +331,7 @@ def verify_export(
         questions.append(entry)
     result = {
         "target": target,
-        "ok": all(c["ok"] for c in checks),
+        "ok": all(c["ok"] for c in checks if c["gating"]),
         "checks": checks,
         "decoding": f"greedy, no repetition penalty, at most {max_new} new tokens",
         "models": per_model,
