@@ -11,10 +11,9 @@ and DPO's metrics (rewards/chosen, rewards/rejected, rewards/margins, rewards/ac
 """
 
 import time
-from pathlib import Path
 
 
-def dpo_stage(model, tokenizer, config, persona, run_dir: Path, preflight: dict, precision: str, step_offset, callback):
+def dpo_stage(model, tokenizer, config, persona, preflight: dict, common_args: dict, step_offset, callback):
     """Train the adapter of `model` with DPO on config.preference_data; returns (model, manifest section).
     `callback(total_steps, step_offset)` makes the logging/progress callback of the stage."""
     from datasets import Dataset
@@ -29,28 +28,17 @@ def dpo_stage(model, tokenizer, config, persona, run_dir: Path, preflight: dict,
     total_steps = preflight["preference"]["steps"]["total_steps"]
     stage_callback = callback(total_steps, step_offset)
     rpo = pref.rpo_alpha > 0
+    # SFT's TrainingArguments (schedule, precision, seeds, ranks), with the preference stage's own batch,
+    # epochs, learning rate and warm-up, and no checkpoints: the stage is short and restarts from SFT's.
     args = DPOConfig(
-        output_dir=str(Path(run_dir) / "checkpoints"),
-        per_device_train_batch_size=pref.batch_size or config.train.batch_size,
-        gradient_accumulation_steps=config.train.grad_accum,
-        num_train_epochs=pref.epochs,
-        learning_rate=pref.learning_rate,
-        lr_scheduler_type=config.train.lr_scheduler,
-        warmup_steps=pref.warmup_steps,
-        logging_steps=config.train.logging_steps,
-        logging_first_step=True,
-        save_strategy="no",
-        report_to=[],
-        seed=config.train.seed,
-        data_seed=config.train.seed,
-        max_length=config.train.max_length,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        # DPOConfig turns checkpointing on by default; molting keeps the user's setting.
-        gradient_checkpointing=config.train.gradient_checkpointing,
-        use_cpu=model.device.type == "cpu",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        **{
+            **common_args,
+            "per_device_train_batch_size": pref.batch_size or config.train.batch_size,
+            "num_train_epochs": pref.epochs,
+            "learning_rate": pref.learning_rate,
+            "warmup_steps": pref.warmup_steps,
+            "save_strategy": "no",
+        },
         beta=pref.beta,
         loss_type=["sigmoid", "sft"] if rpo else ["sigmoid"],
         loss_weights=[1.0, pref.rpo_alpha] if rpo else None,

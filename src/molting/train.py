@@ -352,9 +352,8 @@ def _train(
             tokenizer,
             config,
             persona,
-            run_dir,
             report,
-            precision,
+            common_args,
             result.global_step,
             lambda total, offset: _log_and_progress_callback(
                 log_path, total, device, show_progress and main_process, [], 0.0, "dpo", offset
