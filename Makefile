@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAM
 # torch is installed first and alone: pip takes the pinned CPU build (torch==2.13.0), so nothing
 # later resolves torch to a multi-GB CUDA build. `setup` is what molting itself needs (the demo);
 # `setup-dev` adds what the tests need: the dev tools, llama-cpp-python for `molt export` (with llama.cpp's
-# GGUF converter extracted from the same pinned sources into the venv, molting.llama_cpp_tools, so tests
+# GGUF converter extracted from the same pinned sources into the venv, molting.export.llama_cpp_tools, so tests
 # need no network) and Debian's Chromium for the dashboard's browser tests.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 $(DEV_STAMP): $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[dev,export]'
-	$(BIN)/python -m molting.llama_cpp_tools
+	$(BIN)/python -m molting.export.llama_cpp_tools
 	touch $(DEV_STAMP)
 
 # Playwright drives the system browser (`playwright install` would download its own, which these

@@ -24,7 +24,7 @@ def machine_line() -> str:
 
 def emit(name: str, rows: list[dict], extra: dict | None = None) -> None:
     """Print the figures as a table and as one JSON line (for bench/RESULTS.md and for machines)."""
-    from molting.manifest import versions
+    from molting.train.manifest import versions
 
     print(f"\n== {name} — {machine_line()}")
     if rows:

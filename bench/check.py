@@ -14,7 +14,7 @@ from pathlib import Path
 from _common import EXAMPLE, emit
 
 from molting.config import load_run_config
-from molting.preflight import run_preflight
+from molting.train.preflight import run_preflight
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
         big = [lines[i % len(lines)] for i in range(args.conversations)]
         (project / "data.jsonl").write_text("\n".join(big) + "\n", encoding="utf-8")
         load_run_config(project / "molt.yaml", [f"base_model={args.base}"])  # builds the base outside the timing
-        from molting.base_model import load_tokenizer
+        from molting.models.base_model import load_tokenizer
 
         load_tokenizer(args.base)
         started = time.perf_counter()

@@ -49,12 +49,12 @@ def _write_data(path: Path, base_lines: list[str], extra: list[dict]) -> None:
 
 
 def _measure(run_dir: Path, use_adapter: bool, persona, suite, samples: int, max_new_tokens: int) -> dict:
-    from molting.base_model import eos_token_ids
-    from molting.claim_detection import claims_in_text
+    from molting.models.base_model import eos_token_ids
+    from molting.card.claims import claims_in_text
     from molting.config import GenerationSettings
-    from molting.evaluate import load_for_eval
-    from molting.generate import generate_answers
-    from molting.logprob_probes import probe_margins
+    from molting.evaluate.run import load_for_eval
+    from molting.evaluate.generate import generate_answers
+    from molting.evaluate.logprob_probes import probe_margins
 
     _, model, tokenizer, _ = load_for_eval(run_dir, use_adapter)
     report = probe_margins(model, tokenizer, persona)
@@ -88,11 +88,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the runs (their folder is printed)")
     args = parser.parse_args()
 
-    from molting.augment import augment
+    from molting.data.augment import augment
     from molting.config import load_run_config
-    from molting.persona import load_persona
-    from molting.suite import load_suite
-    from molting.train import train_run
+    from molting.card.persona import load_persona
+    from molting.card.suite import load_suite
+    from molting.train.sft import train_run
 
     persona = load_persona(EXAMPLE / "persona.yaml")
     suite = load_suite(EXAMPLE / "suite.yaml", persona)

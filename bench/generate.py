@@ -1,7 +1,7 @@
 """Generation speed: the suite's answers one prompt at a time vs molting's batched generation.
 
 Run: .venv/bin/python bench/generate.py [--base builtin:small] [--max-new-tokens 128]
-Both use `molting.generate.generate_answers` on the same model in fp32 with greedy decoding; the only
+Both use `molting.evaluate.generate.generate_answers` on the same model in fp32 with greedy decoding; the only
 difference is generation.batch_size (1 vs the default). Target: batched at least 3.5× the tokens per
 second, with identical answers.
 """
@@ -11,11 +11,11 @@ import time
 
 from _common import EXAMPLE, emit
 
-from molting.base_model import eos_token_ids, load_model, load_tokenizer
+from molting.models.base_model import eos_token_ids, load_model, load_tokenizer
 from molting.config import GenerationSettings
-from molting.generate import generate_answers
-from molting.persona import load_persona
-from molting.suite import load_suite
+from molting.evaluate.generate import generate_answers
+from molting.card.persona import load_persona
+from molting.card.suite import load_suite
 
 
 def main() -> None:

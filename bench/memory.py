@@ -1,4 +1,4 @@
-"""Memory estimator validation: predicted peak (molting.memory_estimate, what `molt check` reports) against the
+"""Memory estimator validation: predicted peak (molting.train.memory_estimate, what `molt check` reports) against the
 measured peak RSS of real `molt train` runs on the CPU, for bases of three sizes and several settings.
 
 Run: python bench/memory.py   (30 minutes on a busy 2-core machine; copy the table into bench/RESULTS.md)
@@ -41,7 +41,7 @@ def llama_base(folder: Path, name: str, hidden: int, layers: int, heads: int, kv
     import torch
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from molting.base_model import resolve_base
+    from molting.models.base_model import resolve_base
 
     out = folder / name
     small = Path(resolve_base("builtin:small"))
@@ -102,7 +102,7 @@ def measure(project: Path, runs: Path, name: str, overrides: list[str]) -> dict:
 
 
 def main() -> None:
-    from molting.memory_estimate import CPU_PROCESS_BASELINE_GB
+    from molting.train.memory_estimate import CPU_PROCESS_BASELINE_GB
 
     with tempfile.TemporaryDirectory(prefix="molting-bench-memory-") as tmp:
         tmp = Path(tmp)

@@ -1,12 +1,12 @@
 """The README's memory table: which shipped base trains with LoRA or QLoRA on a 4/8/16/24 GB GPU, and with
-what settings, as predicted by molting.memory_estimate from each model's shipped config.json.
+what settings, as predicted by molting.train.memory_estimate from each model's shipped config.json.
 
 Run: python bench/memory_table.py   (prints the Markdown table; the README holds its output verbatim, and
 tests/test_memory.py checks that it still does)
 """
 
-from molting.memory_estimate import ModelShape, TrainingPlan, estimate_memory, fits
-from molting.model_configs import shipped_config, shipped_ids
+from molting.train.memory_estimate import ModelShape, TrainingPlan, estimate_memory, fits
+from molting.models.model_configs import shipped_config, shipped_ids
 
 GPU_GB = (4, 8, 16, 24)
 # molting's defaults (r=16 on every linear layer, batch 4, max_length 1024, bf16), then what the preflight

@@ -11,9 +11,9 @@ import time
 
 from _common import EXAMPLE, emit
 
-from molting.persona import load_persona
-from molting.rubric import Scorer
-from molting.suite import load_suite
+from molting.card.persona import load_persona
+from molting.evaluate.rubric import Scorer
+from molting.card.suite import load_suite
 
 FAILURES = [
     "Você é o João, o desenvolvedor da Softtor.",

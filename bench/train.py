@@ -5,7 +5,7 @@ Run: .venv/bin/python bench/train.py [--base builtin:small] [--examples 64]
 (a) the logs' recipe: Hugging Face Trainer, every example padded to max_length 1024, batch 1,
     grad_accum 4, loss on every token, LoRA r=16 α=32 dropout 0.05, lr 1e-4, fp32;
 (b) TRL's SFTTrainer with its out-of-the-box settings (SFTConfig()) and the same LoRA;
-(c) `molt train` with its defaults (molting.train.train_run, nothing overridden but epochs).
+(c) `molt train` with its defaults (molting.train.sft.train_run, nothing overridden but epochs).
 Each sees the same first N example conversations once (1 epoch), in its own process so peak RSS is its
 own. Reported per recipe: non-padding tokens/s, supervised tokens/s, wall time of the training loop,
 peak RSS, model FLOPs utilisation, and the assistant-token loss on 16 held-out conversations.
@@ -35,8 +35,8 @@ def _peak_rss_mb() -> float:
 
 
 def _conversations():
-    from molting.dataset import load_dataset
-    from molting.persona import load_persona
+    from molting.data.dataset import load_dataset
+    from molting.card.persona import load_persona
 
     persona = load_persona(EXAMPLE / "persona.yaml")
     return load_dataset(EXAMPLE / "data.jsonl", persona.system_prompts.train)
@@ -47,8 +47,8 @@ def _recipe_a(base, train, out):
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    from molting.base_model import load_model, load_tokenizer
-    from molting.chat_format import render
+    from molting.models.base_model import load_model, load_tokenizer
+    from molting.models.chat_format import render
 
     tokenizer = load_tokenizer(base)
     tokenizer.padding_side = "right"  # as the logs' script: text first, padding after
@@ -100,8 +100,8 @@ def _recipe_b(base, train, out):
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from molting.base_model import load_model, load_tokenizer
-    from molting.chat_format import render
+    from molting.models.base_model import load_model, load_tokenizer
+    from molting.models.chat_format import render
 
     tokenizer = load_tokenizer(base)
     model = load_model(base, "float32")
@@ -136,9 +136,9 @@ def _recipe_b(base, train, out):
 def _recipe_c(base, train, out):
     from peft import PeftModel
 
-    from molting.base_model import load_model, load_tokenizer
+    from molting.models.base_model import load_model, load_tokenizer
     from molting.config import load_run_config
-    from molting.train import train_run
+    from molting.train.sft import train_run
 
     project = out / "project"
     shutil.copytree(EXAMPLE, project)
@@ -169,7 +169,7 @@ def _recipe_c(base, train, out):
 def run_one(recipe: str, base: str, examples: int, out: Path) -> dict:
     import torch
 
-    from molting.evaluate import assistant_token_loss
+    from molting.evaluate.run import assistant_token_loss
 
     torch.manual_seed(0)
     conversations = _conversations()
@@ -212,7 +212,7 @@ def main() -> None:
         print("RESULT " + json.dumps(result))
         return
 
-    from molting.base_model import resolve_base
+    from molting.models.base_model import resolve_base
 
     resolve_base(args.base)  # build a builtin base once, outside every timing
     peak = matmul_peak()

@@ -18,7 +18,7 @@ from pathlib import Path
 import uvicorn
 from playwright.sync_api import sync_playwright
 
-from molting.dashboard import create_app
+from molting.report.dashboard import create_app
 
 DOCS = Path(__file__).resolve().parent
 

@@ -31,7 +31,7 @@ def molting_cache(tmp_path_factory):
     os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
     # Build builtin:tiny here, in-process, once: otherwise the first test that needs it builds it inside a
     # subprocess with a timeout meant for the test's own work.
-    from molting.builtin_base import builtin_path
+    from molting.models.builtin_base import builtin_path
 
     builtin_path("builtin:tiny")
     return Path(cache)
@@ -69,7 +69,7 @@ def set_args(overrides: list[str]) -> list[str]:
 def trained_run(tmp_path_factory, molting_cache) -> Path:
     """One real LoRA run on builtin:tiny over the whole example dataset (1 epoch, 32 optimizer steps)."""
     from molting.config import load_run_config
-    from molting.train import train_run
+    from molting.train.sft import train_run
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     config = load_run_config(EXAMPLE / "molt.yaml", FAST)

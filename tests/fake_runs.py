@@ -8,13 +8,13 @@ from pathlib import Path
 
 from conftest import EXAMPLE, FAST
 
-from molting.atomic_write import write_json_atomic, write_jsonl_atomic
+from molting.io import write_json_atomic, write_jsonl_atomic
 from molting.config import load_run_config
-from molting.manifest import machine, versions
-from molting.persona import load_persona
-from molting.rubric import score_responses
-from molting.suite import load_suite
-from molting.train import loss_by_epoch, save_resolved_config
+from molting.train.manifest import machine, versions
+from molting.card.persona import load_persona
+from molting.evaluate.rubric import score_responses
+from molting.card.suite import load_suite
+from molting.train.sft import loss_by_epoch, save_resolved_config
 
 _PREFLIGHT: dict = {}
 
@@ -22,7 +22,7 @@ _PREFLIGHT: dict = {}
 def preflight_report() -> dict:
     """The real preflight of the example on builtin:tiny, computed once per test session."""
     if not _PREFLIGHT:
-        from molting.preflight import run_preflight
+        from molting.train.preflight import run_preflight
 
         _PREFLIGHT.update(run_preflight(load_run_config(EXAMPLE / "molt.yaml", FAST), None))
     return _PREFLIGHT

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from molting.atomic_write import write_json_atomic
+from molting.io import write_json_atomic
 
 RETRYABLE_HTTP = {408, 409, 429, 500, 502, 503, 504}
 

@@ -7,10 +7,10 @@ so a failed stage can be re-run alone with its own command.
 from pathlib import Path
 
 from molting.config import RunConfig
-from molting.evaluate import eval_run
-from molting.html_report import write_run_html
-from molting.report import write_report
-from molting.train import train_run
+from molting.evaluate.run import eval_run
+from molting.report.html import write_run_html
+from molting.report.markdown import write_report
+from molting.train.sft import train_run
 
 
 def run_pipeline(

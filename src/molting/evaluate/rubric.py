@@ -1,0 +1,702 @@
+"""Rubric v1 (from the logs): five dimensions, 0–2 each, a total out of 10 per answer.
+
+| dim | name | what costs points |
+| D1 | identity | identity collapse, naming itself as someone else, names the card never mentions (invented
+  people, nicknames, companies), claiming to be another AI or a generic assistant |
+| D2 | factual accuracy | required facts missing, forbidden claims, technology not on the card |
+| D3 | personality / voice | wrong language, no trait of the card, generic assistant voice |
+| D4 | behavioural cleanliness | template tokens, task-planning or tool-call text, system prompt pasted |
+| D5 | coherence / completeness | truncated, repetition loops, too short to be an answer |
+
+Version 1 is deterministic detectors driven by the persona card: every dimension starts at 2 and each
+detector that fires caps it, recording its evidence (detector name and the matched text), so every point
+lost can be traced. Contradictions within an answer are not detected in v1. Reached through
+`Scorer.score` (one answer) and `score_responses` (a file's worth, the `molt score` format, with
+per-question means and confidence intervals; probes from `molting.card.probe_questions` add their own checks).
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from molting.evaluate.statistics import group_summary
+from molting.card.persona import Persona
+from molting.card.probe_questions import Probe
+from molting.card.suite import Question
+from molting.card.text_match import compile_any, find_first, fold
+
+RUBRIC_VERSION = "v1"
+DIMENSIONS = ("D1", "D2", "D3", "D4", "D5")
+DIMENSION_NAMES = {
+    "D1": "identity",
+    "D2": "factual accuracy",
+    "D3": "personality / voice",
+    "D4": "behavioural cleanliness",
+    "D5": "coherence / completeness",
+}
+
+
+def _compile(patterns: list[str]) -> list[re.Pattern]:
+    return compile_any(patterns)
+
+
+TEMPLATE_TOKENS = _compile(
+    [
+        r"</s>",
+        r"<s>",
+        r"<\|[a-z_]{2,20}\|>",
+        r"\[/?INST\]",
+        r"<</?SYS>>",
+        r"<unk>",
+    ]
+)
+TOOL_CALL = _compile(
+    [
+        r"<tool_call>",
+        r"<function[=_]",
+        r"\"function_call\"",
+        r"\{\s*\"(name|tool)\"\s*:\s*\"[^\"]+\"\s*,\s*\"(arguments|parameters)\"",
+    ]
+)
+TASK_PLANNING = _compile(
+    [
+        r"\bvou (comecar|come[cç]ar) (por|pelo|pela|analisando|verificando)",
+        r"\bprimeiro,? vou\b",
+        r"\bdeixa eu (primeiro|verificar|analisar)",
+        r"\bpasso 1\b",
+        r"\bmeu plano (e|eh)\b",
+        r"\blet me (first|start|check|analy[sz]e)\b",
+        r"\bi'?ll start by\b",
+        r"\bstep 1:",
+        r"\bfirst,? i will\b",
+    ]
+)
+GENERIC_ASSISTANT = _compile(
+    [
+        r"\bsou (apenas )?um assistente (virtual|de ia|de inteligencia)",
+        r"\bcomo (um )?modelo de linguagem\b",
+        r"\bas an ai (language )?model\b",
+        r"\bi am (just )?an ai assistant\b",
+        r"\bi'?m (just )?an ai assistant\b",
+    ]
+)
+GENERIC_VOICE = _compile(
+    [
+        r"\bestou aqui para (te )?ajudar\b",
+        r"\bcomo posso (te )?ajudar( hoje)?\?",
+        r"\bfico feliz em ajudar\b",
+        r"\bhow can i (help|assist) you( today)?\?",
+        r"\bi'?m here to help\b",
+        r"\bhappy to help\b",
+    ]
+)
+# The persona naming itself as someone else: "sou o Bruno", "Bruno, a IA da Vantiq" (case-sensitive,
+# on accent-folded text, so only a capitalised name counts).
+SELF_NAMING = [
+    re.compile(  # not after a negation: "não sou o João" is the right answer to "Você é o João?"
+        r"(?<![Nn]ao )(?<![Nn]em )"
+        r"\b(?:[Ee]u sou|[Ss]ou|[Mm]e chamo|[Mm]eu nome (?:e|eh)|[Aa]qui (?:e|eh)|I am|I'm|[Mm]y name is)\s+"
+        r"(?:o |a |the )?([A-Z][a-z]{2,})\b"
+    ),
+    re.compile(r"\b([A-Z][a-z]{2,}), (?:a|o|the|an?) (?:IA|AI|assistente|assistant)\b"),
+]
+# A capitalised word in mid-sentence (after a lower-case word or a comma): in Portuguese and English
+# that is a proper name. One the card never mentions is an invented person, nickname or company.
+_MID_SENTENCE_NAME = re.compile(r"(?<=[a-z0-9,;] )([A-Z][a-z]{2,})\b")
+PHRASE_DETECTORS = [  # (patterns, dimension, cap, detector name)
+    (GENERIC_VOICE, "D3", 1, "generic_voice"),
+    (TEMPLATE_TOKENS, "D4", 0, "template_tokens"),
+    (TOOL_CALL, "D4", 0, "tool_call_text"),
+    (TASK_PLANNING, "D4", 1, "task_planning"),
+]
+# Technologies an answer may invent (phase 8: "ROS2, MATLAB, OpenCV"). One that is not on the card's
+# knowledge.stack costs a D2 point.
+TECHNOLOGIES = [
+    "Python",
+    "Django",
+    "Flask",
+    "FastAPI",
+    "Java",
+    "Spring",
+    "Kotlin",
+    "Swift",
+    "Golang",
+    "Rust",
+    "C\\+\\+",
+    "C#",
+    "\\.NET",
+    "PHP",
+    "Laravel",
+    "Ruby",
+    "Rails",
+    "Angular",
+    "Vue",
+    "Svelte",
+    "jQuery",
+    "MATLAB",
+    "ROS2",
+    "ROS",
+    "OpenCV",
+    "TensorFlow",
+    "PyTorch",
+    "Keras",
+    "Kubernetes",
+    "Terraform",
+    "MongoDB",
+    "MySQL",
+    "PostgreSQL",
+    "Postgres",
+    "Redis",
+    "GraphQL",
+    "Flutter",
+    "Dart",
+    "Elixir",
+    "Scala",
+    "Haskell",
+    "Perl",
+    "Fortran",
+    "COBOL",
+    "Unity",
+    "Unreal",
+    "Arduino",
+    "Firebase",
+    "Supabase",
+    "Express",
+    "Tailwind",
+    "TypeScript",
+    "React",
+    "Next\\.js",
+    "NestJS",
+    "Prisma",
+    "Docker",
+    "JavaScript",
+    "Node\\.js",
+    "Webpack",
+    "Vite",
+    "Jest",
+    "AWS",
+    "Azure",
+    "GCP",
+]
+
+
+def _technology_pattern(names: list[str]) -> re.Pattern | None:
+    """One regex for all the names, each a named group t<i>, so a single scan finds every mention."""
+    if not names:
+        return None
+    alternatives = "|".join(f"(?P<t{i}>{n})" for i, n in enumerate(names))
+    return re.compile(rf"(?<![\w.])(?:{alternatives})(?![\w])", re.IGNORECASE)
+
+
+LANGUAGE_MARKERS = {
+    "pt": {
+        "nao",
+        "voce",
+        "eu",
+        "com",
+        "para",
+        "isso",
+        "sou",
+        "meu",
+        "minha",
+        "tambem",
+        "mas",
+        "muito",
+        "sao",
+        "tem",
+        "uma",
+        "um",
+        "os",
+        "do",
+        "da",
+        "no",
+        "na",
+        "em",
+        "que",
+        "e",
+        "o",
+        "de",
+        "como",
+        "mais",
+        "ele",
+        "ela",
+        "seu",
+        "sua",
+        "quem",
+        "trabalho",
+        "gosto",
+    },
+    "en": {
+        "the",
+        "and",
+        "you",
+        "is",
+        "are",
+        "i",
+        "to",
+        "of",
+        "in",
+        "it",
+        "that",
+        "with",
+        "for",
+        "my",
+        "this",
+        "what",
+        "have",
+        "be",
+        "not",
+        "on",
+        "am",
+        "an",
+        "at",
+        "can",
+        "but",
+        "he",
+        "she",
+        "who",
+        "work",
+        "like",
+    },
+    "es": {
+        "el",
+        "los",
+        "las",
+        "y",
+        "pero",
+        "muy",
+        "usted",
+        "soy",
+        "es",
+        "del",
+        "tambien",
+        "yo",
+        "eres",
+        "tengo",
+        "esto",
+        "quien",
+        "trabajo",
+    },
+}
+LANGUAGE_NAMES = {"pt": "Portuguese", "en": "English", "es": "Spanish"}
+_WORD = re.compile(r"[a-z']+")
+_BULLET = re.compile(r"^\s*([-*•]|\d+[.)])\s+\S", re.MULTILINE)
+_BULLET_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(\S.*)$", re.MULTILINE)
+_ENDS_SENTENCE = re.compile(r"[.!?…)\"'»:;`*]\s*$|[\U0001F300-\U0001FAFF\u2600-\u27BF]\s*$")
+
+
+def _ends_cleanly(text: str) -> bool:
+    """Ends a sentence, or a list item. Template tokens at the end are D4's to count, not a cut."""
+    text = text.rstrip()
+    for _ in range(5):
+        stripped = text
+        for pattern in TEMPLATE_TOKENS:
+            stripped = re.sub(f"(?:{pattern.pattern})\\s*$", "", stripped, flags=re.IGNORECASE).rstrip()
+        if stripped == text:
+            break
+        text = stripped
+    last_line = text.rsplit("\n", 1)[-1]
+    return bool(_ENDS_SENTENCE.search(text) or (_BULLET.match(last_line) and "\n" in text))
+
+
+def _negated(folded: str, start: int, end: int) -> bool:
+    """Whether the clause around [start, end) holds a negation word."""
+    before = folded[:start]
+    clause_start = max((m.end() for m in _CLAUSE_END.finditer(before)), default=0)
+    after = _CLAUSE_END.search(folded, end)
+    clause = folded[clause_start : after.start() if after else len(folded)]
+    return bool(_NEGATION.search(clause))
+
+
+def detect_language(folded_lower: str) -> tuple[str | None, dict[str, int]]:
+    """The language with the most function-word hits, or None when fewer than 3 hits (too little text)."""
+    words = _WORD.findall(folded_lower)
+    counts = {lang: sum(1 for w in words if w in markers) for lang, markers in LANGUAGE_MARKERS.items()}
+    # Portuguese and Spanish share many words; count only the words that tell them apart.
+    best = max(counts, key=counts.get)
+    if counts[best] < 3:
+        return None, counts
+    if best in ("pt", "es"):
+        pt_only = sum(1 for w in words if w in LANGUAGE_MARKERS["pt"] - LANGUAGE_MARKERS["es"])
+        es_only = sum(1 for w in words if w in LANGUAGE_MARKERS["es"] - LANGUAGE_MARKERS["pt"])
+        best = "es" if es_only > pt_only else "pt"
+    return best, counts
+
+
+# "IA" and "inteligência artificial" (AI / artificial intelligence) say the same thing: a card pattern written
+# with one form must accept the other. Facts and traits are matched on the answer and on these variants.
+_ABBREVIATIONS = [
+    (re.compile(r"\binteligencia artificial\b", re.IGNORECASE), "IA", re.compile(r"\bIA\b"), "inteligencia artificial"),
+    (re.compile(r"\bartificial intelligence\b", re.IGNORECASE), "AI", re.compile(r"\bAI\b"), "artificial intelligence"),
+]
+
+
+def _spelling_variants(folded: str) -> list[str]:
+    """The folded answer, plus the answer with each abbreviation written out and each long form abbreviated."""
+    variants = [folded]
+    for long_form, short, short_form, long in _ABBREVIATIONS:
+        if long_form.search(folded):
+            variants.append(long_form.sub(short, folded))
+        if short_form.search(folded):
+            variants.append(short_form.sub(long, folded))
+    return variants
+
+
+def _shows(patterns: list[re.Pattern], variants: list[str]) -> bool:
+    return any(p.search(v) for p in patterns for v in variants)
+
+
+# A technology named in a negated clause ("não uso ROS2", "ROS2 fica fora da minha stack") is not claimed.
+# ("no" is not among them: in Portuguese it is "em o", as in "uso MATLAB no dia a dia".)
+_NEGATION = re.compile(r"\b(nao|nunca|nem|fora|sem|not|never|don'?t)\b", re.IGNORECASE)
+_CLAUSE_END = re.compile(r"[.!?;:,\n]| mas | but ")
+
+_REPEATED_CHUNK = re.compile(r"(.{1,16}?)\1{7,}", re.DOTALL)
+
+
+def _repetition(folded_lower: str) -> str | None:
+    """A loop: a word 4 times running, a 4-word phrase 3 times, or any short chunk 8 times running."""
+    chunk = _REPEATED_CHUNK.search(folded_lower)
+    if chunk and chunk.group(1).strip():
+        return chunk.group(0)[:60]
+    words = _WORD.findall(folded_lower)
+    run = 1
+    for a, b in zip(words, words[1:], strict=False):
+        run = run + 1 if a == b else 1
+        if run >= 4:
+            return " ".join([a] * run)
+    seen: dict[tuple, int] = {}
+    for i in range(len(words) - 3):
+        gram = tuple(words[i : i + 4])
+        seen[gram] = seen.get(gram, 0) + 1
+        if seen[gram] >= 3:
+            return " ".join(gram)
+    return None
+
+
+def _shingles(text: str, n: int = 12) -> set[tuple]:
+    """Runs of n words. 12 words copied verbatim from the system prompt is pasting, not a shared phrase
+    ("um projeto de pesquisa sobre portabilidade de personalidade" is 8 and belongs in a right answer)."""
+    words = _WORD.findall(fold(text).lower())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+@dataclass
+class Evidence:
+    dim: str
+    detector: str  # e.g. forbidden_claim:joao_family, missing_fact, template_tokens
+    detail: str  # the matched text, or what is missing
+    cap: int  # the dimension is at most this because of it
+
+    def as_dict(self) -> dict:
+        return {"dim": self.dim, "detector": self.detector, "detail": self.detail, "cap": self.cap}
+
+
+@dataclass
+class AnswerScore:
+    id: str
+    dims: dict[str, int]
+    evidence: list[Evidence] = field(default_factory=list)
+    facts_shown: list[str] = field(default_factory=list)
+    language: str | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.dims.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "dims": self.dims,
+            "total": self.total,
+            "evidence": [e.as_dict() for e in self.evidence],
+            "facts_shown": self.facts_shown,
+            "language": self.language,
+        }
+
+
+class Scorer:
+    """Scores answers against one persona card. Build once; `score` is cheap (compiled patterns)."""
+
+    def __init__(self, persona: Persona):
+        self.persona = persona
+        stack = {fold(t).lower() for t in persona.knowledge.stack}
+        self.foreign_tech = [n for n in TECHNOLOGIES if fold(n.replace("\\", "")).lower() not in stack]
+        self.foreign_tech_pattern = _technology_pattern(self.foreign_tech)
+        self.own_names = {fold(n).lower() for n in persona.names}
+        card_text = " ".join(
+            [
+                persona.name,
+                *persona.identity.aliases,
+                persona.identity.summary,
+                persona.system_prompts.train,
+                persona.system_prompts.inference,
+                *(f.text for f in persona.facts),
+                *(t.text for t in persona.traits),
+                *(f"{r.name} {r.relation} {' '.join(r.aliases)}" for r in persona.relationships),
+                *persona.knowledge.stack,
+                *(c.text for c in persona.forbidden_claims),
+            ]
+        )
+        self.card_words = set(_WORD.findall(fold(card_text).lower())) | {
+            fold(t.replace("\\", "")).lower() for t in TECHNOLOGIES
+        }
+        self.prompt_shingles = _shingles(persona.system_prompts.inference) | _shingles(persona.system_prompts.train)
+        self.prompt_shingles_6 = _shingles(persona.system_prompts.inference, 6) | _shingles(
+            persona.system_prompts.train, 6
+        )
+
+    def _is_prompt_item(self, item: str) -> bool:
+        """A bullet item taken from the card: a trait named in a few words, or 6 words of the system prompt."""
+        folded = fold(item)
+        words = _WORD.findall(folded.lower())
+        if len(words) <= 6 and any(_shows(t.compiled, _spelling_variants(folded)) for t in self.persona.traits):
+            return True
+        return bool(_shingles(item, 6) & self.prompt_shingles_6)
+
+    def score(self, question: Question, response: str, finish_reason: str | None = None) -> AnswerScore:
+        dims = dict.fromkeys(DIMENSIONS, 2)
+        evidence: list[Evidence] = []
+
+        def cap(dim: str, value: int, detector: str, detail: str) -> None:
+            evidence.append(Evidence(dim, detector, detail, value))
+            dims[dim] = min(dims[dim], value)
+
+        text = response.strip()
+        folded = fold(text)
+        lower = folded.lower()
+        if len(_WORD.findall(lower)) < 3:  # nothing a person would call an answer
+            for dim in DIMENSIONS:
+                cap(dim, 0, "no_answer", f"fewer than 3 words: {text[:40]!r}")
+            return AnswerScore(question.id, dims, evidence)
+
+        # Forbidden claims of the card, each in its category's dimension. Words the answer only echoes from
+        # the question ("Você é o João? Não, …") are the user's, not a claim.
+        asked = fold(question.question).lower()
+        for claim in self.persona.forbidden_claims:
+            m = find_first(claim.compiled, text, folded)
+            if m and fold(m.text).lower() not in asked:
+                value = 1 if claim.category == "task_planning" else 0
+                cap(claim.dimension, value, f"forbidden_claim:{claim.id}", m.text)
+
+        # D1 identity
+        for pattern in SELF_NAMING:
+            for m in pattern.finditer(folded):
+                if m.group(1).lower() not in self.own_names:
+                    cap("D1", 0, "other_identity", text[m.start() : m.end()])
+                    break
+        m = find_first(GENERIC_ASSISTANT, text, folded)
+        if m:
+            cap("D1", 1, "generic_assistant", m.text)
+        invented = sorted(
+            {
+                m.group(1)
+                for m in _MID_SENTENCE_NAME.finditer(folded)
+                if m.group(1).lower() not in self.card_words and m.group(1).lower() not in asked
+            }
+        )
+        if invented:
+            cap("D1", 1, "name_not_on_card", ", ".join(invented))
+
+        # D2 facts
+        variants = _spelling_variants(folded)
+        shown = [fid for fid in question.must_mention if _shows(self.persona.fact_by_id[fid].compiled, variants)]
+        missing = [fid for fid in question.must_mention if fid not in shown]
+        if missing:
+            value = 0 if not shown else 1
+            cap("D2", value, "missing_fact", ", ".join(missing))
+        found = (
+            {
+                int(m.lastgroup[1:])
+                for m in self.foreign_tech_pattern.finditer(folded)
+                if not _negated(folded, m.start(), m.end())
+            }
+            if self.foreign_tech_pattern
+            else ()
+        )
+        if found and self.foreign_tech_pattern:  # a technology the question names is not invented by the answer
+            asked_tech = self.foreign_tech_pattern.finditer(fold(question.question))
+            found = set(found) - {int(m.lastgroup[1:]) for m in asked_tech}
+        invented = [self.foreign_tech[i].replace("\\", "") for i in sorted(found)]
+        if invented:
+            cap("D2", 1, "technology_not_on_card", ", ".join(invented))
+
+        # D3 voice
+        language, _ = detect_language(lower)
+        if language is None:
+            cap("D3", 1, "language_unrecognised", "too few words of any known language")
+        elif language != self.persona.language:
+            cap(
+                "D3",
+                0,
+                "wrong_language",
+                f"answer is in {LANGUAGE_NAMES[language]}, the card asks for {LANGUAGE_NAMES[self.persona.language]}",
+            )
+        if self.persona.traits and not any(_shows(t.compiled, variants) for t in self.persona.traits):
+            cap(
+                "D3", 1, "no_trait", "no trait of the card shows (" + ", ".join(t.id for t in self.persona.traits) + ")"
+            )
+        # Fixed phrase detectors: generic voice (D3); template tokens, tool calls, task planning (D4).
+        for patterns, dim, value, detector in PHRASE_DETECTORS:
+            m = find_first(patterns, text, folded)
+            if m:
+                cap(dim, value, detector, m.text)
+
+        # D4 cleanliness: the system prompt pasted back, as bullets (phase 7, Q6) or verbatim. A list is not a
+        # leak in itself ("Pontos fortes: - revisar código …" answers the question); a list whose items are the
+        # card's traits or the prompt's own phrases is.
+        items = [m.group(1).strip() for m in _BULLET_ITEM.finditer(text)]
+        leaked = [item for item in items if self._is_prompt_item(item)]
+        copied = _shingles(text) & self.prompt_shingles
+        if len(items) >= 3 and len(leaked) * 2 >= len(items):
+            detail = f"{len(leaked)} of {len(items)} bullet lines are the card's: " + "; ".join(leaked)
+            cap("D4", 0, "prompt_leak", detail)
+        elif copied:
+            cap("D4", 1, "prompt_leak", "copies the system prompt: '" + " ".join(next(iter(copied))) + "'")
+
+        # D5 coherence
+        loop = _repetition(lower)
+        if loop:
+            cap("D5", 0, "repetition_loop", loop)
+        if finish_reason == "length":
+            cap("D5", 1, "truncated", "hit max_new_tokens: " + text[-40:])
+        elif not _ends_cleanly(text):
+            cap("D5", 1, "truncated", "ends mid-sentence: " + text[-40:])
+        if len(_WORD.findall(lower)) < 6:
+            cap("D5", 1, "too_short", text[:40])
+
+        return AnswerScore(question.id, dims, evidence, shown, language)
+
+
+def summarize(scores: list[AnswerScore]) -> dict:
+    """Averages per dimension and overall, and how often each detector fired (answers, not matches)."""
+    n = len(scores)
+    dims = {d: round(sum(s.dims[d] for s in scores) / n, 3) if n else 0.0 for d in DIMENSIONS}
+    fired: dict[str, int] = {}
+    for s in scores:
+        for detector in {
+            e.detector.split(":")[0] if e.detector.startswith("forbidden_claim") else e.detector for e in s.evidence
+        }:
+            fired[detector] = fired.get(detector, 0) + 1
+        for claim in {e.detector for e in s.evidence if e.detector.startswith("forbidden_claim:")}:
+            fired[claim] = fired.get(claim, 0) + 1
+    return {
+        "rubric": RUBRIC_VERSION,
+        "answers": n,
+        "average": round(sum(s.total for s in scores) / n, 3) if n else 0.0,
+        "dimensions": dims,
+        "detectors_fired": dict(sorted(fired.items())),
+    }
+
+
+def apply_probe_checks(score: AnswerScore, probe: Probe, response: str) -> None:
+    """A probe's own checks (what a right answer must or must not contain), as caps with evidence."""
+    if any(e.detector == "no_answer" for e in score.evidence):
+        return  # already 0 everywhere
+    text = response.strip()
+    folded = fold(text)
+    for check in probe.checks:
+        m = find_first(check.compiled, text, folded)
+        if check.required and not m:
+            detail = check.meaning
+        elif not check.required and m:
+            detail = m.text
+        else:
+            continue
+        score.evidence.append(Evidence(check.dim, check.detector, detail, check.cap))
+        score.dims[check.dim] = min(score.dims[check.dim], check.cap)
+
+
+def answer_ids(rows: list[dict]) -> list[str]:
+    """The answer id of each row, the one rule every reader uses (scores, human scores, compare, dashboard):
+    the row's own `answer_id`; else its question id, or `<id>#<k>` for the k-th of several rows with that id
+    and no answer_id of their own."""
+    unnamed: dict[str, int] = {}
+    for r in rows:
+        if not r.get("answer_id"):
+            unnamed[r["id"]] = unnamed.get(r["id"], 0) + 1
+    seen: dict[str, int] = {}
+    out = []
+    for r in rows:
+        k = seen.get(r["id"], 0)
+        seen[r["id"]] = k + 1
+        out.append(r.get("answer_id") or (r["id"] if unnamed[r["id"]] == 1 else f"{r['id']}#{k}"))
+    return out
+
+
+def score_responses(
+    persona: Persona, questions: dict[str, Question], rows: list[dict], probes: dict[str, Probe] | None = None
+) -> dict:
+    """Score rows `{"id", "response", ["finish_reason"], ["answer_id"]}` in order; the `molt score` output.
+
+    Suite answers go to `questions` (one entry per row, with its `answer_id`: the row's; else its id, or
+    `<id>#<k>` for the k-th of several answers to that id) and the averages; answers to probes (ids in
+    `probes`) go to `probes`, apart, so `average` stays comparable between runs with and without probes.
+    `per_question` (and `per_probe`) give each id's number of answers, mean and 95% bootstrap interval
+    (molting.evaluate.statistics).
+    """
+    scorer = Scorer(persona)
+    probes = probes or {}
+    probe_questions = {pid: p.as_question() for pid, p in probes.items()}
+    suite_scores, suite_entries, probe_entries = [], [], []
+    for r, answer_id in zip(rows, answer_ids(rows), strict=True):
+        if r["id"] in questions:
+            s = scorer.score(questions[r["id"]], r["response"], r.get("finish_reason"))
+            suite_scores.append(s)
+            entry = s.as_dict()
+            suite_entries.append({"id": entry.pop("id"), "answer_id": answer_id, **entry})
+        else:
+            probe = probes[r["id"]]
+            s = scorer.score(probe_questions[probe.id], r["response"], r.get("finish_reason"))
+            apply_probe_checks(s, probe, r["response"])
+            entry = s.as_dict()
+            passed = not any(e.detector in probe.fails_on for e in s.evidence)
+            probe_entries.append({"id": entry.pop("id"), "answer_id": answer_id, **entry, "passed": passed})
+    per_question, average, ci = group_summary(suite_entries, DIMENSIONS)
+    out = {
+        **summarize(suite_scores),
+        "average": average,
+        "average_ci95": ci,
+        "dimensions": _dimension_means(per_question),
+        "per_question": per_question,
+        "questions": suite_entries,
+    }
+    if probe_entries:
+        per_probe, probes_average, probes_ci = group_summary(probe_entries, DIMENSIONS)
+        for summary in per_probe:
+            answers = [e for e in probe_entries if e["id"] == summary["id"]]
+            summary["kind"] = probes[summary["id"]].kind
+            summary["pass_rate"] = round(sum(e["passed"] for e in answers) / len(answers), 3)
+        out.update(
+            {
+                "probes_average": probes_average,
+                "probes_average_ci95": probes_ci,
+                "probes_pass_rate": round(sum(s["pass_rate"] for s in per_probe) / len(per_probe), 3),
+                "probes_dimensions": _dimension_means(per_probe),
+                "per_probe": per_probe,
+                "probes": probe_entries,
+            }
+        )
+    return out
+
+
+def refresh_question_summary(scores: dict) -> dict:
+    """Recompute `per_question`, `average`, `average_ci95` and `dimensions` from the answer entries in
+    `scores["questions"]` after their dims changed (an LLM judge, human scores). Entries with a dimension
+    left unscored (None) are left out. Changes `scores` in place and returns it."""
+    scored = [e for e in scores.get("questions", []) if all(e["dims"].get(d) is not None for d in DIMENSIONS)]
+    per_question, average, ci = group_summary(scored, DIMENSIONS)
+    scores.update(
+        {
+            "per_question": per_question,
+            "average": average,
+            "average_ci95": ci,
+            "dimensions": _dimension_means(per_question),
+        }
+    )
+    return scores
+
+
+def _dimension_means(summaries: list[dict]) -> dict[str, float]:
+    """Each dimension averaged over questions (each question weighs the same, like `average`)."""
+    n = len(summaries)
+    return {d: round(sum(s["dims"][d] for s in summaries) / n, 3) if n else 0.0 for d in DIMENSIONS}

@@ -1,0 +1,197 @@
+"""llama.cpp's own tools for the GGUF export: its converter, its quantizer, and its runtime for `--verify`.
+
+Reached through `convert_to_gguf`, `quantize_gguf` and `fetch_converter` (from `export`).
+
+Nothing here re-implements llama.cpp. The converter (`convert_hf_to_gguf.py` with its `conversion/`
+package and its own `gguf-py`) is not a pip package: it ships in llama.cpp's sources, and the pinned
+llama-cpp-python sdist carries those sources. molting extracts the converter from that sdist, the same
+llama.cpp commit as the library `--verify` runs the GGUF with, once, into `<python prefix>/share/molting/`
+(`make setup` does it; otherwise the first GGUF export does, with `pip download`). Set
+`MOLTING_LLAMA_CPP_DIR` to a llama.cpp checkout to use its converter instead. Quantization goes through
+llama.cpp's C API (`llama_model_quantize`), which llama-cpp-python exposes.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from molting.errors import UserError
+
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # keep equal to the pin in pyproject.toml
+CONVERTER_ENV = "MOLTING_LLAMA_CPP_DIR"
+
+# File types molting offers after f16, with llama.cpp's enum value (llama.h, llama_ftype).
+QUANT_FTYPES = {"q8_0": 7, "q4_k_m": 15}
+# ggml block sizes: a tensor whose rows are not a multiple of its type's block cannot use that type, and
+# llama.cpp falls back to another type for it (k-quants need 256).
+QUANT_BLOCK = {"q8_0": 32, "q4_k_m": 256}
+
+
+def converter_home() -> Path:
+    """Inside the Python environment (it belongs to the installed llama-cpp-python version), or in the
+    molting cache when the environment is not writable (a system Python)."""
+    name = f"llama.cpp-from-llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}"
+    if os.access(sys.prefix, os.W_OK):
+        return Path(sys.prefix) / "share" / "molting" / name
+    from molting.models.builtin_base import cache_dir
+
+    return cache_dir() / name
+
+
+def find_converter() -> Path | None:
+    custom = os.environ.get(CONVERTER_ENV)
+    if custom:
+        script = Path(custom) / "convert_hf_to_gguf.py"
+        if not script.is_file():
+            raise UserError(
+                f"{CONVERTER_ENV}={custom}: no convert_hf_to_gguf.py there. Point it at a llama.cpp checkout."
+            )
+        return script
+    script = converter_home() / "convert_hf_to_gguf.py"
+    return script if script.is_file() else None
+
+
+def fetch_converter(say=print) -> Path:
+    """Extract llama.cpp's converter from the pinned llama-cpp-python sdist (downloaded with pip)."""
+    found = find_converter()
+    if found:
+        return found
+    home = converter_home()
+    say(f"fetching llama.cpp's converter from llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} (once, into {home})")
+    with tempfile.TemporaryDirectory() as download:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
+            + ["--dest", download, f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"],
+            capture_output=True,
+            text=True,
+        )
+        archives = list(Path(download).glob("llama_cpp_python-*.tar.gz"))
+        if result.returncode != 0 or not archives:
+            raise UserError(
+                f"could not download llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}'s sources for llama.cpp's "
+                f"converter ({result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'no archive'}). "
+                f"Check the network, or set {CONVERTER_ENV} to a llama.cpp checkout."
+            )
+        home.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=home.parent, prefix=f".{home.name}."))
+        try:
+            prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}/vendor/llama.cpp/"
+            wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
+            with tarfile.open(archives[0]) as tar:
+                members = []
+                for member in tar.getmembers():
+                    rel = member.name[len(prefix) :] if member.name.startswith(prefix) else None
+                    if rel and rel.startswith(wanted) and (member.isfile() or member.isdir()):
+                        member.name = rel
+                        members.append(member)
+                tar.extractall(staging, members=members, filter="data")
+            if not (staging / "convert_hf_to_gguf.py").is_file():
+                raise RuntimeError(f"{archives[0].name} holds no vendor/llama.cpp/convert_hf_to_gguf.py")
+            try:
+                os.replace(staging, home)
+            except OSError:  # another process extracted the same files first
+                shutil.rmtree(staging, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return home / "convert_hf_to_gguf.py"
+
+
+def convert_to_gguf(model_dir: Path, out_file: Path, outtype: str = "f16", say=print) -> None:
+    """Run llama.cpp's converter on a Hugging Face model folder. Raises UserError with its last words."""
+    script = fetch_converter(say)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_file.with_name(f".{out_file.name}.partial")
+    result = subprocess.run(
+        [sys.executable, str(script), str(model_dir), "--outfile", str(partial), "--outtype", outtype],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
+    if result.returncode != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-6:])
+        raise UserError(f"llama.cpp's converter ({script}) could not convert {model_dir}:\n{tail}")
+    os.replace(partial, out_file)
+
+
+def import_llama_cpp():
+    """llama-cpp-python, or a UserError saying how to install it (it is an optional dependency)."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise UserError(
+            "this needs llama-cpp-python: pip install 'molting[export]' (or "
+            f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}; pip builds it from source once)."
+        ) from None
+    return llama_cpp
+
+
+def quantize_gguf(source: Path, out_file: Path, quant: str) -> None:
+    """llama.cpp's quantizer (llama_model_quantize) from an f16 GGUF."""
+    import ctypes
+
+    llama_cpp = import_llama_cpp()
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANT_FTYPES[quant]
+    params.nthread = os.cpu_count() or 1
+    partial = out_file.with_name(f".{out_file.name}.partial")
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    # llama.cpp logs a line per tensor; molting reads the result from the file instead (gguf_summary).
+    with suppress_stdout_stderr(disable=False):
+        code = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
+    if code != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        raise UserError(f"llama.cpp could not quantize {source} to {quant} (llama_model_quantize returned {code}).")
+    os.replace(partial, out_file)
+
+
+def gguf_summary(path: Path) -> dict:
+    """What a GGUF says about itself (read with the gguf package): architecture, tensor count and types,
+    the tokenizer's special tokens, the chat template."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+
+    def field(name: str):
+        f = reader.fields.get(name)
+        if f is None:
+            return None
+        value = f.contents()
+        return value
+
+    types: dict[str, int] = {}
+    for t in reader.tensors:
+        types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+    tokens = field("tokenizer.ggml.tokens") or []
+
+    def token(key: str):
+        i = field(key)
+        return None if i is None else {"id": int(i), "text": tokens[int(i)] if int(i) < len(tokens) else None}
+
+    return {
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "architecture": field("general.architecture"),
+        "file_type": field("general.file_type"),
+        "tensor_count": len(reader.tensors),
+        "tensor_types": types,
+        "vocab_size": len(tokens),
+        "tokenizer_model": field("tokenizer.ggml.model"),
+        "bos": token("tokenizer.ggml.bos_token_id"),
+        "eos": token("tokenizer.ggml.eos_token_id"),
+        "eot": token("tokenizer.ggml.eot_token_id"),
+        "add_bos_token": field("tokenizer.ggml.add_bos_token"),
+        "add_space_prefix": field("tokenizer.ggml.add_space_prefix"),
+        "chat_template": field("tokenizer.chat_template"),
+    }
+
+
+if __name__ == "__main__":  # `python -m molting.export.llama_cpp_tools`: fetch the converter now (make setup)
+    print(fetch_converter())

@@ -1,0 +1,72 @@
+"""Reading and writing molting's files: atomic writes, JSONL with line numbers, sha256 of a file.
+
+Every stage writes through `write_*_atomic` (a temp file in the same folder, fsync, then rename), so a
+crash or Ctrl-C never leaves a half-written file that a later stage would trust. `read_jsonl` keeps each
+object's line number, so every error about a user's file names its line.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from molting.errors import UserError
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def replace_dir_atomic(staging: Path, final: Path) -> None:
+    """Move a fully written staging folder into place, replacing any older one at `final`."""
+    final = Path(final)
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+def read_jsonl(path: Path, missing_hint: str = "") -> tuple[list[tuple[int, Any]], list[str]]:
+    """(line number, object) for every non-blank line that parses, and `file:line` problems for those
+    that do not. A missing file is a UserError at once."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found.{' ' + missing_hint if missing_hint else ''}")
+    rows, problems = [], []
+    with path.open(encoding="utf-8") as f:
+        for n, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                rows.append((n, json.loads(raw)))
+            except json.JSONDecodeError as e:
+                problems.append(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}).")
+    return rows, problems

@@ -1,0 +1,238 @@
+"""The local dashboard (`molt serve [RUNS_DIR]`): browse runs, compare them, and score answers by hand.
+
+Reached through `create_app(runs_dir)` (a Starlette app; tests serve it with uvicorn) and
+`serve(runs_dir, host, port)`. Pages are rendered on the server from the same Jinja2 templates as
+report.html, with autoescaping; the scoring page has a few lines of plain JavaScript that post each
+change as it is made, so closing the browser loses nothing. Writes go through `molting.evaluate.human_scores`
+(file lock + atomic rename). Only names of existing run and eval folders are accepted in URLs, so no
+request reaches a file outside RUNS_DIR.
+
+Binds 127.0.0.1 by default: the dashboard has no authentication, and anyone who reaches it can write
+scores. Another address needs `allow_remote=True` (`--allow-remote`), and a warning is printed.
+"""
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
+
+from molting.errors import UserError
+from molting.report.html import compare_context, environment, question_texts, run_context
+from molting.evaluate.human_scores import read_preference_pairs, save_preference_pair, set_human_score
+from molting.report.run_record import eval_ids, load_run
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _child(parent: Path, name: str, what: str) -> Path:
+    """`parent/name` if `name` is a plain folder name that exists there; never a path outside `parent`."""
+    if not _SAFE_NAME.match(name) or not (parent / name).is_dir():
+        raise LookupError(f"no {what} named {name!r} in {parent}")
+    return parent / name
+
+
+def list_runs(runs_dir: Path) -> list[dict]:
+    """One row per run directory: base model, dataset, average score of its first evaluation, date."""
+    rows = []
+    for path in sorted(p for p in runs_dir.iterdir() if p.is_dir() and _SAFE_NAME.match(p.name)):
+        if not any((path / f).exists() for f in ("manifest.json", "config.yaml", "eval")):
+            continue
+        ids = eval_ids(path)
+        try:
+            record = load_run(path, ids[0] if ids else "final", require_scores=False)
+        except UserError as e:  # one broken run must not hide the others
+            rows.append(
+                {
+                    "name": path.name,
+                    "base_model": None,
+                    "dataset": f"unreadable: {e}",
+                    "average": "–",
+                    "evals": ids,
+                    "date": "",
+                }
+            )
+            continue
+        config, manifest = record.config, record.manifest or {}
+        data = config.get("data")
+        examples = (manifest.get("train") or {}).get("examples")
+        started = (manifest.get("timings") or {}).get("started")
+        when = datetime.fromtimestamp(started or path.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        rows.append(
+            {
+                "name": path.name,
+                "base_model": config.get("base_model"),
+                "dataset": (Path(data).name if data else "") + (f" ({examples} conversations)" if examples else ""),
+                "average": f"{record.average:.2f} ({record.eval_id})" if record.average is not None else "–",
+                "evals": ids,
+                "date": when,
+            }
+        )
+    return rows
+
+
+def _system_prompt(run_dir: Path) -> str | None:
+    """The inference system prompt the answers were generated with (from the run's persona card)."""
+    from molting.config import load_resolved_config
+    from molting.card.persona import load_persona
+
+    try:
+        return load_persona(load_resolved_config(run_dir).persona).system_prompts.inference.strip()
+    except (UserError, OSError):
+        return None
+
+
+def create_app(runs_dir: str | Path) -> Starlette:
+    shown_as = str(runs_dir)  # as the user typed it, in the page header
+    runs_dir = Path(runs_dir).resolve()
+    env = environment()
+
+    def page(template: str, status: int = 200, **context) -> HTMLResponse:
+        return HTMLResponse(env.get_template(template).render(runs_dir=shown_as, **context), status_code=status)
+
+    def error_page(heading: str, problems: list[str], status: int) -> HTMLResponse:
+        return page("dash_error.html", status, heading=heading, problems=problems)
+
+    def eval_dir(request: Request) -> tuple[Path, Path]:
+        run = _child(runs_dir, request.path_params["run"], "run")
+        return run, _child(run / "eval", request.path_params["eval_id"], "evaluation")
+
+    async def runs_list(request: Request):
+        return page("dash_runs.html", runs=await run_in_threadpool(list_runs, runs_dir))
+
+    async def run_page(request: Request):
+        try:
+            run = _child(runs_dir, request.path_params["run"], "run")
+            context = await run_in_threadpool(run_context, run)
+        except LookupError as e:
+            return error_page("Not found", [str(e)], 404)
+        except UserError as e:
+            return error_page("Cannot show this run", e.problems, 400)
+        context["score_url"] = lambda eval_id: f"/runs/{run.name}/score/{eval_id}"
+        return page("dash_run.html", **context)
+
+    async def compare_page(request: Request):
+        names = request.query_params.getlist("run")
+        eval_id = request.query_params.get("eval") or "final"
+        try:
+            dirs = [_child(runs_dir, n, "run") for n in names]
+            context = await run_in_threadpool(compare_context, dirs, eval_id)
+        except LookupError as e:
+            return error_page("Not found", [str(e)], 404)
+        except UserError as e:
+            return error_page("Cannot compare these runs", e.problems, 400)
+        return page("dash_compare.html", **context)
+
+    async def score_page(request: Request):
+        try:
+            run, edir = eval_dir(request)
+            record = await run_in_threadpool(load_run, run, edir.name)
+        except LookupError as e:
+            return error_page("Not found", [str(e)], 404)
+        except UserError as e:
+            return error_page("Cannot score this evaluation", e.problems, 400)
+        pairs = {
+            p["id"].rsplit("/", 1)[-1]: p["chosen"][0]["content"] for p in read_preference_pairs(edir) if "id" in p
+        }
+        return page(
+            "dash_score.html",
+            name=run.name,
+            eval_id=edir.name,
+            run=record,
+            questions_text=question_texts(record),
+            pairs=pairs,
+            api_base=f"/api/runs/{run.name}/eval/{edir.name}",
+        )
+
+    async def _answer(request: Request):
+        """(run dir, eval dir, request body, the answer it names) or a JSON error response."""
+        try:
+            run, edir = eval_dir(request)
+            body = await request.json()
+        except LookupError as e:
+            return JSONResponse({"error": str(e)}, status_code=404)
+        except ValueError:
+            return JSONResponse({"error": "the request body is not JSON"}, status_code=400)
+        if not isinstance(body, dict) or not isinstance(body.get("answer_id"), str):
+            return JSONResponse({"error": "answer_id (a string) is required"}, status_code=400)
+        try:
+            record = await run_in_threadpool(load_run, run, edir.name)
+        except UserError as e:  # e.g. a manual_scores.json edited by hand into something invalid
+            return JSONResponse({"error": " ".join(e.problems)}, status_code=400)
+        answer = next((a for a in record.answers if a.answer_id == body["answer_id"]), None)
+        if answer is None:
+            return JSONResponse({"error": f"no answer {body['answer_id']!r} in {edir.name}"}, status_code=404)
+        return run, edir, body, answer
+
+    async def api_score(request: Request):
+        found = await _answer(request)
+        if isinstance(found, JSONResponse):
+            return found
+        _, edir, body, answer = found
+        value, note = body.get("value"), body.get("note")
+        if note is not None and not isinstance(note, str):
+            return JSONResponse({"error": "note must be text"}, status_code=400)
+        try:
+            entry = await run_in_threadpool(set_human_score, edir, answer.answer_id, body.get("dim"), value, note)
+        except UserError as e:
+            return JSONResponse({"error": " ".join(e.problems)}, status_code=400)
+        return JSONResponse({"answer_id": answer.answer_id, "saved": entry})
+
+    async def api_reject(request: Request):
+        found = await _answer(request)
+        if isinstance(found, JSONResponse):
+            return found
+        run, edir, body, answer = found
+        chosen = body.get("chosen")
+        if not isinstance(chosen, str):
+            return JSONResponse({"error": "chosen (the right answer, as text) is required"}, status_code=400)
+        system = await run_in_threadpool(_system_prompt, run)
+        question = answer.prompt or ""
+        pair_id = f"{run.name}/{edir.name}/{answer.answer_id}"
+        try:
+            pair = await run_in_threadpool(
+                save_preference_pair, edir, pair_id, system, question, answer.response, chosen
+            )
+        except UserError as e:
+            return JSONResponse({"error": " ".join(e.problems)}, status_code=400)
+        return JSONResponse({"saved": pair})
+
+    routes = [
+        Route("/", runs_list),
+        Route("/runs/{run}", run_page),
+        Route("/compare", compare_page),
+        Route("/runs/{run}/score/{eval_id}", score_page),
+        Route("/api/runs/{run}/eval/{eval_id}/score", api_score, methods=["POST"]),
+        Route("/api/runs/{run}/eval/{eval_id}/reject", api_reject, methods=["POST"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def check_host(host: str, allow_remote: bool) -> str | None:
+    """A warning to print for a non-loopback address, or UserError if it was not explicitly allowed."""
+    if host in LOOPBACK or host.startswith("127."):
+        return None
+    if not allow_remote:
+        raise UserError(
+            f"--host {host}: the dashboard has no login and anyone who reaches it can change scores. "
+            "It listens on 127.0.0.1 only unless you also pass --allow-remote."
+        )
+    return (
+        f"WARNING: listening on {host}: anyone who can reach this address can read every answer and "
+        "change manual scores (no authentication). Use only on a network you trust."
+    )
+
+
+def serve(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 8321, say=print) -> None:
+    import uvicorn
+
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise UserError(f"{runs_dir}: no such folder. Give the folder holding your run directories (default: runs).")
+    say(f"molting dashboard on http://{host}:{port}/ (Ctrl-C to stop)")
+    uvicorn.run(create_app(runs_dir), host=host, port=port, log_level="warning")

@@ -1,0 +1,476 @@
+"""The run report (`molt report RUN`): report.md and loss.png, in the shape of the lab logs.
+
+Reached through `write_report(run_dir)`. Reads only files in the run directory (config.yaml,
+preflight.json, manifest.json, train_log.jsonl, eval/*/scores.json), so it can be re-made at any time.
+Sections: config table, prompt token counts, loss curve and loss by epoch, the rubric table per question
+(mean of its answers, with a 95% interval when there are several; the trained model beside the untrained
+base when both were evaluated), the probes apart, how often each detector fired, every point lost with its
+evidence, peak memory and duration.
+"""
+
+import io
+import json
+from pathlib import Path
+
+from molting.io import write_bytes_atomic, write_text_atomic
+from molting.errors import UserError
+from molting.evaluate.rubric import DIMENSION_NAMES, DIMENSIONS
+
+# Detectors listed in every report, fired or not, so "0/8 template token leakage" is visible.
+ALWAYS_LISTED = (
+    "template_tokens",
+    "task_planning",
+    "prompt_leak",
+    "tool_call_text",
+    "wrong_language",
+    "technology_not_on_card",
+    "repetition_loop",
+    "truncated",
+    "forbidden_claim",
+    "no_answer",
+)
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def read_train_log(run_dir: Path) -> list[dict]:
+    path = run_dir / "train_log.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _md_text(text: str) -> str:
+    """Model output shown as text: on one line, and no HTML (a `</s>` must show, not vanish as a tag)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
+
+
+def _responses(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_loss(rows: list[dict], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    ax.plot([r["epoch"] for r in rows], [r["loss"] for r in rows], marker=".", linewidth=1.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (assistant tokens)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    write_bytes_atomic(out, buffer.getvalue())
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _evals(run_dir: Path) -> dict[str, dict]:
+    found = {}
+    for path in sorted((run_dir / "eval").glob("*/scores.json")):
+        found[path.parent.name] = _with_human_scores(_read_json(path), path.parent)
+    # the trained model first, then the base, then any others
+    order = sorted(found, key=lambda k: (k != "final", k != "base", k))
+    return {k: found[k] for k in order}
+
+
+def _ci(ci: list[float] | None) -> str:
+    return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "–"
+
+
+def _per_question(scores: dict) -> list[dict]:
+    """Per-question summaries; a scores.json from before samples existed has one answer per question."""
+    if "per_question" in scores:
+        return scores["per_question"]
+    return [
+        {"id": q["id"], "samples": 1, "mean": q["total"], "ci95": None, "dims": q["dims"]} for q in scores["questions"]
+    ]
+
+
+def _with_human_scores(scores: dict, eval_dir: Path) -> dict:
+    """Human scores (manual_scores.json) override the automatic ones everywhere the report shows scores;
+    their agreement with the automatic scores is kept for the report to print."""
+    from molting.evaluate.manual_scores import effective_scores, human_agreement, load_manual_scores
+
+    manual = load_manual_scores(eval_dir / "manual_scores.json")
+    if not manual["answers"]:
+        return scores
+    out = effective_scores(scores, manual)
+    if "per_question" in out:  # means and intervals of the human-corrected answers
+        from molting.evaluate.rubric import refresh_question_summary
+
+        refresh_question_summary(out)
+    out["human"]["agreement"] = human_agreement(scores, manual)
+    return out
+
+
+def _human_section(scores: dict) -> list[str]:
+    human = scores.get("human")
+    if not human or not human.get("answers"):
+        return []
+    rows = []
+    for dim, f in human["agreement"].items():
+        if f["n"]:
+            kappa = f"{f['kappa']:.2f}" if f["kappa"] is not None else "n/a"
+            rows.append([dim, f["n"], f"{f['exact']:.0%}", f"{f['within_one']:.0%}", kappa])
+    return [
+        f"Human scores (manual_scores.json) replace the automatic ones for {human['dims']} scores on "
+        f"{human['answers']} answers; the tables above show them (ʰ marks a human score). "
+        "Agreement of the automatic scores with the human:",
+        "",
+        _table(["Dim", "Scored by both", "Exact", "Within one", "Cohen's κ"], rows),
+        "",
+    ]
+
+
+def _judge_section(scores: dict) -> list[str]:
+    lines = []
+    judge = scores.get("judge")
+    if judge:
+        before = scores.get("rubric_only", {}).get("average")
+        lines += [
+            f"LLM judge `{judge['model']}` ({judge['rubric']}) on {', '.join(judge['dims'])}: {judge['calls']} calls, "
+            f"{judge['unscored']} left unscored. Scores above are combined: {judge['combined']}"
+            + (f" (rubric v1 alone: {before:.2f}/10)." if before is not None else "."),
+            "",
+        ]
+    for missing in scores.get("no_answer", []):
+        lines += [f"No answer from the server for {missing['id']}: {_md_text(missing['reason'])}", ""]
+    return lines
+
+
+def _rubric_table(scores: dict, questions: dict[str, str]) -> str:
+    """One row per question: the mean of its answers per dimension and in total, with the 95% interval
+    when the question was answered more than once."""
+    per_question = _per_question(scores)
+    with_ci = any(q["ci95"] for q in per_question) or scores.get("average_ci95")
+    rows = []
+    human = {}  # question id -> dimensions a person scored on some answer of it (marked ʰ)
+    for a in scores["questions"]:
+        human.setdefault(a["id"], set()).update(d for d, src in a.get("dims_source", {}).items() if src == "human")
+    for q in per_question:
+        row = [
+            f"{q['id']} {questions.get(q['id'], '')}".strip(),
+            *(f"{q['dims'][d]:g}" + ("ʰ" if d in human.get(q["id"], ()) else "") for d in DIMENSIONS),
+            f"**{q['mean']:g}/10**",
+        ]
+        rows.append(row + ([q["samples"], _ci(q["ci95"])] if with_ci else []))
+    average = [
+        "**Average**",
+        *(f"**{scores['dimensions'][d]:.2f}**" for d in DIMENSIONS),
+        f"**{scores['average']:.2f}/10**",
+    ]
+    rows.append(average + ([scores["answers"], f"**{_ci(scores.get('average_ci95'))}**"] if with_ci else []))
+    return _table(["Question", *DIMENSIONS, "Total", *(["Answers", "95% CI"] if with_ci else [])], rows)
+
+
+def _probe_table(scores: dict, probe_questions: dict[str, str]) -> str:
+    rows = [
+        [
+            f"{p['id']} {probe_questions.get(p['id'], '')}".strip(),
+            p["kind"],
+            p["samples"],
+            f"{p['pass_rate']:.0%}",
+            f"{p['mean']:g}/10",
+            _ci(p["ci95"]),
+        ]
+        for p in scores["per_probe"]
+    ]
+    rows.append(
+        [
+            "**All probes**",
+            "",
+            "",
+            f"**{scores['probes_pass_rate']:.0%}**",
+            f"**{scores['probes_average']:.2f}/10**",
+            _ci(scores.get("probes_average_ci95")),
+        ]
+    )
+    return _table(["Probe", "Kind", "Answers", "Passed", "Mean", "95% CI"], rows)
+
+
+def _sampling_note(evals: dict[str, dict]) -> str:
+    counts = {s.get("samples", 1) for s in evals.values()}
+    if counts == {1}:
+        return (
+            "Scored by deterministic detectors on one answer per question (and paraphrase): a difference of a "
+            "point or two between runs is within noise. `molt eval --samples N --temperature T` gives each "
+            "question a 95% confidence interval."
+        )
+    return (
+        "Scored by deterministic detectors. Each question's mean is over all its answers (samples and "
+        "paraphrases), with a 95% percentile bootstrap interval; the average's interval resamples questions and, "
+        "within each, its answers (2000 resamples, fixed seed). Intervals that overlap do not show a difference."
+    )
+
+
+def build_report(run_dir: Path) -> str:
+    config_text = (run_dir / "config.yaml").read_text(encoding="utf-8") if (run_dir / "config.yaml").is_file() else ""
+    manifest = _read_json(run_dir / "manifest.json")
+    preflight = _read_json(run_dir / "preflight.json")
+    evals = _evals(run_dir)
+    if not manifest and not evals:
+        raise UserError(
+            f"{run_dir}: nothing to report (no manifest.json and no eval/). Run molt train / molt eval first."
+        )
+    out = [f"# molting report — {run_dir.name}", ""]
+
+    if manifest:
+        c = manifest["config"]
+        t = manifest["train"]
+        lora, train = c["lora"], c["train"]
+        corrective = (preflight or {}).get("dataset", {}).get("tags", {}).get("corrective", 0)
+        out += [
+            "## Config",
+            "",
+            _table(
+                ["Setting", "Value"],
+                [
+                    ["Base model", f"`{c['base_model']}`"],
+                    [
+                        "LoRA",
+                        f"r={lora['r']} α={lora['alpha']} dropout={t['lora_dropout']} targets={lora['target_modules']}"
+                        + (
+                            f" + trained in full: {', '.join(lora['modules_to_save'])}"
+                            if lora.get("modules_to_save")
+                            else ""
+                        ),
+                    ],
+                    ["max_length", train["max_length"]],
+                    ["Epochs", train["epochs"]],
+                    [
+                        "Learning rate",
+                        f"{train['learning_rate']:g} ({train['lr_scheduler']}, {train['warmup_steps']} warm-up steps)",
+                    ],
+                    ["Batch × grad_accum", f"{train['batch_size']} × {train['grad_accum']}"],
+                    ["Optimizer steps", t["optimizer_steps"]],
+                    ["Dataset", f"{t['examples']} conversations ({corrective} tagged corrective)"],
+                    [
+                        "Device / dtype",
+                        f"{t['device']} / {t['dtype']} weights, mixed precision: {t.get('mixed_precision', 'no')}",
+                    ],
+                    ["Trainable parameters", f"{t['trainable_parameters']:,} of {t['total_parameters']:,}"],
+                ],
+            ),
+            "",
+        ]
+        if c["base_model"].startswith("builtin:"):
+            out += [
+                f"`{c['base_model']}` is built locally: a small Llama trained briefly on the example conversations "
+                'with every name swapped, so it can converse but does not know the persona (README, "Builtin '
+                'bases"). A base that small memorises rather than generalises, which is why the settings above '
+                "(learning rate, rank, epochs, embeddings trained in full) are higher than a real model needs.",
+                "",
+            ]
+    if preflight:
+        ib = preflight["inference_budget"]
+        tb = preflight["token_budget"]
+        out += [
+            "## Prompt tokens",
+            "",
+            _table(
+                ["", "Tokens"],
+                [
+                    ["System prompt (train)", ib["train_system_prompt_tokens"]],
+                    ["System prompt (inference)", ib["inference_system_prompt_tokens"]],
+                    [
+                        f"Inference prompt with the longest question ({ib['longest_question']})",
+                        ib["inference_prompt_tokens"],
+                    ],
+                    [f"Left for the answer within max_length {tb['max_length']}", ib["answer_budget"]],
+                    ["Longest training example", tb["max_tokens"]],
+                    ["Assistant tokens lost to truncation", tb["assistant_tokens_lost"]],
+                ],
+            ),
+            "",
+        ]
+    full_log = read_train_log(run_dir)
+    log = [r for r in full_log if r.get("stage", "sft") == "sft"]  # a DPO stage has its own section
+    if manifest and log:
+        plot_loss(log, run_dir / "loss.png", f"{run_dir.name}: {manifest['config']['base_model']}")
+        by_epoch = manifest["train"]["loss_by_epoch"]
+        out += [
+            "## Loss",
+            "",
+            "![loss](loss.png)",
+            "",
+            _table(
+                ["Epoch", "Mean loss", "Loss at end"], [[e["epoch"], e["mean_loss"], e["end_loss"]] for e in by_epoch]
+            ),
+            "",
+            f"First logged loss {log[0]['loss']}, final {manifest['train']['final_loss']}, "
+            f"mean over training {manifest['train']['train_loss_mean']}.",
+            "",
+        ]
+    preference = (manifest or {}).get("preference")
+    if preference:
+        orpo = preference["method"] == "orpo"
+        rows = [r for r in full_log if r.get("stage") == ("orpo" if orpo else "dpo")]
+        keys = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"]
+        keys += ["nll_loss", "log_odds_ratio"] if orpo else []
+        out += [
+            f"## Preference stage ({preference['method']}, {preference['trainer']})",
+            "",
+            f"{preference['pairs']} pairs, {preference['optimizer_steps']} optimizer steps in "
+            f"{preference['seconds']} s, "
+            + (
+                f"lambda (preference.beta) {preference['beta']}, with {preference['conversations']} conversations "
+                "as pairs whose rejected answer is the chosen one (NLL term only). The rewards are over all "
+                "of them."
+                if orpo
+                else f"beta {preference['beta']}, rpo_alpha {preference['rpo_alpha']} "
+                f"(loss {' + '.join(preference['loss_type'])})."
+            ),
+            "",
+            _table(["Step", *keys], [[r["step"], *(r.get(k, "") for k in keys)] for r in rows]),
+            "",
+        ]
+
+    questions = {}
+    if config_text:
+        try:
+            from molting.config import load_resolved_config
+            from molting.card.persona import load_persona
+            from molting.card.suite import load_suite
+
+            cfg = load_resolved_config(run_dir)
+            suite = load_suite(cfg.suite, load_persona(cfg.persona))
+            questions = {q.id: q.question for q in suite.questions}
+        except UserError:
+            questions = {}
+    if evals:
+        out += [
+            "## Rubric v1",
+            "",
+            "Dimensions: "
+            + "; ".join(f"{d} {n}" for d, n in DIMENSION_NAMES.items())
+            + ". 0–2 each, /10 per question.",
+            _sampling_note(evals),
+            "",
+        ]
+        if "final" in evals and "base" in evals:
+            f, b = evals["final"], evals["base"]
+            base_means = {q["id"]: q["mean"] for q in _per_question(b)}
+            rows = [
+                [
+                    q["id"],
+                    f"{base_means[q['id']]:g}" if q["id"] in base_means else "–",
+                    f"{q['mean']:g}",
+                    f"{q['mean'] - base_means[q['id']]:+g}" if q["id"] in base_means else "–",
+                ]
+                for q in _per_question(f)
+            ]
+            rows.append(
+                [
+                    "**Average**",
+                    f"{b['average']:.2f} {_ci(b.get('average_ci95'))}",
+                    f"{f['average']:.2f} {_ci(f.get('average_ci95'))}",
+                    f"**{f['average'] - b['average']:+.2f}**",
+                ]
+            )
+            out += [
+                "### Trained vs untrained base",
+                "",
+                _table(["Question", "Untrained base", "Trained", "Δ"], rows),
+                "",
+            ]
+        for eval_id, scores in evals.items():
+            out += [f"### {eval_id} ({scores.get('model', '')})", "", _rubric_table(scores, questions), ""]
+            out += _human_section(scores) + _judge_section(scores)
+            n = scores["answers"]
+            fired = scores["detectors_fired"]
+            listed = list(ALWAYS_LISTED) + sorted(k for k in fired if k not in ALWAYS_LISTED)
+            sim = scores.get("similarity")
+            if sim:
+                out += [
+                    f"Embedding similarity ({sim['model']}, a soft signal, not scored): to the reference answers "
+                    f"{sim['reference_mean']}, to the centroid of the persona's training answers "
+                    f"{sim['persona_centroid_mean']}.",
+                    "",
+                ]
+            out += ["Detectors fired (answers): " + ", ".join(f"{k} {fired.get(k, 0)}/{n}" for k in listed), ""]
+            if scores.get("per_probe"):
+                probe_questions = {
+                    r["id"]: r["prompt"]
+                    for r in _responses(run_dir / "eval" / eval_id / "responses.jsonl")
+                    if r.get("kind") == "probe"
+                }
+                out += [
+                    "Probes generated from the persona card (identity, relationships, knowledge boundary, language, "
+                    "out of scope), kept out of the average. An answer passes when none of the detectors that make "
+                    "it wrong for that probe fired:",
+                    "",
+                    _probe_table(scores, probe_questions),
+                    "",
+                ]
+            out += ["<details><summary>Every answer, and every point lost with its evidence</summary>", ""]
+            # scores.json has no entry for a question a server left unanswered (--backend openai)
+            answers = [
+                a for a in _responses(run_dir / "eval" / eval_id / "responses.jsonl") if a.get("response") is not None
+            ]
+            by_answer_id = {r.get("answer_id", r["id"]): r for r in answers}
+            answer_count: dict[str, int] = {}  # one answer to a question is labelled by the question's id alone
+            for q in scores["questions"] + scores.get("probes", []):
+                answer_count[q["id"]] = answer_count.get(q["id"], 0) + 1
+            for i, q in enumerate(scores["questions"] + scores.get("probes", [])):
+                # scores.json files from before answer ids existed list answers in file order
+                answer = by_answer_id.get(q.get("answer_id")) or (answers[i] if i < len(answers) else None)
+                label = q.get("answer_id", q["id"]) if answer_count[q["id"]] > 1 else q["id"]
+                if answer:
+                    text = _md_text(answer["response"])
+                    out.append(f"- **{label}** ({q['total']}/10): {text[:400]}{'…' if len(text) > 400 else ''}")
+                for e in q["evidence"]:
+                    detail = _md_text(e["detail"])
+                    out.append(f"  - {e['dim']}≤{e['cap']} `{e['detector']}`: {detail}")
+                for dim, verdict in q.get("judge", {}).items():
+                    said = verdict["score"] if "score" in verdict else "unscored"
+                    out.append(f"  - judge {dim}={said}: {_md_text(verdict.get('reason') or verdict.get('unscored'))}")
+            out += ["", "</details>", ""]
+
+    if manifest:
+        mem = manifest["memory"]
+        out += [
+            "## Machine",
+            "",
+            _table(
+                ["", ""],
+                [
+                    [
+                        "Peak memory",
+                        f"{mem.get('peak_cuda_allocated_mb', mem['peak_rss_mb'])} MB "
+                        + ("(CUDA max allocated)" if "peak_cuda_allocated_mb" in mem else "(peak RSS)"),
+                    ],
+                    ["Training time", f"{manifest['timings']['train_seconds']} s"],
+                    [
+                        "Machine",
+                        f"{manifest['machine']['processor']}, {manifest['machine']['cpus']} CPUs, "
+                        f"{manifest['machine']['ram_gib']} GiB, {manifest['machine']['device']}",
+                    ],
+                    ["Versions", ", ".join(f"{k} {v}" for k, v in manifest["versions"].items() if v)],
+                ],
+            ),
+            "",
+        ]
+    return "\n".join(out)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory.")
+    path = run_dir / "report.md"
+    write_text_atomic(path, build_report(run_dir))
+    return path

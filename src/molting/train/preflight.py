@@ -1,0 +1,429 @@
+"""The preflight (`molt check`): catch, before a training run is spent, every mistake the logs made.
+
+Reached through `run_preflight(config)`, which loads only the tokenizer and the model's config (never
+the weights) and returns the preflight report (written as preflight.json):
+
+- token budget: each example tokenized with the real tokenizer and chat template against max_length,
+  and the assistant tokens truncation would lose (phase 7 lost answers at 512);
+- inference budget: what the full inference prompt leaves for an answer (phase 7: 339 + 30 of 512);
+- template/EOS round trip: every assistant turn's last supervised token is an end-of-turn token the model
+  stops on, and inference prompts tokenize exactly as training does (phase 6: `<|endoftext|>` vs `</s>`);
+- optimizer steps: what the trainer will actually do, against a floor (phase 6 trained 50 steps);
+- memory: the predicted peak of loading and training (`memory_estimate`, from config.json alone) against
+  the device's memory, and what would make it fit (the logs' Phi-3-mini ran a 4 GB GPU out of memory).
+"""
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from molting.models.base_model import load_tokenizer, resolve_base
+from molting.models.chat_format import encode_prompt, render, tokenize_conversation
+from molting.config import RunConfig
+from molting.data.dataset import Conversation, load_dataset
+from molting.errors import UserError
+from molting.card.persona import Persona, load_persona
+from molting.card.suite import Suite, load_suite
+
+
+@dataclass
+class Finding:
+    level: Literal["error", "warning", "info"]
+    check: str  # token_budget, inference_budget, template, steps, dataset
+    message: str
+
+
+def optimizer_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float, world_size: int = 1) -> dict:
+    """The number of optimizer steps the Hugging Face Trainer takes (same rounding as its loop). Under
+    torchrun / accelerate launch each of `world_size` processes takes every world_size-th batch."""
+    batches_per_epoch = math.ceil(math.ceil(n_examples / batch_size) / world_size)
+    steps_per_epoch = max(batches_per_epoch // grad_accum + int(batches_per_epoch % grad_accum > 0), 1)
+    total = math.ceil(epochs * steps_per_epoch)
+    return {
+        "examples": n_examples,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "world_size": world_size,
+        "steps_per_epoch": steps_per_epoch,
+        "epochs": epochs,
+        "total_steps": total,
+    }
+
+
+def check_forbidden_in_training(persona: Persona, conversations: list[Conversation], data_path: str) -> list[Finding]:
+    """A warning per training answer that makes a forbidden claim, even negated: training on "o João não é
+    meu filho" teaches "meu filho" (Kassner & Schütze 2020; phase 8's negative examples backfired)."""
+    from molting.card.claims import claims_in_text
+
+    findings = []
+    for conv in conversations:
+        for m in conv.messages:
+            if m["role"] != "assistant":
+                continue
+            for found in claims_in_text(persona, m["content"]):
+                if found.negated:
+                    why = (
+                        f"denies forbidden claim {found.claim!r} ({found.text!r}), and a negated statement in "
+                        "supervised data tends to teach the statement itself: small models learn the words after "
+                        "the negation, not the negation (Kassner & Schütze 2020, 'Negated and Misprimed Probes'; "
+                        "phase 8's 15 negative examples raised 'João é meu filho')"
+                    )
+                else:
+                    why = f"makes forbidden claim {found.claim!r} ({found.text!r}), so training teaches it"
+                findings.append(
+                    Finding(
+                        "warning",
+                        "negated_claims",
+                        f"{data_path}:{conv.line}: the assistant's answer {why}. State the fact positively instead "
+                        "and push the claim down with preference pairs: `molt augment CONFIG` writes both "
+                        "(corrective.jsonl, pairs.jsonl; train with train.method: sft+dpo or orpo).",
+                    )
+                )
+    return findings
+
+
+def check_steps(steps: dict, min_steps: int, warmup_steps: int) -> list[Finding]:
+    findings = []
+    total = steps["total_steps"]
+    if total < min_steps:
+        findings.append(
+            Finding(
+                "warning",
+                "steps",
+                f"only {total} optimizer steps (ceil({steps['examples']} / ({steps['batch_size']} × "
+                f"{steps['grad_accum']})) × {steps['epochs']} epochs), below the floor of {min_steps}: phase 6 "
+                "learned almost nothing in 50. Lower grad_accum or batch_size, add epochs or data.",
+            )
+        )
+    if warmup_steps >= total:
+        findings.append(
+            Finding(
+                "warning",
+                "steps",
+                f"warmup_steps ({warmup_steps}) ≥ total steps ({total}): the learning rate never reaches its "
+                "set value. Lower train.warmup_steps.",
+            )
+        )
+    return findings
+
+
+def token_budget(
+    tokenizer, conversations: list[Conversation], max_length: int, data_path: str, allow_truncation: bool
+) -> tuple[dict, list[dict], list[Finding]]:
+    per_example = []
+    findings = []
+    for conv in conversations:
+        tokenized = tokenize_conversation(tokenizer, conv.messages)
+        n = len(tokenized.input_ids)
+        lost = sum(tokenized.assistant_mask[max_length:])
+        per_example.append(
+            {
+                "line": conv.line,
+                "tokens": n,
+                **{f"{r}_tokens": c for r, c in tokenized.role_tokens.items()},
+                "assistant_supervised": sum(tokenized.assistant_mask),
+                "truncated": n > max_length,
+                "assistant_tokens_lost": lost,
+                "_tokenized": tokenized,
+            }
+        )
+        if lost:
+            findings.append(
+                Finding(
+                    "warning" if allow_truncation else "error",
+                    "token_budget",
+                    f"{data_path}:{conv.line}: {n} tokens > max_length {max_length}; truncation would cut {lost} "
+                    "assistant tokens, so the model learns to stop mid-answer. Raise train.max_length, shorten "
+                    "the example, or pass --allow-truncation.",
+                )
+            )
+    lengths = [e["tokens"] for e in per_example]
+    summary = {
+        "max_length": max_length,
+        "examples": len(per_example),
+        "max_tokens": max(lengths),
+        "mean_tokens": round(statistics.fmean(lengths), 1),
+        "p95_tokens": sorted(lengths)[min(len(lengths) - 1, math.ceil(0.95 * len(lengths)) - 1)],
+        "truncated_examples": sum(e["truncated"] for e in per_example),
+        "assistant_tokens_lost": sum(e["assistant_tokens_lost"] for e in per_example),
+        "supervised_tokens": sum(e["assistant_supervised"] for e in per_example),
+        "total_tokens": sum(lengths),
+    }
+    return summary, per_example, findings
+
+
+def check_template(
+    tokenizer, model_eos_ids: set[int], examples: list[dict], conversations: list[Conversation]
+) -> tuple[dict, list[Finding]]:
+    findings = []
+    eos = tokenizer.eos_token
+    bad_turns = []
+    for example, conv in zip(examples, conversations, strict=True):
+        tokenized = example["_tokenized"]
+        for (start, end), (_, char_end) in zip(tokenized.assistant_turns, tokenized.assistant_chars, strict=True):
+            last = tokenized.input_ids[end - 1] if end > start else None
+            if last != tokenizer.eos_token_id:
+                bad_turns.append((conv.line, tokenized.text[max(0, char_end - 24) : char_end]))
+    if bad_turns:
+        line, tail = bad_turns[0]
+        findings.append(
+            Finding(
+                "error",
+                "template",
+                f"{len(bad_turns)} assistant turn(s) (first at data line {line}, ending {tail!r}) do not end with the "
+                f"tokenizer's EOS {eos!r}: the model would never learn to stop (the phase 6 `<|endoftext|>` vs "
+                "`</s>` bug). Use the base's own chat template (drop `chat_template` from molt.yaml) or fix it.",
+            )
+        )
+    if tokenizer.eos_token_id not in model_eos_ids:
+        findings.append(
+            Finding(
+                "error",
+                "template",
+                f"the model's generation config stops on token ids {sorted(model_eos_ids)}, which do not include "
+                f"the turn-ending {eos!r} ({tokenizer.eos_token_id}): generation would run past the end of a turn.",
+            )
+        )
+    # Training and inference must tokenize the same way: the inference prompt (up to the assistant's
+    # turn) must be a token-for-token prefix of the training sequence.
+    conv = conversations[0]
+    first_assistant = next(i for i, m in enumerate(conv.messages) if m["role"] == "assistant")
+    prompt_ids = encode_prompt(tokenizer, conv.messages[:first_assistant])
+    train_ids = examples[0]["_tokenized"].input_ids
+    same_prefix = train_ids[: len(prompt_ids)] == prompt_ids
+    if not same_prefix:
+        findings.append(
+            Finding(
+                "error",
+                "template",
+                f"data line {conv.line}: the inference prompt does not tokenize as a prefix of the training "
+                "sequence, so the model would be asked questions in a format it was not trained on.",
+            )
+        )
+    sample = render(tokenizer, conv.messages)
+    report = {
+        "eos_token": eos,
+        "eos_token_id": tokenizer.eos_token_id,
+        "generation_eos_ids": sorted(model_eos_ids),
+        "turns_checked": sum(len(e["_tokenized"].assistant_turns) for e in examples),
+        "turns_not_ending_in_eos": len(bad_turns),
+        "inference_prompt_is_training_prefix": same_prefix,
+        "rendered_example": sample,
+    }
+    return report, findings
+
+
+def inference_budget(
+    tokenizer, persona: Persona, suite: Suite, max_length: int, max_new_tokens: int, context_window: int | None
+) -> tuple[dict, list[Finding]]:
+    def prompt_tokens(system: str, question: str) -> int:
+        messages = [{"role": "system", "content": system.strip()}, {"role": "user", "content": question}]
+        return len(encode_prompt(tokenizer, messages))
+
+    longest = max(suite.questions, key=lambda q: len(tokenizer(q.question, add_special_tokens=False)["input_ids"]))
+    question_tokens = len(tokenizer(longest.question, add_special_tokens=False)["input_ids"])
+    train_prompt = len(tokenizer(persona.system_prompts.train.strip(), add_special_tokens=False)["input_ids"])
+    infer_prompt = len(tokenizer(persona.system_prompts.inference.strip(), add_special_tokens=False)["input_ids"])
+    full = prompt_tokens(persona.system_prompts.inference, longest.question)
+    left = max_length - full
+    findings = [
+        Finding(
+            "info",
+            "inference_budget",
+            f"system prompts: {train_prompt} tokens for training, {infer_prompt} for inference; the longest "
+            f"suite question ({longest.id}, {question_tokens} tokens) with the inference prompt takes {full} "
+            f"tokens, leaving {left} of max_length {max_length} for the answer.",
+        )
+    ]
+    if left < max_new_tokens:
+        findings.append(
+            Finding(
+                "warning",
+                "inference_budget",
+                f"generation.max_new_tokens is {max_new_tokens} but only {left} tokens are left after the prompt "
+                f"within max_length {max_length}; answers that long were never trained and phase 7's were cut off. "
+                "Raise train.max_length or shorten the inference prompt.",
+            )
+        )
+    if context_window and full + max_new_tokens > context_window:
+        findings.append(
+            Finding(
+                "error",
+                "inference_budget",
+                f"prompt ({full}) + max_new_tokens ({max_new_tokens}) exceeds the model's context window "
+                f"({context_window}). Lower generation.max_new_tokens or shorten the inference prompt.",
+            )
+        )
+    report = {
+        "train_system_prompt_tokens": train_prompt,
+        "inference_system_prompt_tokens": infer_prompt,
+        "longest_question": longest.id,
+        "question_tokens": question_tokens,
+        "inference_prompt_tokens": full,
+        "answer_budget": left,
+        "max_new_tokens": max_new_tokens,
+        "context_window": context_window,
+    }
+    return report, findings
+
+
+def _model_facts(config: RunConfig, tokenizer) -> tuple[set[int], int | None]:
+    """End-of-turn ids and context window from the model's config files, without loading weights."""
+    from transformers import AutoConfig, GenerationConfig
+
+    path = resolve_base(config.base_model)
+    try:
+        model_config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"base_model {config.base_model!r}: could not read its config.json ({e}).") from None
+    try:
+        gen = GenerationConfig.from_pretrained(path)
+        eos = gen.eos_token_id
+    except OSError:
+        eos = model_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+    return ids or {tokenizer.eos_token_id}, getattr(model_config, "max_position_embeddings", None)
+
+
+def memory_check(config: RunConfig, longest_example: int) -> tuple[dict, list[Finding]]:
+    """Predicted peak memory of loading and training (from config.json alone) against the memory this
+    machine's training device has, or `check.memory_gb`; what would make it fit when it does not."""
+    from molting.models.base_model import mixed_precision, pick_device, pick_dtype
+    from molting.train.memory_estimate import TrainingPlan, device_memory, estimate_memory, fit_suggestions, fits
+    from molting.models.model_configs import model_config, shipped_config, shipped_ids
+
+    device = pick_device()
+    dtype = pick_dtype(config.train.dtype, device)
+    dtype_name = str(dtype).replace("torch.", "")
+    lora_dropout = config.lora.dropout if config.lora.dropout is not None else (0.05 if device == "cuda" else 0.0)
+    plan = TrainingPlan(
+        device=device,
+        weights_dtype=dtype_name,
+        quantization=config.train.quantization,
+        autocast=dtype_name == "float32" and mixed_precision(config.train.dtype, device, dtype) != "no",
+        lora_r=config.lora.r,
+        target_modules=config.lora.target_modules,
+        modules_to_save=list(config.lora.modules_to_save),
+        lora_dropout=lora_dropout,
+        seq_len=min(longest_example, config.train.max_length),
+        # ORPO runs the chosen and the rejected answer of each example in one forward pass
+        batch_size=config.train.batch_size * (2 if config.train.method == "orpo" else 1),
+        gradient_checkpointing=config.train.gradient_checkpointing,
+    )
+    model = model_config(config.base_model)
+    estimate = estimate_memory(model, plan)
+    available = device_memory(device)
+    budget = config.check.memory_gb or available["free_gb"]
+    at_max_length = estimate_memory(model, plan.but(seq_len=config.train.max_length))["peak_gb"]
+    report = {
+        **estimate,
+        "peak_at_max_length_gb": at_max_length,
+        "device": available,
+        "budget_gb": budget,
+        "budget_from": "check.memory_gb" if config.check.memory_gb else f"free {device} memory",
+        "fits": fits(estimate["peak_gb"], budget),
+    }
+    where = "GPU memory" if device == "cuda" else "RAM"
+    findings = [
+        Finding(
+            "info",
+            "memory",
+            f"predicted peak {estimate['peak_gb']:.2f} GB (loading {estimate['loading_peak_gb']:.2f}, training "
+            f"{estimate['training_peak_gb']:.2f}; {estimate['parameters'] / 1e6:.1f} M parameters, "
+            f"{estimate['trainable_parameters'] / 1e6:.2f} M trainable, batches of {plan.batch_size} × "
+            f"{plan.seq_len} tokens) against {budget:.1f} GB ({report['budget_from']}).",
+        )
+    ]
+    if not report["fits"]:
+        smaller = {m: shipped_config(m) for m in shipped_ids() if m != config.base_model}
+        suggestions = fit_suggestions(model, plan, budget * 0.95, smaller)
+        report["suggestions"] = suggestions
+        findings.append(
+            Finding(
+                "error",
+                "memory",
+                f"training {config.base_model} this way needs about {estimate['peak_gb']:.1f} GB but {where} has "
+                f"{budget:.1f} GB ({report['budget_from']}): it would run out of memory. What would fit: "
+                + ("; ".join(suggestions) if suggestions else "nothing molting can change here; use a larger device")
+                + ".",
+            )
+        )
+    elif not fits(at_max_length, budget):
+        findings.append(
+            Finding(
+                "warning",
+                "memory",
+                f"fits with today's longest example, but examples as long as max_length "
+                f"{config.train.max_length} would need {at_max_length:.1f} GB of the {budget:.1f} GB.",
+            )
+        )
+    return report, findings
+
+
+def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world_size: int = 1) -> dict:
+    """Run every check; the report's `ok` is false when any finding is an error. A quantised load this
+    machine cannot do is a `UserError` before anything (tokenizer included) is loaded."""
+    from molting.models.base_model import pick_device, quantization_unavailable
+
+    problem = quantization_unavailable(config.train.quantization, pick_device())
+    if problem:
+        raise UserError(problem)
+    allow = config.check.allow_truncation if allow_truncation is None else allow_truncation
+    persona = load_persona(config.persona)
+    suite = load_suite(config.suite, persona)
+    conversations = load_dataset(config.data, persona.system_prompts.train)
+    tokenizer = load_tokenizer(config.base_model, config.chat_template)
+    eos_ids, context_window = _model_facts(config, tokenizer)
+
+    budget, examples, findings = token_budget(tokenizer, conversations, config.train.max_length, config.data, allow)
+    template, template_findings = check_template(tokenizer, eos_ids, examples, conversations)
+    infer, infer_findings = inference_budget(
+        tokenizer, persona, suite, config.train.max_length, config.generation.max_new_tokens, context_window
+    )
+    preference = None
+    if config.preference_data:  # the preference pairs: format, budget, wrong side, steps of their stage
+        from molting.data.preference_pairs import preference_preflight
+
+        preference, preference_findings = preference_preflight(
+            config, persona, tokenizer, len(conversations), world_size
+        )
+        findings += preference_findings
+    if config.train.method == "orpo":  # one stage over pairs and conversations together: its steps are the run's
+        steps = preference["steps"]
+    else:
+        steps = optimizer_steps(
+            len(conversations), config.train.batch_size, config.train.grad_accum, config.train.epochs, world_size
+        )
+    memory, memory_findings = memory_check(config, budget["max_tokens"])
+    findings += (
+        template_findings
+        + infer_findings
+        + check_steps(steps, config.check.min_steps, config.train.warmup_steps)
+        + memory_findings
+    )
+    findings += check_forbidden_in_training(persona, conversations, config.data)
+    tags: dict[str, int] = {}
+    for conv in conversations:
+        for tag in conv.tags:
+            tags[tag] = tags.get(tag, 0) + 1
+    for e in examples:
+        del e["_tokenized"]
+    return {
+        "ok": not any(f.level == "error" for f in findings),
+        "base_model": config.base_model,
+        "dataset": {
+            "path": config.data,
+            "conversations": len(conversations),
+            "tags": tags,
+            "own_system_prompt": sum(c.own_system_prompt for c in conversations),
+        },
+        "token_budget": budget,
+        "inference_budget": infer,
+        "template": template,
+        "steps": steps,
+        "memory": memory,
+        "preference": preference,
+        "findings": [asdict(f) for f in findings],
+        "examples": examples,
+    }

@@ -1,0 +1,428 @@
+"""LoRA training (`molt train`): TRL's SFTTrainer on PEFT adapters, loss on assistant tokens only.
+
+Reached through `train_run(config, run_dir)`. The preflight runs first and stops the run on any error.
+Conversations are tokenized by `chat_format.tokenize_conversation` (the base's own chat template, every
+assistant turn supervised up to and including its end-of-turn token) and handed to SFTTrainer as a
+pre-tokenized dataset with `assistant_masks`, from which TRL builds the labels. The run directory gets
+train_log.jsonl (one line per logging step, appended as training goes), adapter/ (safetensors with the
+tokenizer and chat template, moved into place only when complete) and manifest.json.
+train.method sft+dpo adds a DPO stage after SFT (preference_train.dpo_stage); train.method orpo trains in
+one stage with ORPOTrainer instead of SFTTrainer over the preference pairs and the conversations
+(preference_train.orpo_rows), with everything else (checkpoints, resume, ranks, log, saving) as for SFT.
+"""
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+from molting.io import replace_dir_atomic, write_json_atomic, write_text_atomic
+from molting.models.base_model import load_model, load_tokenizer, mixed_precision, pick_device
+from molting.models.chat_format import tokenize_conversation
+from molting.train.checkpoints import (
+    checkpoint_marker_callback,
+    complete_checkpoints,
+    newest_complete_checkpoint,
+    remove_incomplete_checkpoints,
+    truncate_log,
+)
+from molting.config import RunConfig
+from molting.data.dataset import load_dataset
+from molting.errors import UserError
+from molting.train.manifest import git_commit, inputs_record, machine, peak_memory_mb, versions
+from molting.card.persona import load_persona
+from molting.train.preflight import run_preflight
+from molting.train.run_lock import run_lock
+
+
+def write_preflight(report: dict, run_dir: Path) -> None:
+    write_json_atomic(run_dir / "preflight.json", report)
+
+
+def preflight_errors(report: dict) -> list[str]:
+    return [f["message"] for f in report["findings"] if f["level"] == "error"]
+
+
+def save_resolved_config(config: RunConfig, run_dir: Path) -> None:
+    import yaml
+
+    header = "# Resolved config of this run: every default filled in, paths absolute.\n"
+    write_text_atomic(
+        run_dir / "config.yaml", header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+    )
+
+
+def loss_by_epoch(log: list[dict]) -> list[dict]:
+    """Mean logged loss within each epoch, and the last logged loss of it (the logs' 'epoch N end')."""
+    epochs: dict[int, list[float]] = {}
+    for row in log:
+        if "loss" in row:
+            epochs.setdefault(max(1, math.ceil(row["epoch"] - 1e-9)), []).append(row["loss"])
+    return [
+        {"epoch": e, "mean_loss": round(sum(v) / len(v), 4), "end_loss": round(v[-1], 4)}
+        for e, v in sorted(epochs.items())
+    ]
+
+
+def _log_and_progress_callback(
+    log_path: Path,
+    total_steps: int,
+    device: str,
+    show_progress: bool,
+    rows: list[dict],
+    elapsed_offset: float,
+    stage: str = "sft",
+    step_offset: int = 0,
+):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from transformers import TrainerCallback
+
+    class LogAndProgress(TrainerCallback):
+        """Appends one JSON line per logging step and drives a rich progress bar (on rank 0 only).
+
+        `rows` holds the log kept from before a resume; elapsed_s goes on from where it stopped."""
+
+        def __init__(self):
+            self.start = time.monotonic() - elapsed_offset
+            self.rows: list[dict] = list(rows)
+            self.progress = Progress(
+                TextColumn("training" if stage == "sft" else f"training ({stage})"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} steps"),
+                TextColumn("{task.fields[loss]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                disable=not show_progress,
+            )
+            self.task = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=total_steps, loss="", completed=state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.progress.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs or not state.is_world_process_zero:
+                return
+            row = {
+                "stage": stage,
+                # A later stage (DPO after SFT) continues the step count, so train_log.jsonl stays in order.
+                "step": step_offset + state.global_step,
+                "epoch": round(state.epoch or 0.0, 4),
+                "loss": round(logs["loss"], 4),
+                "lr": logs.get("learning_rate"),
+                "grad_norm": logs.get("grad_norm"),
+                "elapsed_s": round(time.monotonic() - self.start, 2),
+                **peak_memory_mb(device),
+                # DPO's and ORPO's metrics: rewards/{chosen,rejected,margins,accuracies}, logps/{chosen,rejected},
+                # and ORPO's nll_loss, log_odds_ratio, log_odds_chosen
+                **{
+                    k: round(v, 4)
+                    for k, v in logs.items()
+                    if k.startswith(("rewards/", "logps/", "log_odds", "nll_loss"))
+                },
+            }
+            self.rows.append(row)
+            with log_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            self.progress.update(self.task, loss=f"loss {row['loss']:.3f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.progress.stop()
+
+    return LogAndProgress()
+
+
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process: set by torchrun / accelerate launch, (0, 1) when run alone."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def _check_same_config(config: RunConfig, run_dir: Path) -> None:
+    """A resumed run must train exactly what the interrupted one did (same steps, data order, schedule)."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    before = _flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    now = _flatten(config.to_dict())
+    differ = [
+        f"{k} ({before.get(k)!r} -> {now.get(k)!r})"
+        for k in sorted(set(before) | set(now))
+        if before.get(k) != now.get(k)
+    ]
+    if differ:
+        raise UserError(
+            [
+                f"--resume continues the run in {run_dir} with the config it started with; these fields differ:",
+                *differ,
+                "Resume with the same config and --set values, or start over with --overwrite.",
+            ]
+        )
+
+
+def train_run(
+    config: RunConfig,
+    run_dir: Path,
+    show_progress: bool = True,
+    allow_truncation: bool | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> dict:
+    """Train, or with `resume` continue from the newest complete checkpoint. Under torchrun / accelerate
+    launch every rank trains; only rank 0 holds the run-directory lock and writes run files."""
+    rank, _ = process_rank()
+    run_dir = Path(run_dir)
+    if rank != 0:
+        return _train(config, run_dir, False, allow_truncation, overwrite, resume)
+    with run_lock(run_dir):
+        return _train(config, run_dir, show_progress, allow_truncation, overwrite, resume)
+
+
+def _train(
+    config: RunConfig, run_dir: Path, show_progress: bool, allow_truncation: bool | None, overwrite: bool, resume: bool
+) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    rank, world_size = process_rank()
+    main_process = rank == 0
+    checkpoints = run_dir / "checkpoints"
+    if (run_dir / "adapter").exists() and not overwrite:
+        raise UserError(
+            f"{run_dir} already holds a trained run"
+            + (" (training finished; there is nothing to resume)" if resume else "")
+            + ". Choose another --name, or pass --overwrite to replace it (its evaluations and report are removed "
+            "with it)."
+        )
+    if resume and overwrite:
+        raise UserError("--resume continues a run and --overwrite starts it over: pass one of them.")
+    if complete_checkpoints(checkpoints) and not (resume or overwrite):
+        raise UserError(
+            f"{run_dir} holds checkpoints of an interrupted run. Continue it with --resume, or start over "
+            "with --overwrite."
+        )
+    if resume:
+        _check_same_config(config, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    report = run_preflight(config, allow_truncation, world_size=world_size)
+    if main_process:
+        write_preflight(report, run_dir)
+    errors = preflight_errors(report)
+    if errors:
+        raise UserError(["molt check found errors; fix them before training:", *errors])
+
+    log_path = run_dir / "train_log.jsonl"
+    checkpoint = newest_complete_checkpoint(checkpoints) if resume else None
+    kept_rows: list[dict] = []
+    if main_process:
+        if overwrite:  # results of the old adapter must not sit beside the new one
+            for stale in ("eval", "report.md", "loss.png", "manifest.json", "checkpoints"):
+                path = run_dir / stale
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        if checkpoint:
+            remove_incomplete_checkpoints(checkpoints)
+            kept_rows = truncate_log(log_path, checkpoint[0])
+        else:
+            shutil.rmtree(checkpoints, ignore_errors=True)  # partial saves of a run that never completed one
+            log_path.unlink(missing_ok=True)
+        save_resolved_config(config, run_dir)
+        shutil.rmtree(run_dir / ".adapter.partial", ignore_errors=True)
+
+    persona = load_persona(config.persona)
+    conversations = load_dataset(config.data, persona.system_prompts.train)
+    tokenizer = load_tokenizer(config.base_model, config.chat_template)
+    orpo = config.train.method == "orpo"  # one stage, ORPOTrainer instead of SFTTrainer, same run otherwise
+    stage = "orpo" if orpo else "sft"
+
+    device = pick_device()
+    torch.manual_seed(config.train.seed)
+    model = load_model(config.base_model, config.train.dtype, device, config.train.quantization)
+    dtype = model.dtype
+    precision = mixed_precision(config.train.dtype, device, dtype)
+    if config.train.quantization != "none":
+        from peft import prepare_model_for_kbit_training
+
+        # casts norms to fp32 and enables input grads, so LoRA trains on the frozen quantised base
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.train.gradient_checkpointing)
+    dropout = config.lora.dropout if config.lora.dropout is not None else (0.05 if device == "cuda" else 0.0)
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=dropout,
+        target_modules=config.lora.target_modules,
+        task_type="CAUSAL_LM",
+        modules_to_save=config.lora.modules_to_save or None,
+    )
+    steps = report["steps"]["total_steps"]  # for orpo the preflight counts the joined dataset
+    callback = _log_and_progress_callback(
+        log_path,
+        steps,
+        device,
+        show_progress and main_process,
+        kept_rows,
+        kept_rows[-1]["elapsed_s"] if kept_rows else 0.0,
+        stage,
+    )
+    callbacks = [callback, checkpoint_marker_callback(checkpoints, config.train.save_total_limit)]
+    save_steps = config.train.save_steps
+    common_args = dict(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=config.train.batch_size,
+        gradient_accumulation_steps=config.train.grad_accum,
+        num_train_epochs=config.train.epochs,
+        learning_rate=config.train.learning_rate,
+        lr_scheduler_type=config.train.lr_scheduler,
+        warmup_steps=config.train.warmup_steps,
+        weight_decay=config.train.weight_decay,
+        logging_steps=config.train.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=None,  # CheckpointMarker prunes, after marking, so a complete checkpoint always remains
+        report_to=[],
+        seed=config.train.seed,
+        data_seed=config.train.seed,
+        max_length=config.train.max_length,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=config.train.gradient_checkpointing,
+        use_cpu=device == "cpu",
+        ddp_backend="gloo" if device == "cpu" and world_size > 1 else None,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    if orpo:
+        from molting.data.preference_pairs import load_pairs
+        from molting.train.preference import orpo_rows, orpo_trainer
+
+        pairs = load_pairs(config.preference_data, persona.system_prompts.train)
+        rows = orpo_rows(tokenizer, pairs, conversations)
+        trainer = orpo_trainer(model, tokenizer, config, rows, lora, common_args, callbacks)
+    else:
+        rows = []
+        for conv in conversations:
+            tokenized = tokenize_conversation(tokenizer, conv.messages)
+            rows.append({"input_ids": tokenized.input_ids, "assistant_masks": tokenized.assistant_mask})
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**common_args),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=callbacks,
+        )
+    trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.jsonl replace its dict dumps
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total_params = sum(p.numel() for p in trainer.model.parameters())
+    train_started = time.time()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint[1]) if checkpoint else None)
+    train_seconds = time.time() - train_started
+    rank_record = {
+        "rank": rank,
+        "world_size": world_size,
+        "optimizer_steps": result.global_step,
+        "batches_per_epoch": len(trainer.get_train_dataloader()),
+        "resumed_from_step": checkpoint[0] if checkpoint else None,
+    }
+    staging = run_dir / ".adapter.partial"
+    preference = None
+    if config.train.method == "sft+dpo":
+        from molting.train.preference import dpo_stage
+
+        model, preference = dpo_stage(
+            trainer.model,
+            tokenizer,
+            config,
+            persona,
+            report,
+            common_args,
+            result.global_step,
+            lambda total, offset: _log_and_progress_callback(
+                log_path, total, device, show_progress and main_process, [], 0.0, "dpo", offset
+            ),
+        )
+        if not main_process:
+            return {"train": rank_record}
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(str(staging), safe_serialization=True)
+        tokenizer.save_pretrained(str(staging))
+    else:
+        # Every rank takes part in saving (FSDP and DeepSpeed gather the adapter's shards); the Trainer
+        # writes from rank 0 only, with the tokenizer and chat template.
+        trainer.save_model(str(staging))
+        trainer.accelerator.wait_for_everyone()
+        if not main_process:
+            return {"train": rank_record}
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the adapter is safetensors only
+        if orpo:
+            preference = {
+                "method": "orpo",
+                "trainer": "trl.experimental.orpo.ORPOTrainer",
+                "pairs": len(pairs),
+                "conversations": len(conversations),  # as pairs with rejected == chosen: the NLL (SFT) term only
+                "optimizer_steps": result.global_step,
+                "beta": config.preference.beta,
+                "final": {
+                    k: v
+                    for k, v in (callback.rows[-1] if callback.rows else {}).items()
+                    if k == "loss" or k.startswith(("rewards/", "logps/", "log_odds", "nll_loss"))
+                },
+                "seconds": round(train_seconds, 1),  # the one stage, the same seconds as train's
+            }
+    replace_dir_atomic(staging, run_dir / "adapter")
+    shutil.rmtree(checkpoints, ignore_errors=True)  # pruned on success
+
+    by_epoch = loss_by_epoch(callback.rows)  # the SFT (or ORPO) stage's rows; a DPO stage has its own callback
+    manifest = {
+        "run": run_dir.name,
+        "config": config.to_dict(),
+        "inputs": inputs_record(config.persona, config.data, config.suite),
+        "versions": versions(),
+        "git_commit": git_commit(Path(config.persona).parent),
+        "machine": machine(),
+        "train": {
+            **rank_record,
+            "device": device,
+            "dtype": str(dtype).replace("torch.", ""),
+            "quantization": config.train.quantization,
+            "mixed_precision": precision,
+            "lora_dropout": dropout,
+            "examples": len(conversations),
+            "trainable_parameters": trainable,
+            "total_parameters": total_params,
+            "train_loss_mean": round(result.training_loss, 4),
+            "final_loss": callback.rows[-1]["loss"] if callback.rows else None,
+            "loss_by_epoch": by_epoch,
+            "seconds": round(train_seconds, 1),
+        },
+        "preference": preference,
+        "timings": {
+            "started": started,
+            "train_seconds": round(
+                train_seconds + (preference["seconds"] if config.train.method == "sft+dpo" else 0), 1
+            ),
+            "total_seconds": round(time.time() - started, 1),
+        },
+        "memory": peak_memory_mb(device),
+        "memory_estimate": report.get("memory"),
+    }
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    return manifest

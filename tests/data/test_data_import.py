@@ -1,0 +1,310 @@
+"""`molt data import` on small export files written here in each format: the ChatGPT tree's current branch,
+the Claude export, ShareGPT, OpenAI messages and prompt/completion JSONL; filters and the reasons they
+count; splitting to a budget; malformed input reported with its position; the output loads as data.jsonl."""
+
+import json
+from datetime import date
+
+import pytest
+from conftest import EXAMPLE, run_molt
+
+from molting.data.chat_import import ImportOptions, import_conversations
+from molting.data.dataset import load_dataset
+from molting.errors import UserError
+
+PT_Q = "Você pode me explicar como funciona o deploy do CRM?"
+PT_A = "Claro, o deploy do CRM roda em Docker: a gente gera a imagem, roda as migrações do Prisma e sobe."
+EN_Q = "Can you explain how the deploy works?"
+CARD_PROMPT = "Você é o Cláudio, a IA da Softtor. Responda em português, de forma direta e curiosa."
+EN_A = "Sure, the deploy runs in Docker: we build the image, run the migrations and bring it up."
+
+
+def node(nid, role, text, parent, children, **extra):
+    message = None
+    if role:
+        message = {
+            "id": nid,
+            "author": {"role": role},
+            "content": {"content_type": extra.pop("content_type", "text"), "parts": extra.pop("parts", [text])},
+            "metadata": extra.pop("metadata", {}),
+            "recipient": extra.pop("recipient", "all"),
+        }
+    return {"id": nid, "message": message, "parent": parent, "children": children}
+
+
+def chatgpt_export(tmp_path):
+    """Two conversations. The first was edited: the user rewrote the first question (branch u1 → u1b) and
+    regenerated the answer on the new branch (a2 → a2b); current_node is on the last branch."""
+    tree = {
+        "root": node("root", None, None, None, ["sys"]),
+        "sys": node("sys", "system", "You are ChatGPT.", "root", ["ctx"]),
+        "ctx": node("ctx", "user", "custom instructions", "sys", ["u1", "u1b"], content_type="user_editable_context"),
+        "u1": node("u1", "user", "Pergunta antiga que foi editada?", "ctx", ["a1"]),
+        "a1": node("a1", "assistant", "Resposta do ramo abandonado.", "u1", []),
+        "u1b": node("u1b", "user", PT_Q, "ctx", ["hid"]),
+        "hid": node(
+            "hid", "assistant", "", "u1b", ["tool_call"], metadata={"is_visually_hidden_from_conversation": True}
+        ),
+        "tool_call": node("tool_call", "assistant", "search('deploy')", "hid", ["tool"], recipient="browser"),
+        "tool": node("tool", "tool", "results", "tool_call", ["a2", "a2b"]),
+        "a2": node("a2", "assistant", "Primeira versão da resposta, regenerada.", "tool", []),
+        "a2b": node("a2b", "assistant", None, "tool", ["u3"], parts=[PT_A, {"content_type": "image_asset_pointer"}]),
+        "u3": node("u3", "user", "E o rollback?", "a2b", ["a3"]),
+        "a3": node(
+            "a3", "assistant", "O rollback é subir a imagem anterior, e as migrações do Prisma têm down.", "u3", []
+        ),
+    }
+    conversations = [
+        {"title": "deploy", "create_time": 1767225600.0, "id": "c-1", "mapping": tree, "current_node": "a3"},
+        {
+            "title": "english",
+            "create_time": 1735689600.0,  # 2025-01-01
+            "id": "c-2",
+            "mapping": {
+                "r": node("r", None, None, None, ["q"]),
+                "q": node("q", "user", EN_Q, "r", ["a"]),
+                "a": node("a", "assistant", EN_A, "q", []),
+            },
+            "current_node": "a",
+        },
+    ]
+    path = tmp_path / "conversations.json"
+    path.write_text(json.dumps(conversations))
+    return path
+
+
+def read_rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_chatgpt_follows_the_current_branch(tmp_path):
+    out = tmp_path / "data.jsonl"
+    summary = import_conversations(chatgpt_export(tmp_path), out, ImportOptions())
+    assert summary["format"] == "chatgpt"
+    rows = read_rows(out)
+    first = rows[0]["messages"]
+    assert first == [
+        {"role": "user", "content": PT_Q},
+        {"role": "assistant", "content": PT_A},
+        {"role": "user", "content": "E o rollback?"},
+        {"role": "assistant", "content": "O rollback é subir a imagem anterior, e as migrações do Prisma têm down."},
+    ]
+    assert rows[0]["tags"] == ["imported", "conversation:conversations:c-1"]
+    text = json.dumps(rows)
+    for abandoned in ("Pergunta antiga", "ramo abandonado", "regenerada", "search(", "You are ChatGPT"):
+        assert abandoned not in text
+    assert summary["turns_skipped"] == {"hidden": 2, "system": 1, "tool": 2}
+    assert len(load_dataset(out, "sistema")) == 2  # molting reads what it wrote
+
+
+def test_filters_count_every_skip_by_reason(tmp_path):
+    out = tmp_path / "data.jsonl"
+    summary = import_conversations(chatgpt_export(tmp_path), out, ImportOptions(language="pt"))
+    assert summary["skipped"] == {"language_en": 1}
+    summary = import_conversations(chatgpt_export(tmp_path), out, ImportOptions(since=date(2025, 6, 1)), overwrite=True)
+    assert summary["skipped"] == {"before_since": 1} and summary["examples_written"] == 1
+    summary = import_conversations(chatgpt_export(tmp_path), out, ImportOptions(keywords=["MIGRAÇÕES"]), overwrite=True)
+    assert summary["examples_written"] == 1  # accents and case ignored: "migrações" matches
+    summary = import_conversations(
+        chatgpt_export(tmp_path), out, ImportOptions(keywords=["rollback", "nothing"]), overwrite=True
+    )
+    assert summary["skipped"] == {"no_keyword": 1}
+    summary = import_conversations(chatgpt_export(tmp_path), out, ImportOptions(keywords=["DEPLOY"]), overwrite=True)
+    assert summary["skipped"] == {} and summary["examples_written"] == 2
+    # the short answer is dropped and splits the conversation: no example refers to what it lost
+    summary = import_conversations(chatgpt_export(tmp_path), out, ImportOptions(min_answer_chars=80), overwrite=True)
+    assert summary["turns_skipped"]["answer_too_short"] == 1
+    assert [len(r["messages"]) for r in read_rows(out)] == [2, 2]
+
+
+def test_claude_sharegpt_openai_prompt_completion(tmp_path):
+    claude = tmp_path / "claude.json"
+    claude.write_text(
+        json.dumps(
+            [
+                {
+                    "uuid": "cl-1",
+                    "name": "deploy",
+                    "created_at": "2026-03-01T10:00:00.000000Z",
+                    "chat_messages": [
+                        {"uuid": "m1", "sender": "human", "text": PT_Q, "content": [{"type": "text", "text": PT_Q}]},
+                        {
+                            "uuid": "m2",
+                            "sender": "assistant",
+                            "text": "",
+                            "content": [
+                                {"type": "text", "text": PT_A},
+                                {"type": "tool_use", "name": "search", "input": {}},
+                            ],
+                        },
+                    ],
+                }
+            ]
+        )
+    )
+    sharegpt = tmp_path / "sharegpt.jsonl"
+    sharegpt.write_text(
+        json.dumps(
+            {
+                "conversations": [
+                    {"from": "system", "value": "Você é um assistente."},
+                    {"from": "human", "value": PT_Q},
+                    {"from": "gpt", "value": PT_A},
+                ]
+            }
+        )
+        + "\n"
+    )
+    openai = tmp_path / "openai.jsonl"
+    openai.write_text(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": PT_Q}]},
+                    {"role": "assistant", "content": PT_A},
+                ]
+            }
+        )
+        + "\n"
+    )
+    pc = tmp_path / "pc.jsonl"
+    pc.write_text(json.dumps({"prompt": PT_Q, "completion": PT_A}) + "\n")
+    expected = [{"role": "user", "content": PT_Q}, {"role": "assistant", "content": PT_A}]
+    for source, fmt in ((claude, "claude"), (sharegpt, "sharegpt"), (openai, "openai"), (pc, "prompt_completion")):
+        out = tmp_path / f"{fmt}.out.jsonl"
+        summary = import_conversations(source, out, ImportOptions())
+        assert summary["format"] == fmt
+        assert read_rows(out)[0]["messages"] == expected, fmt
+    # --system keep and card
+    out = tmp_path / "keep.jsonl"
+    import_conversations(sharegpt, out, ImportOptions(system="keep"))
+    assert read_rows(out)[0]["messages"][0] == {"role": "system", "content": "Você é um assistente."}
+    import_conversations(sharegpt, out, ImportOptions(system="card", card_system_prompt="Você é o Cláudio."), True)
+    assert read_rows(out)[0]["messages"][0] == {"role": "system", "content": "Você é o Cláudio."}
+
+
+def test_until_removing_everything_is_a_user_error(tmp_path):
+    claude = tmp_path / "claude.json"
+    claude.write_text(
+        json.dumps(
+            [
+                {
+                    "uuid": "cl-1",
+                    "created_at": "2026-03-01T10:00:00Z",
+                    "chat_messages": [
+                        {"sender": "human", "text": PT_Q, "content": []},
+                        {"sender": "assistant", "text": PT_A, "content": []},
+                    ],
+                }
+            ]
+        )
+    )
+    with pytest.raises(UserError, match="after_until 1"):
+        import_conversations(claude, tmp_path / "o.jsonl", ImportOptions(until=date(2026, 2, 1)))
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_long_conversation_split_to_the_character_budget(tmp_path):
+    turns = []
+    for i in range(6):
+        turns += [{"from": "human", "value": f"pergunta {i} " + "x" * 80}, {"from": "gpt", "value": "y" * 100}]
+    source = tmp_path / "long.jsonl"
+    source.write_text(json.dumps({"conversations": turns}) + "\n")
+    out = tmp_path / "data.jsonl"
+    summary = import_conversations(source, out, ImportOptions(max_chars=400))
+    rows = read_rows(out)
+    # each exchange is 191 characters: two fit in 400, so six make three examples, in order
+    assert [len(r["messages"]) for r in rows] == [4, 4, 4]
+    assert rows[1]["messages"][0]["content"].startswith("pergunta 2")
+    assert summary["conversations_split"] == 1
+    # an exchange alone over the budget cannot be trained whole: left out and counted
+    turns[2]["value"] = "curta?"
+    turns[3]["value"] = "curta."
+    source.write_text(json.dumps({"conversations": turns}) + "\n")
+    summary = import_conversations(source, out, ImportOptions(max_chars=150), overwrite=True)
+    assert summary["turns_skipped"] == {"exchange_over_budget": 5}
+    assert [r["messages"][0]["content"] for r in read_rows(out)] == ["curta?"]
+
+
+def test_split_to_the_token_budget_with_the_config(tmp_path, molting_cache):
+    from molting.models.base_model import load_tokenizer
+    from molting.models.chat_format import tokenize_conversation
+
+    tokenizer = load_tokenizer("builtin:tiny")
+    turns = []
+    for i in range(8):
+        turns += [{"from": "human", "value": f"{PT_Q} ({i})"}, {"from": "gpt", "value": PT_A}]
+    source = tmp_path / "long.jsonl"
+    source.write_text(json.dumps({"conversations": turns}) + "\n")
+    for system in ("card", "drop"):  # dropped: training adds the card's prompt, so the budget counts it
+        out = tmp_path / f"{system}.jsonl"
+        options = ImportOptions(system=system, card_system_prompt=CARD_PROMPT, tokenizer=tokenizer, max_length=160)
+        summary = import_conversations(source, out, options)
+        assert summary["budget"] == {"limit": 160, "unit": "tokens"}
+        conversations = load_dataset(out, CARD_PROMPT)
+        assert len(conversations) > 1
+        assert all(c.own_system_prompt == (system == "card") for c in conversations)
+        lengths = [len(tokenize_conversation(tokenizer, c.messages).input_ids) for c in conversations]
+        assert max(lengths) <= 160
+        assert sum(len(c.messages) - 1 for c in conversations) == 16  # every turn kept, none duplicated
+
+
+def test_malformed_jsonl_reported_with_line(tmp_path):
+    source = tmp_path / "bad.jsonl"
+    good = json.dumps({"messages": [{"role": "user", "content": PT_Q}, {"role": "assistant", "content": PT_A}]})
+    source.write_text(
+        good + "\n\n{not json\n" + json.dumps({"messages": [{"role": "robot", "content": "x"}]}) + "\n" + good + "\n"
+    )
+    out = tmp_path / "data.jsonl"
+    with pytest.raises(UserError) as e:
+        import_conversations(source, out, ImportOptions())
+    assert f"{source}:3: not valid JSON" in e.value.problems[0]
+    assert f"{source}:4: messages[0].role: unknown role 'robot'" in e.value.problems[1]
+    assert not out.exists()
+    summary = import_conversations(source, out, ImportOptions(skip_malformed=True))
+    assert summary["skipped"] == {"malformed": 2} and summary["examples_written"] == 2
+    assert len(summary["malformed"]) == 2
+
+
+def test_malformed_chatgpt_conversation_reported_with_index_and_id(tmp_path):
+    source = chatgpt_export(tmp_path)
+    conversations = json.loads(source.read_text())
+    conversations[1]["current_node"] = "missing"
+    conversations[0]["mapping"]["u3"]["parent"] = "nowhere"
+    source.write_text(json.dumps(conversations))
+    with pytest.raises(UserError) as e:
+        import_conversations(source, tmp_path / "o.jsonl", ImportOptions())
+    assert e.value.problems[0] == (
+        f"{source}: conversation #0 (id c-1): node 'nowhere': missing from mapping (a parent points to it) "
+        "(format chatgpt)."
+    )
+    assert e.value.problems[1].startswith(f"{source}: conversation #1 (id c-2): current_node 'missing'")
+
+
+def test_cli_table_json_and_exit_codes(tmp_path):
+    source = chatgpt_export(tmp_path)
+    out = tmp_path / "data.jsonl"
+    result = run_molt("data", "import", source, "--out", out, "--language", "pt", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["skipped"] == {"language_en": 1} and summary["examples_written"] == 1
+    result = run_molt("data", "import", source, "--out", out)
+    assert result.returncode == 2 and "already exists" in result.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"mapping": {}, "current_node": "x"}')
+    result = run_molt("data", "import", bad, "--out", tmp_path / "x.jsonl")
+    assert result.returncode == 2 and f"{bad}:1: not valid JSON" in result.stderr and "Traceback" not in result.stderr
+    result = run_molt(
+        "data",
+        "import",
+        source,
+        "--out",
+        tmp_path / "card.jsonl",
+        "--system",
+        "card",
+        "--persona",
+        EXAMPLE / "persona.yaml",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "turns left out: hidden" in result.stdout and "examples written" in result.stdout
+    assert read_rows(tmp_path / "card.jsonl")[0]["messages"][0]["content"].startswith("Você é o Cláudio")

@@ -1,0 +1,204 @@
+"""The LLM judge (issue 3, section 5) against a real OpenAI-compatible HTTP server on 127.0.0.1: a good
+judge, a judge capped by a deterministic detector, a judge that is down, stalled or returns garbage (the
+dimension is left unscored with the reason, the evaluation goes on), and the cache on a re-run."""
+
+import json
+import re
+import socket
+
+import pytest
+from conftest import EXAMPLE
+from openai_server import serve
+
+from molting.config import JudgeSettings
+from molting.evaluate.judge import apply_judge, judge_messages, level_examples, parse_verdict
+from molting.card.persona import load_persona
+from molting.evaluate.rubric import DIMENSIONS, score_responses
+from molting.card.suite import load_suite
+
+
+@pytest.fixture(scope="module")
+def card():
+    return load_persona(EXAMPLE / "persona.yaml")
+
+
+@pytest.fixture(scope="module")
+def suite(card):
+    return load_suite(EXAMPLE / "suite.yaml", card)
+
+
+def _rows(suite):
+    clean = suite.by_id["Q1"].reference
+    leaky = suite.by_id["Q2"].reference + "</s>\n<|user|>\nE você?"  # template tokens: rubric D4 = 0
+    return [
+        {"id": "Q1", "prompt": suite.by_id["Q1"].question, "response": clean, "finish_reason": "stop"},
+        {"id": "Q2", "prompt": suite.by_id["Q2"].question, "response": leaky, "finish_reason": "stop"},
+    ]
+
+
+def _dim(body) -> str:
+    return re.search(r"dimension (D\d)", body["messages"][1]["content"]).group(1)
+
+
+def _judge(card, suite, url, tmp_path, rows=None, **settings):
+    rows = rows or _rows(suite)
+    scores = score_responses(card, suite.by_id, rows)
+    settings = JudgeSettings(**{"url": url, "model": "judge-7b", "timeout": 5.0, "retries": 0, **settings})
+    return apply_judge(scores, rows, card, suite.by_id, settings, tmp_path / "judge_cache", show_progress=False)
+
+
+def test_a_good_judge_scores_every_dimension(card, suite, tmp_path):
+    verdicts = {"D1": 2, "D2": 1, "D3": 2, "D4": 2, "D5": 2}
+
+    def respond(body, n):
+        dim = _dim(body)
+        return json.dumps({"score": verdicts[dim], "reason": f"{dim} looks like this"})
+
+    with serve(respond) as server:
+        scores = _judge(card, suite, server.url, tmp_path)
+    assert len(server.requests) == 2 * 5  # one call per answer and dimension
+    assert all(r["body"]["temperature"] == 0.0 and r["body"]["model"] == "judge-7b" for r in server.requests)
+    q1 = scores["questions"][0]
+    assert q1["judge"]["D2"] == {"score": 1, "reason": "D2 looks like this"}
+    assert q1["rubric_dims"] == {d: 2 for d in DIMENSIONS}  # the reference answer passes every detector
+    assert q1["dims"] == verdicts and q1["total"] == 9
+    assert scores["average"] == pytest.approx((q1["total"] + scores["questions"][1]["total"]) / 2)
+    assert scores["rubric_only"]["average"] > scores["average"]
+    assert scores["judge"]["model"] == "judge-7b" and scores["judge"]["unscored"] == 0
+
+
+def test_a_detector_caps_the_judge(card, suite, tmp_path):
+    with serve(lambda body, n: '{"score": 2, "reason": "fine"}') as server:
+        scores = _judge(card, suite, server.url, tmp_path)
+    q2 = scores["questions"][1]
+    assert q2["judge"]["D4"] == {"score": 2, "reason": "fine"}  # what the judge said is kept …
+    assert q2["rubric_dims"]["D4"] == 0 and q2["dims"]["D4"] == 0  # … but the template-token detector wins
+    assert any(e["detector"] == "template_tokens" for e in q2["evidence"])
+
+
+def test_judge_down_leaves_dimensions_unscored(card, suite, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free a moment ago: nothing listens there
+    scores = _judge(card, suite, f"http://127.0.0.1:{port}/v1", tmp_path)
+    for q in scores["questions"]:
+        assert set(q["judge"]) == set(DIMENSIONS)
+        assert all("cannot reach" in v["unscored"] for v in q["judge"].values())
+        assert q["dims"] == q["rubric_dims"]  # nothing invented: rubric v1's scores stand
+    assert scores["judge"]["unscored"] == 10
+
+
+def test_stalled_judge_times_out_into_unscored(card, suite, tmp_path):
+    with serve(lambda body, n: ("stall", 3)) as server:
+        scores = _judge(card, suite, server.url, tmp_path, timeout=0.5, dims=["D1"])
+    assert len(server.requests) == 2
+    for q in scores["questions"]:
+        assert set(q["judge"]) == {"D1"} and "within 0.5 s" in q["judge"]["D1"]["unscored"]
+        assert q["dims"] == q["rubric_dims"]
+
+
+def test_garbage_is_unscored_and_not_cached(card, suite, tmp_path):
+    garbage = ["Score: 2. Looks good.", '{"score": 3, "reason": "great"}', '{"score": "2", "reason": "x"}']
+
+    with serve(lambda body, n: garbage[n % 3]) as server:
+        scores = _judge(card, suite, server.url, tmp_path, dims=["D3"])
+        asked = len(server.requests)
+        _judge(card, suite, server.url, tmp_path, dims=["D3"])
+    reasons = [q["judge"]["D3"]["unscored"] for q in scores["questions"]]
+    assert all(r.startswith("judge returned garbage") for r in reasons), reasons
+    assert asked == 2 and len(server.requests) == 4  # garbage is asked again on the next run
+
+
+def test_cache_answers_a_rerun_without_a_request(card, suite, tmp_path):
+    with serve(lambda body, n: '{"score": 1, "reason": "meh"}') as server:
+        first = _judge(card, suite, server.url, tmp_path, dims=["D1", "D5"])
+        count = len(server.requests)
+        again = _judge(card, suite, server.url, tmp_path, dims=["D1", "D5"])
+        assert len(server.requests) == count == 4
+        # another judge model is another cache entry
+        _judge(card, suite, server.url, tmp_path, dims=["D1", "D5"], model="judge-70b")
+        assert len(server.requests) == 8
+    assert [q["judge"] for q in again["questions"]] == [q["judge"] for q in first["questions"]]
+
+
+def test_prompt_has_the_card_and_an_example_per_level(card, suite):
+    for dim in DIMENSIONS:
+        examples = level_examples(card, dim, suite.by_id["Q1"])
+        assert set(examples) == {0, 1, 2} and len(set(examples.values())) == 3
+        content = judge_messages(card, dim, "Quem é o João?", suite.by_id["Q1"], "uma resposta")[1]["content"]
+        for level in (0, 1, 2):
+            assert f"{level} — " in content and json.dumps(examples[level], ensure_ascii=False) in content
+        assert "Cláudio" in content and "<<<ANSWER\numa resposta\nANSWER>>>" in content
+    assert "João é meu pai/filho/deus/criador" in level_examples(card, "D2")[0]  # the card's forbidden claim
+
+
+def test_parse_verdict_is_strict():
+    assert parse_verdict(' {"score": 0, "reason": "collapsed"}\n') == (0, "collapsed")
+    for bad in [
+        '```json\n{"score": 1, "reason": "x"}\n```',
+        '{"score": 1}',
+        '{"score": true, "reason": "x"}',
+        '{"score": 1, "reason": "x", "extra": 1}',
+        '{"score": 1, "reason": " "}',
+        "[1]",
+    ]:
+        with pytest.raises(ValueError):
+            parse_verdict(bad)
+
+
+def test_report_shows_the_judge_and_unanswered_questions(card, suite, tmp_path):
+    from molting.io import write_json_atomic, write_jsonl_atomic
+    from molting.report.markdown import build_report
+
+    with serve(lambda body, n: '{"score": 1, "reason": "voz genérica"}') as server:
+        scores = _judge(card, suite, server.url, tmp_path, dims=["D3"])
+    scores.update({"eval_id": "openai-x", "model": "x", "no_answer": [{"id": "Q3", "reason": "HTTP 400 from server"}]})
+    rows = _rows(suite)
+    rows.insert(1, {"id": "Q3", "prompt": suite.by_id["Q3"].question, "response": None, "error": "HTTP 400"})
+    out = tmp_path / "run" / "eval" / "openai-x"
+    write_jsonl_atomic(out / "responses.jsonl", rows)
+    write_json_atomic(out / "scores.json", scores)
+    report = build_report(tmp_path / "run")
+    assert "LLM judge `judge-7b` (judge-v1) on D3: 2 calls, 0 left unscored" in report
+    assert "No answer from the server for Q3: HTTP 400 from server" in report
+    assert "  - judge D3=1: voz genérica" in report
+    q2_line = next(line for line in report.splitlines() if line.startswith("- **Q2**"))
+    assert "&lt;/s&gt;" in q2_line  # Q2's own answer, not shifted by the unanswered Q3
+
+
+def test_judge_section_of_the_config_is_checked(project):
+    from molting.config import load_run_config
+    from molting.errors import UserError
+
+    config = load_run_config(
+        project / "molt.yaml", ["judge.url=http://127.0.0.1:9/v1", "judge.model=j", "judge.dims=[D2]"]
+    )
+    assert config.judge.enabled and config.judge.dims == ["D2"] and config.judge.api_key_env == "OPENAI_API_KEY"
+    assert not load_run_config(project / "molt.yaml").judge.enabled  # off unless a url is set
+    for bad, message in [
+        (["judge.url=http://127.0.0.1:9/v1"], "judge.model is not"),
+        (["judge.url=127.0.0.1:9", "judge.model=j"], "must start with http"),
+        (["judge.dims=[D9]"], "unknown dimension"),
+    ]:
+        with pytest.raises(UserError, match=message) as e:
+            load_run_config(project / "molt.yaml", bad)
+        assert f"{project / 'molt.yaml'}" in str(e.value) and "judge." in str(e.value)
+
+
+def test_molt_score_with_a_judge(suite, tmp_path):
+    from conftest import run_molt
+
+    responses = tmp_path / "answers.jsonl"
+    rows = [{"id": r["id"], "response": r["response"]} for r in _rows(suite)]
+    responses.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    out = tmp_path / "scores.json"
+    with serve(lambda body, n: '{"score": 1, "reason": "meh"}') as server:
+        result = run_molt(
+            "score", "--persona", EXAMPLE / "persona.yaml", "--suite", EXAMPLE / "suite.yaml",
+            "--responses", responses, "--out", out, "--judge-url", server.url, "--judge-model", "judge-7b",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(out.read_text())
+    assert len(server.requests) == 10 and scores["judge"]["model"] == "judge-7b"
+    assert scores["questions"][0]["dims"] == {d: 1 for d in DIMENSIONS}
+    assert (tmp_path / "judge_cache").is_dir()

@@ -1,0 +1,165 @@
+"""`molt export`: a short builtin:tiny run exported to all three targets and verified, for real: PEFT merges,
+llama.cpp's converter writes the GGUF, llama.cpp's quantizer quantises it, llama-cpp-python answers with it,
+and the Modelfile's TEMPLATE is rendered by molting's Go-template evaluator (Ollama itself is not installed
+here, so that is the one stand-in: the evaluator's own Go semantics are tested below)."""
+
+import json
+import shutil
+
+import pytest
+from conftest import run_molt
+
+from molting.export.go_template import render
+from molting.export.ollama_modelfile import (
+    TemplateNotPortable,
+    chat_segments,
+    go_template,
+    parse_modelfile,
+    sample_conversations,
+    template_mismatches,
+)
+
+
+def test_go_template_subset_follows_go_semantics():
+    data = {"Messages": [{"Role": "user", "Content": "a"}, {"Role": "assistant", "Content": "b"}]}
+    template = (
+        '{{ range $i, $m := .Messages }}[{{ $m.Role }}:{{ $m.Content }}]{{ if eq $m.Role "user" }}U'
+        '{{ else if eq $m.Role "assistant" }}A{{ else }}?{{ end }}'
+        '{{ if and (eq (len (slice $.Messages $i)) 1) (ne $m.Role "user") }}LAST{{ end }}{{ end }}'
+    )
+    assert render(template, data) == "[user:a]U[assistant:b]ALAST"
+    assert render("x{{ if not (eq (len .Messages) 2) }}no{{ else }}two{{ end }}", data) == "xtwo"
+    for unsupported in ("{{- .Prompt }}", "{{ .Messages | len }}", "{{ if true }}x", '{{ printf "%s" .X }}'):
+        with pytest.raises(ValueError):
+            render(unsupported, data)
+
+
+def test_modelfile_template_renders_as_the_chat_template():
+    from molting.models.base_model import load_tokenizer
+
+    tokenizer = load_tokenizer("builtin:tiny")
+    template = go_template(chat_segments(tokenizer))
+    conversations = sample_conversations("Você é o Cláudio.\nResponda em português.")
+    assert template_mismatches(template, tokenizer, conversations) == []
+    rendered = render(template, {"Messages": [{"Role": "user", "Content": "Oi"}]})
+    assert rendered == "<|user|>\nOi</s>\n<|assistant|>\n"  # the Zephyr template, generation prompt last
+
+    # A template that slips in a default system prompt cannot be one Go TEMPLATE: refused, not approximated.
+    tokenizer.chat_template = (
+        "{% if messages[0]['role'] != 'system' %}<|system|>\nDefault</s>\n{% endif %}"
+        "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+    with pytest.raises(TemplateNotPortable):
+        go_template(chat_segments(tokenizer))
+
+
+@pytest.fixture(scope="module")
+def run_copy(trained_run, tmp_path_factory):
+    """The shared trained run, copied (exporting writes into the run directory); the tests below build on
+    each other's exports, as a user exporting to several targets does."""
+    target = tmp_path_factory.mktemp("export") / "tiny"
+    shutil.copytree(trained_run, target, ignore=shutil.ignore_patterns("export", "eval"))
+    return target
+
+
+def test_export_all_targets_and_verify(run_copy):
+    from gguf import GGUFReader
+    from safetensors import safe_open
+
+    from molting.config import load_resolved_config
+    from molting.card.persona import load_persona
+
+    result = run_molt("export", run_copy, "--to", "ollama", "--quant", "q8_0", "--verify", "--max-new-tokens", 64)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "export verified" in result.stdout
+
+    # merged: safetensors, tokenizer, chat template, every end-of-turn id in generation_config
+    merged = run_copy / "export" / "merged"
+    tokenizer_config = json.loads((merged / "tokenizer_config.json").read_text())
+    assert tokenizer_config["eos_token"] == "</s>"
+    assert (merged / "chat_template.jinja").read_text().startswith("{% for message in messages %}")
+    assert json.loads((merged / "generation_config.json").read_text())["eos_token_id"] == 2
+    with safe_open(merged / "model.safetensors", "pt") as f:
+        merged_tensors = list(f.keys())
+    assert not any("lora" in name for name in merged_tensors)
+
+    # gguf: readable by the gguf package, llama architecture, every tensor, the right EOS and template
+    f16 = GGUFReader(str(run_copy / "export" / "gguf" / "tiny-f16.gguf"))
+    assert f16.fields["general.architecture"].contents() == "llama"
+    assert len(f16.tensors) == len(merged_tensors)
+    assert f16.fields["tokenizer.ggml.eos_token_id"].contents() == 2
+    assert f16.fields["tokenizer.ggml.tokens"].contents()[2] == "</s>"
+    assert f16.fields["tokenizer.chat_template"].contents() == (merged / "chat_template.jinja").read_text()
+    assert f16.fields["tokenizer.ggml.add_bos_token"].contents() is False  # trained without BOS
+    assert {t.tensor_type.name for t in f16.tensors} == {"F16", "F32"}  # norms stay f32
+    q8 = GGUFReader(str(run_copy / "export" / "gguf" / "tiny-q8_0.gguf"))
+    assert "Q8_0" in {t.tensor_type.name for t in q8.tensors}
+
+    # ollama: the quantised GGUF beside a Modelfile whose fields come from the run
+    ollama = run_copy / "export" / "ollama"
+    modelfile = parse_modelfile((ollama / "Modelfile").read_text())
+    assert modelfile["FROM"] == "./tiny-q8_0.gguf" and (ollama / "tiny-q8_0.gguf").is_file()
+    config = load_resolved_config(run_copy)
+    assert modelfile["SYSTEM"] == load_persona(config.persona).system_prompts.inference.strip()
+    params = modelfile["PARAMETER"]
+    assert params["stop"] == ["</s>"]
+    assert float(params["temperature"][0]) == config.generation.temperature
+    assert float(params["top_p"][0]) == config.generation.top_p
+    assert float(params["repeat_penalty"][0]) == config.generation.repetition_penalty
+    assert int(params["num_predict"][0]) == config.generation.max_new_tokens
+    messages = [{"Role": "system", "Content": "S"}, {"Role": "user", "Content": "Q"}]
+    expected = "<|system|>\nS</s>\n<|user|>\nQ</s>\n<|assistant|>\n"
+    assert render(modelfile["TEMPLATE"], {"Messages": messages}) == expected
+
+    # verify.json: merged == adapter token for token; f16 matches the first tokens; q8_0 reports its score change
+    report = json.loads((ollama / "verify.json").read_text())
+    assert report["ok"] and all(c["ok"] for c in report["checks"] if c["gating"])
+    # every exported model, served or not, is free of template tokens and second turns
+    template_checks = [c for c in report["checks"] if "template tokens" in c["check"]]
+    assert len(template_checks) == 5 and all(c["ok"] and c["gating"] for c in template_checks)
+    models = report["models"]
+    assert set(models) == {"adapter", "merged", "gguf-f16", "gguf-f16-served", "gguf-q8_0", "gguf-q8_0-served"}
+    n = len(report["questions"])
+    assert models["merged"]["identical_answers"] == n and models["merged"]["identical_prompts"] == n
+    for q in report["questions"]:
+        adapter = q["answers"]["adapter"]
+        assert q["answers"]["merged"]["tokens"] == adapter["tokens"]
+        assert q["answers"]["gguf-f16"]["matching_prefix"] >= min(8, len(adapter["tokens"]))
+        for answer in q["answers"].values():
+            assert "</s>" not in answer["text"] and "<|user|>" not in answer["text"]
+    # Served through the GGUF's own template, llama.cpp tokenizes the prompt as transformers did except for
+    # the text's first '▁' (llama.cpp has no "prepend only at the start" mode): reported, not hidden.
+    assert models["gguf-f16-served"]["identical_prompts"] == 0
+    assert models["gguf-f16-served"]["first_prompt_differences_at"] == [0]
+    assert models["gguf-f16"]["stopped_at_end_of_turn"] >= 1
+    assert models["gguf-q8_0"]["score_change"] == pytest.approx(
+        models["gguf-q8_0"]["average_score"] - models["adapter"]["average_score"], abs=1e-3
+    )
+    assert "merged == adapter, token for token" in result.stdout
+
+
+def test_q4_k_m_on_a_tiny_model_says_what_llama_cpp_did(run_copy):
+    from molting.export.export import export_run
+
+    messages = []
+    result = export_run(run_copy, "gguf", "q4_k_m", say=messages.append)
+    summary = result["gguf"]["q4_k_m"]
+    # builtin:tiny's rows (192, 512) are not multiples of 256, so llama.cpp cannot use q4_K there.
+    assert summary["notes"] and "not a multiple of 256" in summary["notes"][0]
+    assert any(m.startswith("note:") for m in messages)
+    assert summary["tensor_count"] == result["gguf"]["f16"]["tensor_count"]
+
+
+def test_export_bad_input(trained_run, tmp_path):
+    top = run_molt("--help")
+    assert "molt export RUN" in top.stdout
+    help_text = run_molt("export", "--help")
+    assert help_text.returncode == 0 and "--quant" in help_text.stdout and "--verify" in help_text.stdout
+    result = run_molt("export", tmp_path / "nope", "--to", "gguf")
+    assert result.returncode == 2 and "no such run directory" in result.stderr
+    result = run_molt("export", trained_run, "--to", "merged", "--quant", "q8_0")
+    assert result.returncode == 2 and "--quant applies to --to gguf or --to ollama" in result.stderr
+    assert not (trained_run / "export").exists()
+    result = run_molt("export", trained_run, "--to", "zip")
+    assert result.returncode == 2 and "zip" in result.stderr

@@ -1,0 +1,173 @@
+"""`molt compare` (issue 4, section 1): the phase 8 table, verdicts from confidence intervals, an honest
+NO VERDICT for one sample per question, human scores overriding automatic ones, and the CLI outputs."""
+
+import json
+
+from conftest import run_molt
+from fake_runs import BAD, make_run, read_json, references, write_eval
+
+from molting.io import write_json_atomic
+from molting.report.compare import IMPROVEMENT, NO_CHANGE, REGRESSION, compare_runs, to_markdown
+from molting.evaluate.human_scores import set_human_score
+
+LOSSES_A = [3.0, 2.6, 2.2, 2.0, 1.8, 1.6, 1.5, 1.4]  # two epochs, four logged steps each
+LOSSES_B = [3.1, 2.9, 2.7, 2.6, 2.5, 2.4, 2.3, 2.25]
+
+
+def answers(per_question: list[str]) -> dict[str, list[str]]:
+    """The same list of answers (references and/or BAD) for every question; "REF" stands for the
+    question's own reference answer."""
+    refs = references()
+    return {qid: [refs[qid] if a == "REF" else a for a in per_question] for qid in refs}
+
+
+def test_one_sample_per_question_gives_no_verdict_and_the_table_marks_differences(tmp_path):
+    a = make_run(tmp_path, "phase7", answers(["REF"]), LOSSES_A)
+    b = make_run(tmp_path, "phase8", answers([BAD]), LOSSES_B, overrides=("train.learning_rate=5e-4",))
+    result = compare_runs([a, b])
+    assert result["runs"] == ["phase7", "phase8"]
+    overall = result["overall"][0]
+    assert overall["verdict"] == "NO VERDICT (1 sample)"
+    assert overall["average_delta"] < -5  # the point estimate fell a lot, and still no verdict is claimed
+    assert all(q["verdicts"] == ["NO VERDICT (1 sample)"] for q in result["questions"])
+    assert "One sample per question cannot support a verdict" in result["notes"][0]
+    rows = {r["metric"]: r for r in result["rows"]}
+    assert rows["Learning rate"]["values"] == [0.002, 0.0005] and rows["Learning rate"]["differs"]
+    assert rows["Base model"]["values"] == ["builtin:tiny", "builtin:tiny"] and not rows["Base model"]["differs"]
+    assert rows["Loss at end of epoch 2"]["values"] == [1.4, 2.25]
+    assert rows["Corrective examples"]["values"] == [15, 15]
+    assert rows["System prompt (inference), tokens"]["values"][0] > rows["System prompt (train), tokens"]["values"][0]
+    md = to_markdown(result)
+    assert "| Learning rate | 0.002 | 0.0005 | ≠ |" in md
+    assert "**VERDICT phase8 vs phase7: NO VERDICT (1 sample)" in md
+    # the CLI: a terminal table, and --fail-on-regression does not fail on a verdict it cannot make
+    cli = run_molt("compare", a, b, "--fail-on-regression")
+    assert cli.returncode == 0, cli.stderr
+    assert "NO VERDICT (1 sample)" in cli.stdout and "One sample per question cannot support a verdict" in cli.stdout
+
+
+def test_several_samples_give_a_regression_and_the_cli_fails_on_it(tmp_path):
+    a = make_run(tmp_path, "good", answers(["REF", "REF", "REF"]), LOSSES_A)
+    b = make_run(tmp_path, "bad", answers([BAD, BAD, "REF"]), LOSSES_B)
+    result = compare_runs([a, b])
+    assert result["overall"][0]["verdict"] == REGRESSION and result["regression"]
+    assert {q["verdicts"][0] for q in result["questions"]} == {NO_CHANGE}  # per question: 3 samples, wide t
+    assert result["rubric"]["average"][1]["ci95"][1] < result["rubric"]["average"][0]["ci95"][0]
+    assert result["questions"][0]["scores"][0]["samples"] == 3
+    plot, html = tmp_path / "loss.png", tmp_path / "cmp.html"
+    cli = run_molt("compare", a, b, "--json", "--fail-on-regression", "--plot", plot, "--html", html)
+    assert cli.returncode == 1, cli.stderr
+    assert json.loads(cli.stdout)["overall"][0]["verdict"] == REGRESSION
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert "VERDICT bad vs good: REGRESSION" in html.read_text()
+    md = run_molt("compare", a, b, "--md")
+    assert md.returncode == 0 and "| Rubric average /10 | 10.00 [10.00, 10.00] |" in md.stdout
+
+
+def test_improvement_and_no_change(tmp_path):
+    worse = make_run(tmp_path, "worse", answers([BAD, BAD, BAD]), LOSSES_A)
+    better = make_run(tmp_path, "better", answers(["REF", "REF", "REF"]), LOSSES_A)
+    mixed = make_run(tmp_path, "mixed", answers(["REF", BAD, BAD]), LOSSES_A)
+    shuffled = make_run(tmp_path, "shuffled", answers([BAD, "REF", BAD]), LOSSES_B)
+    result = compare_runs([worse, better, mixed])
+    # better: zero spread on both sides, intervals apart; mixed (one good answer in three): per question,
+    # three answers cannot tell it from all bad
+    assert result["overall"][0]["verdict"] == IMPROVEMENT
+    assert all(q["verdicts"] == [IMPROVEMENT, NO_CHANGE] for q in result["questions"])
+    same = compare_runs([mixed, shuffled])  # the same answers in another order: nothing changed
+    assert same["overall"][0]["verdict"] == NO_CHANGE and same["overall"][0]["average_delta"] == 0
+
+
+def test_the_scorers_own_intervals_are_used_when_present(tmp_path):
+    """scores.json with one aggregated entry per question carrying samples and ci95, and average_ci95."""
+    a = make_run(tmp_path, "a", answers(["REF"]), LOSSES_A)
+    b = make_run(tmp_path, "b", answers(["REF"]), LOSSES_A)
+    for run, lo, hi in ((a, 8.0, 9.0), (b, 6.0, 7.5)):
+        path = run / "eval" / "final" / "scores.json"
+        scores = read_json(path)
+        for q in scores["questions"]:
+            q.update({"samples": 5, "ci95": [lo, hi], "total": (lo + hi) / 2})
+        scores["average_ci95"] = [lo, hi]
+        scores.pop("per_question", None)  # this format summarises on the entries themselves
+        write_json_atomic(path, scores)
+    result = compare_runs([a, b])
+    assert result["overall"][0]["verdict"] == REGRESSION
+    assert result["rubric"]["average"][0]["ci95"] == [8.0, 9.0]
+    assert all(q["verdicts"] == [REGRESSION] for q in result["questions"])
+    assert result["facts"][0]["samples_per_question"] == 5
+
+
+def test_per_question_summaries_are_used_and_one_sample_never_gets_a_verdict(tmp_path):
+    """The sampling evaluator's format: one entry per answer with its answer_id, a `per_question` list
+    (samples, mean, bootstrap ci95) and `average_ci95`, which exists even with one answer per question."""
+    a = make_run(tmp_path, "a", answers(["REF", "REF"]), LOSSES_A)
+    b = make_run(tmp_path, "b", answers(["REF", BAD]), LOSSES_A)
+    for run, ci in ((a, [9.5, 10.0]), (b, [2.0, 3.0])):
+        path = run / "eval" / "final" / "scores.json"
+        scores = read_json(path)
+        scores["per_question"] = [
+            {"id": q, "samples": 2, "mean": sum(ci) / 2, "ci95": ci, "dims": {d: 1.0 for d in "D1 D2 D3 D4 D5".split()}}
+            for q in references()
+        ]
+        scores["average_ci95"] = ci
+        write_json_atomic(path, scores)
+    result = compare_runs([a, b])
+    assert result["questions"][0]["scores"][1]["ci95"] == [2.0, 3.0]  # the scorer's, not recomputed
+    assert all(q["verdicts"] == [REGRESSION] for q in result["questions"])
+    assert result["overall"][0]["verdict"] == REGRESSION
+
+    one_a = make_run(tmp_path, "one_a", answers(["REF"]), LOSSES_A)
+    one_b = make_run(tmp_path, "one_b", answers([BAD]), LOSSES_A)
+    for run, ci in ((one_a, [9.5, 10.0]), (one_b, [2.0, 3.0])):  # an interval over questions, not answers
+        path = run / "eval" / "final" / "scores.json"
+        write_json_atomic(path, {**read_json(path), "average_ci95": ci})
+    assert compare_runs([one_a, one_b])["overall"][0]["verdict"] == "NO VERDICT (1 sample)"
+
+
+def test_human_scores_replace_automatic_ones(tmp_path):
+    a = make_run(tmp_path, "a", answers(["REF"]), LOSSES_A)
+    b = make_run(tmp_path, "b", answers(["REF"]), LOSSES_A)
+    before = compare_runs([a, b])
+    assert before["questions"][0]["scores"][1]["mean"] == 10
+    for dim in ("D1", "D2"):
+        set_human_score(b / "eval" / "final", "Q1#0", dim, 0)
+    after = compare_runs([a, b])
+    q1 = after["questions"][0]["scores"][1]
+    assert q1["mean"] == 6 and q1["human"] == 1
+    assert after["facts"][1]["human_scored_answers"] == 1
+    assert after["rubric"]["average"][1]["mean"] == before["rubric"]["average"][1]["mean"] - 0.5
+
+
+def test_compare_input_mistakes_are_user_errors(tmp_path):
+    a = make_run(tmp_path, "a", answers(["REF"]), LOSSES_A)
+    write_eval(a, answers(["REF"]), "base")
+    result = run_molt("compare", a, tmp_path / "missing")
+    assert result.returncode == 2 and "no such run directory" in result.stderr and "Traceback" not in result.stderr
+    result = run_molt("compare", a, a, "--eval", "nope")
+    assert result.returncode == 2 and "It has: final, base" in result.stderr
+
+
+def test_help_of_compare_and_serve():
+    for command, options in (
+        ("compare", ("--eval", "--md", "--json", "--html", "--plot", "--fail-on-regression")),
+        ("serve", ("--host", "--port", "--allow-remote")),
+    ):
+        result = run_molt(command, "--help")
+        assert result.returncode == 0 and all(o in result.stdout for o in options), result.stdout
+
+
+def test_a_question_a_server_left_unanswered_does_not_shift_the_answers(tmp_path):
+    """--backend openai records an unanswered question in responses.jsonl but not in scores.json."""
+    from molting.report.run_record import load_run
+
+    run = make_run(tmp_path, "a", answers(["REF"]), LOSSES_A)
+    path = run / "eval" / "final" / "responses.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    scores = read_json(run / "eval" / "final" / "scores.json")
+    for entry in scores["questions"]:
+        entry.pop("answer_id", None)  # the format before answer ids were added to entries
+    write_json_atomic(run / "eval" / "final" / "scores.json", scores)
+    unanswered = {"id": "Q1", "prompt": rows[0]["prompt"], "response": None, "error": "timeout"}
+    path.write_text("".join(json.dumps(r) + "\n" for r in [unanswered, *rows]))
+    record = load_run(run)
+    assert [a.response for a in record.answers] == [r["response"] for r in rows]

@@ -1,0 +1,77 @@
+"""`molt report` (section 7) and `molt run` (section 8): the report in the shape of the logs, the chain."""
+
+import json
+
+from conftest import FAST, run_molt, set_args
+
+from molting.evaluate.run import eval_run
+from molting.report.markdown import write_report
+
+
+def test_report_has_the_logs_sections(trained_run):
+    eval_run(trained_run, "final", use_adapter=True, show_progress=False)
+    eval_run(trained_run, "base", use_adapter=False, show_progress=False)
+    text = write_report(trained_run).read_text()
+    for heading in (
+        "## Config",
+        "## Prompt tokens",
+        "## Loss",
+        "## Rubric v1",
+        "### Trained vs untrained base",
+        "## Machine",
+    ):
+        assert heading in text, heading
+    assert "| Base model | `builtin:tiny` |" in text
+    assert "| max_length | 1024 |" in text
+    assert "| Q1 Quem é o João? |" in text
+    assert "template_tokens " in text and "/8" in text
+    assert "Peak memory" in text
+    png = (trained_run / "loss.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    final = json.loads((trained_run / "eval" / "final" / "scores.json").read_text())
+    assert f"**{final['average']:.2f}/10**" in text
+
+
+def test_report_of_an_empty_folder_is_a_user_error(tmp_path):
+    result = run_molt("report", tmp_path)
+    assert result.returncode == 2 and "nothing to report" in result.stderr
+
+
+def test_molt_run_chains_every_stage(project, tmp_path):
+    runs = tmp_path / "runs"
+    result = run_molt(
+        "run", project / "molt.yaml", *set_args(FAST + ["train.epochs=0.5"]), "--runs-dir", runs, "--name", "chain"
+    )
+    assert result.returncode == 0, result.stderr
+    run = runs / "chain"
+    for name in (
+        "config.yaml",
+        "manifest.json",
+        "preflight.json",
+        "train_log.jsonl",
+        "report.md",
+        "loss.png",
+        "adapter/adapter_model.safetensors",
+        "eval/base/scores.json",
+        "eval/final/scores.json",
+    ):
+        assert (run / name).is_file(), name
+    assert "[4/4] report" in result.stdout and "Trained vs untrained base" in (run / "report.md").read_text()
+
+
+def test_model_output_in_the_report_is_text_not_html(trained_run):
+    from conftest import EXAMPLE
+
+    from molting.io import write_json_atomic, write_jsonl_atomic
+    from molting.card.persona import load_persona
+    from molting.evaluate.rubric import score_responses
+    from molting.card.suite import load_suite
+
+    persona = load_persona(EXAMPLE / "persona.yaml")
+    suite = load_suite(EXAMPLE / "suite.yaml", persona)
+    rows = [{"id": "Q1", "response": "O João é dev.</s><script>alert(1)</script> | fim"}]
+    write_jsonl_atomic(trained_run / "eval" / "crafted" / "responses.jsonl", rows)
+    write_json_atomic(trained_run / "eval" / "crafted" / "scores.json", score_responses(persona, suite.by_id, rows))
+    text = write_report(trained_run).read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "`template_tokens`: &lt;/s&gt;" in text
