@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup setup-dev chromium demo test test-slow bench lint format clean
+.PHONY: setup setup-dev chromium demo test test-slow bench docs lint format clean
 
 # llama-cpp-python (for `molt export`) is built from source, CPU only, without the parts molting does not
 # use (multimodal, examples, tools, tests); pip caches the wheel, so only the first setup on a machine pays.
@@ -56,13 +56,20 @@ bench: setup
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/corrective.py
 
+# docs/configuration.md and docs/cli.md, and the command output in README.md and docs/*.md, come from the
+# code (docs/generate.py); `make lint` fails when one is stale.
+docs: setup
+	$(BIN)/python docs/generate.py
+
 lint: setup-dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench docs/*.py
+	$(BIN)/ruff format --check src tests bench docs/*.py
+	$(BIN)/python docs/generate.py --check
+	$(BIN)/mypy
 
 format: setup-dev
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench docs/*.py
+	$(BIN)/ruff check --fix src tests bench docs/*.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -2,13 +2,13 @@
 
 Run: python bench/agreement.py [--disagreements]
 Prints exact agreement, within-one agreement and Cohen's kappa for D1–D5 against
-tests/fixtures/labelled/answers.yaml, and the targets of issue 3 (exact ≥ 85% on D1, D4, D5; ≥ 75% on D2, D3).
+tests/fixtures/labelled/answers.yaml, and the targets it is held to (exact ≥ 85% on D1, D4, D5; ≥ 75% on D2, D3).
 """
 
 import sys
 from pathlib import Path
 
-from molting.evaluate.agreement import labelled_agreement
+from molting.evaluate.rubric import labelled_agreement
 
 LABELLED = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "labelled" / "answers.yaml"
 TARGETS = {"D1": 0.85, "D2": 0.75, "D3": 0.75, "D4": 0.85, "D5": 0.85}

@@ -1,11 +1,11 @@
-"""Corrective training compared (issue 5 §4): negated examples vs positive restatements vs SFT then DPO.
+"""Corrective training compared: negated examples vs positive restatements vs SFT then DPO.
 
 Run: .venv/bin/python bench/corrective.py [--base builtin:small] [--epochs 4] [--samples 3]
 
 Three runs on the Cláudio example, each SFT on data.jsonl plus K corrective examples (K = the card's
 non-held-out probes, 21), same seed, same epochs, so the same number of SFT optimizer steps:
-(a) negated: the phase 8 recipe, "O João não é meu filho. O João é meu colega." built from each probe
-    (its wrong continuation denied, then its right one);
+(a) negated: "O João não é meu filho. O João é meu colega." built from each probe (its wrong
+    continuation denied, then its right one);
 (b) positive: K restatements drawn (seeded) from `molt augment`'s corrective.jsonl;
 (c) sft+dpo: (b), then DPO (rpo_alpha 1) on `molt augment`'s pairs.jsonl (one pair per non-held-out
     probe), which adds a preference stage on top of the same SFT: its steps and time are reported.
@@ -30,7 +30,7 @@ VERBS = {"é", "sou", "fui", "foi", "me", "vou", "is", "am"}
 
 
 def negated_answer(probe) -> str:
-    """The phase 8 recipe: deny the wrong claim, then state the right one."""
+    """A negated example: deny the wrong claim, then state the right one (what supervised training learns backwards)."""
     words = (probe.prefix + probe.wrong).split()
     at = next((i for i, w in enumerate(words) if w.lower() in VERBS), None)
     if at is None:
@@ -49,12 +49,12 @@ def _write_data(path: Path, base_lines: list[str], extra: list[dict]) -> None:
 
 
 def _measure(run_dir: Path, use_adapter: bool, persona, suite, samples: int, max_new_tokens: int) -> dict:
-    from molting.models.base_model import eos_token_ids
     from molting.card.claims import claims_in_text
     from molting.config import GenerationSettings
-    from molting.evaluate.run import load_for_eval
     from molting.evaluate.generate import generate_answers
     from molting.evaluate.logprob_probes import probe_margins
+    from molting.evaluate.run import load_for_eval
+    from molting.models.base_model import eos_token_ids
 
     _, model, tokenizer, _ = load_for_eval(run_dir, use_adapter)
     report = probe_margins(model, tokenizer, persona)
@@ -88,10 +88,10 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the runs (their folder is printed)")
     args = parser.parse_args()
 
-    from molting.data.augment import augment
-    from molting.config import load_run_config
     from molting.card.persona import load_persona
     from molting.card.suite import load_suite
+    from molting.config import load_run_config
+    from molting.data.augment import augment
     from molting.train.sft import train_run
 
     persona = load_persona(EXAMPLE / "persona.yaml")
@@ -121,7 +121,7 @@ def main() -> None:
         f"preference.learning_rate={args.dpo_lr}",
     ]
     arms = [
-        ("(a) negated (phase 8)", work / "negated.jsonl", []),
+        ("(a) negated examples", work / "negated.jsonl", []),
         ("(b) positive restatements", work / "positive.jsonl", []),
         (
             "(c) positive + DPO",

@@ -11,11 +11,11 @@ import time
 
 from _common import EXAMPLE, emit
 
-from molting.models.base_model import eos_token_ids, load_model, load_tokenizer
-from molting.config import GenerationSettings
-from molting.evaluate.generate import generate_answers
 from molting.card.persona import load_persona
 from molting.card.suite import load_suite
+from molting.config import GenerationSettings
+from molting.evaluate.generate import generate_answers
+from molting.models.base_model import eos_token_ids, load_model, load_tokenizer
 
 
 def main() -> None:

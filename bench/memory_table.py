@@ -5,8 +5,8 @@ Run: python bench/memory_table.py   (prints the Markdown table; the README holds
 tests/test_memory.py checks that it still does)
 """
 
-from molting.train.memory_estimate import ModelShape, TrainingPlan, estimate_memory, fits
 from molting.models.model_configs import shipped_config, shipped_ids
+from molting.train.memory_estimate import ModelShape, TrainingPlan, estimate_memory, fits
 
 GPU_GB = (4, 8, 16, 24)
 # molting's defaults (r=16 on every linear layer, batch 4, max_length 1024, bf16), then what the preflight

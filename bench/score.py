@@ -1,7 +1,7 @@
 """Deterministic scoring speed: rubric v1 over 10,000 answers (target: at least 2,000 answers/s).
 
 Run: .venv/bin/python bench/score.py [--answers 10000]
-The answers cycle through the suite's reference answers and the failure shapes of the logs (identity
+The answers cycle through the suite's reference answers and the failure shapes a small persona model shows (identity
 collapse, João as son, invented technology, template tokens, repetition, English), so every detector
 does real work.
 """
@@ -12,8 +12,8 @@ import time
 from _common import EXAMPLE, emit
 
 from molting.card.persona import load_persona
-from molting.evaluate.rubric import Scorer
 from molting.card.suite import load_suite
+from molting.evaluate.rubric import Scorer
 
 FAILURES = [
     "Você é o João, o desenvolvedor da Softtor.",

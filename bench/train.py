@@ -1,9 +1,10 @@
-"""Training speed and quality: the logs' recipe vs TRL's defaults vs `molt train`'s defaults, side by side.
+"""Training speed and quality: a plain Trainer recipe vs TRL's defaults vs `molt train`'s defaults, side by side.
 
 Run: .venv/bin/python bench/train.py [--base builtin:small] [--examples 64]
 
-(a) the logs' recipe: Hugging Face Trainer, every example padded to max_length 1024, batch 1,
-    grad_accum 4, loss on every token, LoRA r=16 α=32 dropout 0.05, lr 1e-4, fp32;
+(a) a plain Trainer recipe, as a first fine-tuning script is often written: Hugging Face Trainer, every
+    example padded to max_length 1024, batch 1, grad_accum 4, loss on every token, LoRA r=16 α=32 dropout
+    0.05, lr 1e-4, fp32;
 (b) TRL's SFTTrainer with its out-of-the-box settings (SFTConfig()) and the same LoRA;
 (c) `molt train` with its defaults (molting.train.sft.train_run, nothing overridden but epochs).
 Each sees the same first N example conversations once (1 epoch), in its own process so peak RSS is its
@@ -35,8 +36,8 @@ def _peak_rss_mb() -> float:
 
 
 def _conversations():
-    from molting.data.dataset import load_dataset
     from molting.card.persona import load_persona
+    from molting.data.dataset import load_dataset
 
     persona = load_persona(EXAMPLE / "persona.yaml")
     return load_dataset(EXAMPLE / "data.jsonl", persona.system_prompts.train)
@@ -51,7 +52,7 @@ def _recipe_a(base, train, out):
     from molting.models.chat_format import render
 
     tokenizer = load_tokenizer(base)
-    tokenizer.padding_side = "right"  # as the logs' script: text first, padding after
+    tokenizer.padding_side = "right"  # as a plain Trainer script pads: text first, padding after
     model = get_peft_model(load_model(base, "float32"), LoraConfig(**LORA))
     texts = [render(tokenizer, c.messages) for c in train]
     enc = tokenizer(texts, padding="max_length", max_length=1024, truncation=True, add_special_tokens=False)
@@ -136,8 +137,8 @@ def _recipe_b(base, train, out):
 def _recipe_c(base, train, out):
     from peft import PeftModel
 
-    from molting.models.base_model import load_model, load_tokenizer
     from molting.config import load_run_config
+    from molting.models.base_model import load_model, load_tokenizer
     from molting.train.sft import train_run
 
     project = out / "project"
@@ -205,14 +206,14 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.recipe:
-        from molting.cli import _quiet_libraries
+        from molting.cli.options import quiet_libraries
 
-        _quiet_libraries()
+        quiet_libraries()
         result = run_one(args.recipe, args.base, args.examples, Path(args.out))
         print("RESULT " + json.dumps(result))
         return
 
-    from molting.models.base_model import resolve_base
+    from molting.models.builtin_base import resolve_base
 
     resolve_base(args.base)  # build a builtin base once, outside every timing
     peak = matmul_peak()
@@ -242,7 +243,7 @@ def main() -> None:
             if proc.returncode != 0 or line is None:
                 sys.exit(f"recipe {recipe} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
             results[recipe] = json.loads(line[len("RESULT ") :])
-    names = {"a": "(a) logs' recipe", "b": "(b) TRL defaults", "c": "(c) molt train defaults"}
+    names = {"a": "(a) plain Trainer recipe", "b": "(b) TRL defaults", "c": "(c) molt train defaults"}
     rows = []
     for key, r in results.items():
         achieved = 6 * r["parameters"] * r["non_pad_tokens"] / r["seconds"]

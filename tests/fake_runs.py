@@ -8,12 +8,12 @@ from pathlib import Path
 
 from conftest import EXAMPLE, FAST
 
-from molting.io import write_json_atomic, write_jsonl_atomic
-from molting.config import load_run_config
-from molting.train.manifest import machine, versions
 from molting.card.persona import load_persona
-from molting.evaluate.rubric import score_responses
 from molting.card.suite import load_suite
+from molting.config import load_run_config
+from molting.evaluate.rubric import score_responses
+from molting.io import write_json_atomic, write_jsonl_atomic
+from molting.train.manifest import machine, versions
 from molting.train.sft import loss_by_epoch, save_resolved_config
 
 _PREFLIGHT: dict = {}

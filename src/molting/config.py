@@ -1,8 +1,9 @@
 """The run config (molt.yaml): which base, which persona files, and the LoRA/training/generation settings.
 
 Reached through `load_run_config(path, overrides)`. YAML only overrides the defaults below; the defaults
-are what worked in the logs (LoRA r=16 α=32, lr 1e-4, max_length 1024). Relative paths in the file are
-taken from the file's own folder. The resolved config (every default filled in, paths absolute) is
+are the settings of the recorded TinyLlama-1.1B persona runs (LoRA r=16 α=32, lr 1e-4), with max_length
+1024 because a 339-token system prompt and a question leave 143 tokens of 512 for the answer. Relative paths in
+the file are taken from the file's own folder. The resolved config (every default filled in, paths absolute) is
 written to the run directory as config.yaml.
 """
 
@@ -14,62 +15,113 @@ from typing import Literal
 import yaml
 
 from molting.errors import UserError
+from molting.evaluate.rubric import DIMENSIONS
+from molting.paths import RunPaths
 from molting.yaml_source import FieldValueError, YamlDoc, build, load_yaml, placeholder_problems
 
 
 @dataclass
 class LoraSettings:
-    r: int = 16  # adapter rank (the logs: 16; r=32 was their next idea)
-    alpha: int = 32  # scaling numerator: the update is scaled by alpha / r
-    # LoRA dropout. None means 0.05 on a GPU and 0 on a CPU, where dropout costs time and tiny runs
-    # gain nothing from it.
-    dropout: float | None = None
-    # Which linear layers get adapters: "all-linear" (PEFT picks every linear but the output head),
-    # or a list of module names, e.g. [q_proj, k_proj, v_proj, o_proj].
-    target_modules: str | list[str] = "all-linear"
-    # Modules trained in full and saved beside the adapter. Empty for real models; the builtin bases
-    # (random weights) need [embed_tokens, lm_head] to learn words at all, see examples/claudio/molt.yaml.
-    modules_to_save: list[str] = field(default_factory=list)
+    """The LoRA adapter (PEFT's LoraConfig): which layers get one, its rank and scale."""
+
+    r: int = field(
+        default=16, metadata={"help": "Adapter rank, the size of the low-rank update (16 worked on TinyLlama-1.1B)."}
+    )
+    alpha: int = field(default=32, metadata={"help": "Scaling numerator: the update is scaled by alpha / r."})
+    dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA dropout. Left out: 0.05 on a GPU and 0 on a CPU, where dropout costs time and tiny runs "
+            "gain nothing from it."
+        },
+    )
+    target_modules: str | list[str] = field(
+        default="all-linear",
+        metadata={
+            "help": 'Which linear layers get adapters: "all-linear" (PEFT picks every linear layer but the output '
+            "head), or a list of module names, e.g. [q_proj, k_proj, v_proj, o_proj]."
+        },
+    )
+    modules_to_save: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Modules trained in full and saved beside the adapter. Empty for real models; the builtin bases "
+            "need [embed_tokens, lm_head] to learn the persona's words at all, see examples/claudio/molt.yaml."
+        },
+    )
 
     def __post_init__(self):
         if self.r < 1:
-            raise FieldValueError("r", "LoRA rank must be at least 1 (the logs used 16).")
+            raise FieldValueError("r", "LoRA rank must be at least 1 (16 is the default, and works for 1-3 B models).")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise FieldValueError("dropout", "dropout must be in [0, 1).")
 
 
 @dataclass
 class TrainSettings:
-    epochs: float = 8  # passes over the dataset (phase 7: 8 epochs)
-    learning_rate: float = 1e-4
-    batch_size: int = 4  # examples per forward pass
-    grad_accum: int = 1  # forward passes per optimizer step; effective batch = batch_size × grad_accum
-    # Longest training example in tokens (system + user + assistant). `molt check` fails when an
-    # assistant token would be cut off: phase 7 lost answers at 512.
-    max_length: int = 1024
-    warmup_steps: int = 10
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    weight_decay: float = 0.0
-    seed: int = 42
-    logging_steps: int = 5  # one line in train_log.jsonl every this many optimizer steps
-    # Weights dtype. "auto": bf16 on a GPU that supports it, fp16 on other GPUs; on a CPU fp32 weights,
-    # trained with bf16 autocast where the CPU has native bf16 (AVX512-BF16/AMX), plain fp32 otherwise.
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    gradient_checkpointing: bool = False  # trade compute for memory on long examples
-    # Load the base quantised with bitsandbytes (QLoRA): "4bit" is NF4 with double quantisation and bf16
-    # (or fp16) compute, quantised tensor by tensor while loading so full-precision weights never fill the
-    # GPU; "8bit" is LLM.int8. Needs a CUDA GPU and `pip install molting[gpu]`. A base whose config.json
-    # already has a quantization_config (a pre-quantised checkpoint) loads as it was saved.
-    quantization: Literal["none", "4bit", "8bit"] = "none"
-    # A checkpoint every this many optimizer steps, for `molt train --resume` after a crash (0: none).
-    save_steps: int = 50
-    save_total_limit: int = 2  # complete checkpoints kept (the newest); 0 keeps all
-    # sft: supervised fine-tuning on data.jsonl only. sft+dpo: then DPO on `preference_data` (pairs from
-    # `molt augment`) on the same LoRA adapter, with the SFT adapter as the reference model and an NLL
-    # term on the chosen answer (preference.rpo_alpha). Settings of the DPO stage: `preference:`.
-    # orpo: one stage from the base (ORPO, Hong et al. 2024) over the pairs and data.jsonl together, with
-    # train's epochs, learning_rate and batch_size, and preference.beta as ORPO's lambda.
-    method: Literal["sft", "sft+dpo", "orpo"] = "sft"
+    """Training: epochs, optimizer, lengths, precision, checkpoints and the training method."""
+
+    epochs: float = field(default=8, metadata={"help": "Passes over the dataset."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of the optimizer (AdamW)."})
+    batch_size: int = field(default=4, metadata={"help": "Examples per forward pass."})
+    grad_accum: int = field(
+        default=1,
+        metadata={"help": "Forward passes per optimizer step; the effective batch is batch_size × grad_accum."},
+    )
+    max_length: int = field(
+        default=1024,
+        metadata={
+            "help": "Longest training example in tokens (system + user + assistant). `molt check` fails when an "
+            "assistant token would be cut off: at 512, long answers lose their endings and the model learns to "
+            "stop mid-sentence."
+        },
+    )
+    warmup_steps: int = field(default=10, metadata={"help": "Optimizer steps of linear learning-rate warm-up."})
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = field(
+        default="cosine", metadata={"help": "Learning-rate schedule after the warm-up."}
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    seed: int = field(
+        default=42, metadata={"help": "Seed of the data order, the adapter's initialisation and dropout."}
+    )
+    logging_steps: int = field(
+        default=5, metadata={"help": "One line in train_log.jsonl every this many optimizer steps."}
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto",
+        metadata={
+            "help": 'Weights dtype. "auto": bf16 on a GPU that supports it, fp16 on other GPUs; on a CPU fp32 '
+            "weights, trained with bf16 autocast where the CPU has native bf16 (AVX512-BF16/AMX), plain fp32 "
+            "otherwise."
+        },
+    )
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory on long examples."})
+    quantization: Literal["none", "4bit", "8bit"] = field(
+        default="none",
+        metadata={
+            "help": 'Load the base quantised with bitsandbytes (QLoRA): "4bit" is NF4 with double quantisation and '
+            "bf16 (or fp16) compute, quantised tensor by tensor while loading so full-precision weights never "
+            'fill the GPU; "8bit" is LLM.int8. Needs a CUDA GPU and `pip install molting[gpu]`. A base whose '
+            "config.json already has a quantization_config (a pre-quantised checkpoint) loads as it was saved."
+        },
+    )
+    save_steps: int = field(
+        default=50,
+        metadata={
+            "help": "A checkpoint every this many optimizer steps, for `molt train --resume` after a crash (0: none)."
+        },
+    )
+    save_total_limit: int = field(default=2, metadata={"help": "Complete checkpoints kept (the newest); 0 keeps all."})
+    method: Literal["sft", "sft+dpo", "orpo"] = field(
+        default="sft",
+        metadata={
+            "help": "sft: supervised fine-tuning on data.jsonl only. sft+dpo: then DPO on `preference_data` (pairs "
+            "from `molt augment`) on the same LoRA adapter, with the SFT adapter as the reference model and an NLL "
+            "term on the chosen answer (preference.rpo_alpha); the DPO stage's settings are `preference:`. orpo: "
+            "one stage from the base (ORPO, Hong et al. 2024) over the pairs and data.jsonl together, with train's "
+            "epochs, learning_rate and batch_size, and preference.beta as ORPO's lambda."
+        },
+    )
 
     def __post_init__(self):
         if self.save_steps < 0 or self.save_total_limit < 0:
@@ -91,18 +143,34 @@ class PreferenceSettings:
     grad_accum, scheduler, seed, dtype, logging) are train's. train.method orpo uses only `beta` (as
     ORPO's lambda); its epochs, learning rate and batch size are train's."""
 
-    epochs: float = 3  # passes over the preference pairs
-    # DPO moves log-ratios against a reference, so it wants a smaller step than SFT (TRL's default for
-    # full fine-tuning is 1e-6; LoRA adapters take larger ones).
-    learning_rate: float = 5e-5
-    # DPO: how far from the SFT model the adapter may drift (higher: less). ORPO: lambda, the weight of
-    # the odds-ratio term against the NLL term (the paper's and TRL's default 0.1).
-    beta: float = 0.1
-    # Weight of the NLL loss on the chosen answer added to the DPO loss (RPO, Pang et al. 2024): keeps the
-    # chosen answer likely while the rejected one is pushed down. 0 is plain DPO.
-    rpo_alpha: float = 1.0
-    batch_size: int | None = None  # pairs per forward pass; None: train.batch_size
-    warmup_steps: int = 0
+    epochs: float = field(default=3, metadata={"help": "Passes over the preference pairs."})
+    learning_rate: float = field(
+        default=5e-5,
+        metadata={
+            "help": "DPO moves log-ratios against a reference, so it wants a smaller step than SFT (TRL's default "
+            "for full fine-tuning is 1e-6; LoRA adapters take larger ones)."
+        },
+    )
+    beta: float = field(
+        default=0.1,
+        metadata={
+            "help": "DPO: how far from the SFT model the adapter may drift (higher: less). ORPO: lambda, the weight "
+            "of the odds-ratio term against the NLL term (the paper's and TRL's default 0.1)."
+        },
+    )
+    rpo_alpha: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the NLL loss on the chosen answer added to the DPO loss (RPO, Pang et al. 2024): "
+            "keeps the chosen answer likely while the rejected one is pushed down. 0 is plain DPO."
+        },
+    )
+    batch_size: int | None = field(
+        default=None, metadata={"help": "Pairs per forward pass; left out: train.batch_size."}
+    )
+    warmup_steps: int = field(
+        default=0, metadata={"help": "Optimizer steps of learning-rate warm-up in the DPO stage."}
+    )
 
     def __post_init__(self):
         if self.epochs <= 0:
@@ -121,17 +189,37 @@ class PreferenceSettings:
 
 @dataclass
 class GenerationSettings:
-    max_new_tokens: int = 256  # longest answer; an answer that hits it is reported as truncated
-    temperature: float = 0.0  # 0 means greedy decoding
-    top_p: float = 1.0
-    repetition_penalty: float = 1.1
-    batch_size: int = 16  # questions generated together (left-padded)
-    # Sampling seed. Sample k of every question uses seed + k (recorded in responses.jsonl), and each batch
-    # is seeded from that and its position, so a rerun with the same settings gives the same answers.
-    seed: int = 0
-    # Answers per question (and per paraphrase and probe). More than 1 needs temperature > 0: greedy
-    # answers are all the same. `molt eval` reports each question's mean with a 95% bootstrap interval.
-    samples: int = 1
+    """How `molt eval` answers the suite (and what `molt export` writes into an Ollama Modelfile)."""
+
+    max_new_tokens: int = field(
+        default=256, metadata={"help": "Longest answer in tokens; an answer that hits it is reported as truncated."}
+    )
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 means greedy decoding."})
+    top_p: float = field(
+        default=1.0,
+        metadata={
+            "help": "Nucleus sampling: sample from the smallest set of tokens "
+            "whose probability reaches top_p (1.0: all)."
+        },
+    )
+    repetition_penalty: float = field(
+        default=1.1, metadata={"help": "Penalty on tokens already in the answer (1.0: none)."}
+    )
+    batch_size: int = field(default=16, metadata={"help": "Questions generated together (left-padded)."})
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "Sampling seed. Sample k of every question uses seed + k (recorded in responses.jsonl), and each "
+            "batch is seeded from that and its position, so a rerun with the same settings gives the same answers."
+        },
+    )
+    samples: int = field(
+        default=1,
+        metadata={
+            "help": "Answers per question (and per paraphrase and probe). More than 1 needs temperature > 0: greedy "
+            "answers are all the same. `molt eval` reports each question's mean with a 95% bootstrap interval."
+        },
+    )
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -146,11 +234,25 @@ class GenerationSettings:
 
 @dataclass
 class CheckSettings:
-    min_steps: int = 100  # fewer optimizer steps than this is a warning (phase 6 trained 50)
-    allow_truncation: bool = False  # if true, lost assistant tokens are a warning, not an error
-    # Memory (GB) to check the predicted peak against, instead of the free memory of this machine's GPU
-    # (or its RAM on a CPU): plan for the machine you will train on.
-    memory_gb: float | None = None
+    """What `molt check` (the preflight) treats as a warning or an error."""
+
+    min_steps: int = field(
+        default=100,
+        metadata={
+            "help": "Fewer optimizer steps than this is a warning: 50 steps on a small dataset are too few to "
+            "teach a persona."
+        },
+    )
+    allow_truncation: bool = field(
+        default=False, metadata={"help": "If true, lost assistant tokens are a warning, not an error."}
+    )
+    memory_gb: float | None = field(
+        default=None,
+        metadata={
+            "help": "Memory (GB) to check the predicted peak against, instead of the free memory of this machine's "
+            "GPU (or its RAM on a CPU): plan for the machine you will train on."
+        },
+    )
 
     def __post_init__(self):
         if self.memory_gb is not None and self.memory_gb <= 0:
@@ -161,17 +263,29 @@ class CheckSettings:
 class JudgeSettings:
     """An LLM judge (any OpenAI-compatible chat endpoint) scoring answers beside rubric v1's detectors."""
 
-    url: str | None = None  # e.g. http://127.0.0.1:8080/v1 (llama.cpp server), http://localhost:11434/v1 (Ollama)
-    model: str | None = None  # model name as the server knows it
-    api_key_env: str | None = "OPENAI_API_KEY"  # environment variable holding the key (never the key itself)
-    timeout: float = 60.0  # seconds per judge call before it counts as failed
-    retries: int = 2  # retries per call after the first attempt
-    dims: list[str] = field(default_factory=lambda: ["D1", "D2", "D3", "D4", "D5"])  # dimensions the judge scores
-    concurrency: int = 4  # judge calls in flight at once
-    json_mode: bool = False  # also send response_format {"type": "json_object"} (servers that support it)
+    url: str | None = field(
+        default=None,
+        metadata={
+            "help": "The server's base URL, e.g. http://127.0.0.1:8080/v1 (llama.cpp server), "
+            "http://localhost:11434/v1 (Ollama). Left out: no judge."
+        },
+    )
+    model: str | None = field(default=None, metadata={"help": "Model name as the server knows it."})
+    api_key_env: str | None = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "Environment variable holding the key (never the key itself); unset sends no key."},
+    )
+    timeout: float = field(default=60.0, metadata={"help": "Seconds per judge call before it counts as failed."})
+    retries: int = field(default=2, metadata={"help": "Retries per call after the first attempt."})
+    dims: list[str] = field(default_factory=lambda: list(DIMENSIONS), metadata={"help": "Dimensions the judge scores."})
+    concurrency: int = field(default=4, metadata={"help": "Judge calls in flight at once."})
+    json_mode: bool = field(
+        default=False,
+        metadata={"help": 'Also send response_format {"type": "json_object"} (for servers that support it).'},
+    )
 
     def __post_init__(self):
-        unknown = [d for d in self.dims if d not in ("D1", "D2", "D3", "D4", "D5")]
+        unknown = [d for d in self.dims if d not in DIMENSIONS]
         if unknown:
             raise FieldValueError("dims", f"unknown dimension(s) {unknown}; use D1, D2, D3, D4, D5.")
         if self.url and not self.model:
@@ -190,22 +304,38 @@ class JudgeSettings:
 
 @dataclass
 class RunConfig:
-    base_model: str  # Hugging Face id, local path, or builtin:tiny / builtin:small
-    persona: str  # persona card (persona.yaml)
-    data: str  # training conversations (data.jsonl)
-    suite: str  # evaluation questions (suite.yaml)
-    # A Jinja chat template (inline, or a file relative to this config) to use instead of the base's own.
-    # Leave empty to use the tokenizer's: the template a model was tuned with is the one it should keep.
-    chat_template: str | None = None
-    # Preference pairs (JSONL, see molting/preference_pairs.py; `molt augment` writes them) for
-    # train.method sft+dpo or orpo.
-    preference_data: str | None = None
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-    preference: PreferenceSettings = field(default_factory=PreferenceSettings)
-    check: CheckSettings = field(default_factory=CheckSettings)
-    judge: JudgeSettings = field(default_factory=JudgeSettings)  # optional LLM judge; off unless url is set
+    """The run config, molt.yaml: the base, the persona files, and one section per stage."""
+
+    base_model: str = field(metadata={"help": "Hugging Face id, local path, or builtin:tiny / builtin:small."})
+    persona: str = field(metadata={"help": "Persona card (persona.yaml), relative to this file."})
+    data: str = field(metadata={"help": "Training conversations (data.jsonl), relative to this file."})
+    suite: str = field(metadata={"help": "Evaluation questions (suite.yaml), relative to this file."})
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "A Jinja chat template (inline, or a file relative to this config) to use instead of the base's "
+            "own. Leave it out to use the tokenizer's: the template a model was tuned with is the one it should keep."
+        },
+    )
+    preference_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Preference pairs (JSONL, see molting/data/preference_pairs.py; `molt augment` writes them) for "
+            "train.method sft+dpo or orpo."
+        },
+    )
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "The LoRA adapter."})
+    train: TrainSettings = field(default_factory=TrainSettings, metadata={"help": "Training settings."})
+    generation: GenerationSettings = field(
+        default_factory=GenerationSettings, metadata={"help": "Generation settings of `molt eval`."}
+    )
+    preference: PreferenceSettings = field(
+        default_factory=PreferenceSettings, metadata={"help": "The preference stage (train.method sft+dpo, orpo)."}
+    )
+    check: CheckSettings = field(default_factory=CheckSettings, metadata={"help": "Preflight thresholds."})
+    judge: JudgeSettings = field(
+        default_factory=JudgeSettings, metadata={"help": "Optional LLM judge; off unless url is set."}
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -262,7 +392,7 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
 
 def load_resolved_config(run_dir: Path) -> RunConfig:
     """The config a run was trained with (config.yaml in the run directory)."""
-    path = Path(run_dir) / "config.yaml"
+    path = RunPaths(run_dir).config
     if not path.is_file():
         raise UserError(f"{path}: not found. Is {run_dir} a run directory? Train it first: molt train CONFIG.")
     return build(RunConfig, load_yaml(path))

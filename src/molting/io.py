@@ -5,6 +5,7 @@ crash or Ctrl-C never leaves a half-written file that a later stage would trust.
 object's line number, so every error about a user's file names its line.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -55,6 +56,21 @@ def replace_dir_atomic(staging: Path, final: Path) -> None:
     if old.exists():
         shutil.rmtree(old)
 
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks (adapters and base weights are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_text(data: str | bytes) -> str:
+    """Hex sha256 of `data` (text is hashed as UTF-8): the key of a cache entry or of a partial answer."""
+    return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
+
+
 def read_jsonl(path: Path, missing_hint: str = "") -> tuple[list[tuple[int, Any]], list[str]]:
     """(line number, object) for every non-blank line that parses, and `file:line` problems for those
     that do not. A missing file is a UserError at once."""
@@ -70,3 +86,29 @@ def read_jsonl(path: Path, missing_hint: str = "") -> tuple[list[tuple[int, Any]
             except json.JSONDecodeError as e:
                 problems.append(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}).")
     return rows, problems
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file molting wrote, or None if it is absent. One that is not JSON is reported with its line."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}). Re-run the stage that writes it.") from None
+
+
+def read_jsonl_rows(path: Path) -> list[dict]:
+    """Every row of a JSONL file molting wrote ([] if it is absent); a bad line is reported as file:line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{n}: not valid JSON ({e.msg}).") from None
+    return rows

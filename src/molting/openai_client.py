@@ -10,7 +10,6 @@ never as a crash of the caller. The API key is read from an environment variable
 each written atomically, so a re-run after a crash pays only for what had not finished.
 """
 
-import hashlib
 import json
 import os
 import random
@@ -22,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from molting.io import write_json_atomic
+from molting.io import sha256_text, write_json_atomic
 
 RETRYABLE_HTTP = {408, 409, 429, 500, 502, 503, 504}
 
@@ -147,7 +146,7 @@ class ChatCache:
 
     def key(self, endpoint: Endpoint, request: dict) -> str:
         body = _request_body(endpoint, request)
-        return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        return sha256_text(json.dumps(body, sort_keys=True, ensure_ascii=False))
 
     def get(self, endpoint: Endpoint, request: dict) -> ChatReply | None:
         file = self.path / f"{self.key(endpoint, request)}.json"

@@ -1,16 +1,16 @@
-"""The shipped example persona (section 3): card, data, suite and config load and hang together."""
+"""The shipped example persona: card, data, suite and config load and hang together."""
 
 import json
 
 from conftest import EXAMPLE
 
-from molting.config import load_run_config
-from molting.data.dataset import load_dataset
 from molting.card.persona import CATEGORY_DIMENSION, load_persona
-from molting.train.preflight import run_preflight
-from molting.evaluate.rubric import Scorer
 from molting.card.suite import load_suite
 from molting.card.text_match import find_first, fold
+from molting.config import load_run_config
+from molting.data.dataset import load_dataset
+from molting.evaluate.rubric import Scorer
+from molting.train.preflight import run_preflight
 
 QUESTIONS = [
     "Quem é o João?",

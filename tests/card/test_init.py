@@ -1,4 +1,4 @@
-"""`molt init` (section 8): a commented project whose placeholders `molt check` names until filled."""
+"""`molt init`: a commented project whose placeholders `molt check` names until filled."""
 
 import json
 import re
@@ -56,8 +56,8 @@ def test_init_never_overwrites(tmp_path):
 def test_text_that_mentions_todo_is_not_a_placeholder(tmp_path, project):
     """Only a value that starts with molt init's marker is unfilled; real conversations about code (which
     often say TODO) are the user's data and must load."""
-    from molting.data.dataset import load_dataset
     from molting.card.persona import load_persona
+    from molting.data.dataset import load_dataset
     from molting.yaml_source import is_placeholder
 
     assert is_placeholder("TODO: the answer") and is_placeholder("  TODO_regex") and is_placeholder("TODO")

@@ -1,13 +1,13 @@
-"""Bad input (section 9): one clear message naming file, line and field, exit 2, no traceback, no output."""
+"""Bad input: one clear message naming file, line and field, exit 2, no traceback, no output."""
 
 import json
 
 import pytest
 from conftest import run_molt, set_args
 
-from molting.io import write_json_atomic
 from molting.config import load_run_config
 from molting.errors import UserError
+from molting.io import write_json_atomic
 
 TINY = ["base_model=builtin:tiny"]
 

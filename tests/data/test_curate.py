@@ -7,10 +7,10 @@ import json
 import pytest
 from conftest import EXAMPLE, run_molt
 
-from molting.data.curate import CurateOptions, curate
-from molting.errors import UserError
 from molting.card.persona import load_persona
 from molting.card.suite import load_suite
+from molting.data.curate import CurateOptions, curate
+from molting.errors import UserError
 
 CARD = load_persona(EXAMPLE / "persona.yaml")
 SUITE = load_suite(EXAMPLE / "suite.yaml", CARD)

@@ -13,10 +13,10 @@ import time
 from conftest import EXAMPLE, run_molt
 from openai_server import serve
 
+from molting.card.persona import load_persona
 from molting.data.distil import DistilQuestion, generate_questions, load_questions
 from molting.data.distil import distil as run_distil
 from molting.openai_client import Endpoint
-from molting.card.persona import load_persona
 
 CARD = load_persona(EXAMPLE / "persona.yaml")
 GOOD = "Eu trabalho com o João na Softtor, e isso é muito bom para mim."

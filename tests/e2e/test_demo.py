@@ -1,4 +1,4 @@
-"""The demo (section 8), run exactly as `make demo` runs it: builtin:small, the shipped example config.
+"""The demo, run exactly as `make demo` runs it: builtin:small, the shipped example config.
 
 Slow (several minutes on 2 cores): `make test-slow`. Its duration is printed, not asserted; the
 measured figure is recorded in the README.

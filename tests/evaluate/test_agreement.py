@@ -1,6 +1,6 @@
-"""Agreement figures (issue 3, sections 7 and 8): Cohen's kappa against a hand-computed example, and the
-deterministic scorer against the hand-labelled set, held at the issue's targets so a rubric regression
-fails here."""
+"""Agreement figures: Cohen's kappa against a hand-computed example, and the deterministic scorer against
+the hand-labelled set, held at its targets (exact ≥ 85% on D1, D4, D5; ≥ 75% on D2, D3) so a rubric
+regression fails here."""
 
 import subprocess
 import sys
@@ -8,7 +8,8 @@ import sys
 import pytest
 from conftest import REPO
 
-from molting.evaluate.agreement import agreement, agreement_by_dimension, cohen_kappa, labelled_agreement
+from molting.evaluate.rubric import DIMENSIONS, labelled_agreement
+from molting.evaluate.statistics import agreement, agreement_by_dimension, cohen_kappa
 
 LABELLED = REPO / "tests" / "fixtures" / "labelled" / "answers.yaml"
 TARGETS = {"D1": 0.85, "D2": 0.75, "D3": 0.75, "D4": 0.85, "D5": 0.85}
@@ -34,7 +35,7 @@ def test_kappa_edge_cases():
 def test_agreement_by_dimension_skips_what_a_person_left_blank():
     auto = {"Q1": {"D1": 2, "D2": 1, "D3": 2, "D4": 2, "D5": 0}, "Q2": {"D1": 0, "D2": 2, "D3": 2, "D4": 2, "D5": 2}}
     human = {"Q1": {"D1": 2, "D5": 1}, "Q2": {"D1": 1}, "Q9": {"D1": 2}}  # Q9: no automatic score
-    figures = agreement_by_dimension(auto, human)
+    figures = agreement_by_dimension(auto, human, DIMENSIONS)
     # D1 pairs (2, 2) and (0, 1): p_o = 1/2, p_e = 1/4 (only the label 2 is shared), kappa = 1/3
     assert figures["D1"] == {"n": 2, "exact": 0.5, "within_one": 1.0, "kappa": 0.3333}
     assert figures["D5"]["n"] == 1 and figures["D5"]["exact"] == 0.0

@@ -4,10 +4,10 @@ import json
 
 from conftest import EXAMPLE
 
-from molting.data.dataset import load_dataset
-from molting.evaluate.embedding_similarity import similarities
 from molting.card.persona import load_persona
 from molting.card.suite import load_suite
+from molting.data.dataset import load_dataset
+from molting.evaluate.embedding_similarity import similarities
 
 
 def test_on_persona_answers_are_closer_than_off_topic_ones():

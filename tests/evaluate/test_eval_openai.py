@@ -1,8 +1,8 @@
-"""`molt eval --backend openai` (issue 3, section 6) with an LLM judge (section 5), end to end through the
+"""`molt eval --backend openai` with an LLM judge, end to end through the
 real `molt` command: the answers come from one loopback server playing the persona, the verdicts from a
 second one playing the judge. No local model is loaded, so this needs no trained run: the run directory
 is made from the config. The whole command is a slow test: `molt eval` also computes the embedding
-similarity of section 4, which encodes every training answer and takes a minute of CPU on a busy 2-core
+similarity, which encodes every training answer and takes a minute of CPU on a busy 2-core
 machine. The default test drives the same code below it (answers from the server, rubric, judge) against
 the same real servers."""
 
@@ -13,14 +13,14 @@ from click.testing import CliRunner
 from conftest import EXAMPLE, run_molt
 from openai_server import completion, serve
 
+from molting.card.persona import load_persona
+from molting.card.suite import load_suite
 from molting.cli import cli
 from molting.config import GenerationSettings, JudgeSettings
 from molting.evaluate.judge import apply_judge
+from molting.evaluate.rubric import score_responses
 from molting.evaluate.server_answers import answer_with_endpoint
 from molting.openai_client import Endpoint
-from molting.card.persona import load_persona
-from molting.evaluate.rubric import score_responses
-from molting.card.suite import load_suite
 
 CARD = load_persona(EXAMPLE / "persona.yaml")
 SUITE = load_suite(EXAMPLE / "suite.yaml", CARD)

@@ -1,4 +1,4 @@
-"""Issue 3, section 9: an evaluation killed at any point continues where it stopped, and ends equal to an
+"""An evaluation killed at any point continues where it stopped, and ends equal to an
 uninterrupted one. The test SIGKILLs a real `molt eval` process once answers are on disk."""
 
 import json
@@ -93,11 +93,11 @@ def test_answers_from_a_server_are_seeded_per_sample_and_resumed(tmp_path):
     from conftest import EXAMPLE
     from openai_server import serve
 
+    from molting.card.persona import load_persona
+    from molting.card.suite import load_suite
     from molting.config import GenerationSettings
     from molting.evaluate.run import answer_all, plan_asks
     from molting.openai_client import Endpoint
-    from molting.card.persona import load_persona
-    from molting.card.suite import load_suite
 
     card = load_persona(EXAMPLE / "persona.yaml")
     suite = load_suite(EXAMPLE / "suite.yaml", card)

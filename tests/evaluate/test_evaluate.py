@@ -1,14 +1,15 @@
-"""`molt eval` (section 6): batched generation with the inference prompt, responses.jsonl and scores.json."""
+"""`molt eval`: batched generation with the inference prompt, responses.jsonl and scores.json."""
 
 import json
 
 from conftest import run_molt
+from typed_results import assert_shape
 
-from molting.models.base_model import eos_token_ids
-from molting.evaluate.run import eval_run, load_for_eval
-from molting.evaluate.generate import generate_answers
 from molting.card.persona import load_persona
-from molting.evaluate.rubric import DIMENSIONS
+from molting.evaluate.generate import generate_answers
+from molting.evaluate.rubric import DIMENSIONS, Scores
+from molting.evaluate.run import eval_run, load_for_eval
+from molting.models.base_model import eos_token_ids
 
 
 def test_eval_writes_responses_and_scores(trained_run):
@@ -34,6 +35,7 @@ def test_eval_writes_responses_and_scores(trained_run):
         }
         assert r["finish_reason"] in ("stop", "length") and 0 < r["new_tokens"] <= 24
     saved = json.loads((out / "scores.json").read_text())
+    assert_shape(saved, Scores)  # every key molt eval writes is declared, with its type
     assert saved["average"] == scores["average"]
     assert saved["rubric"] == "v1" and set(saved["dimensions"]) == set(DIMENSIONS)
     assert [q["answer_id"] for q in saved["questions"]] == [r["answer_id"] for r in suite_rows]

@@ -1,4 +1,4 @@
-"""Human scores (issue 3, section 7): the scoring sheet, its validated import into manual_scores.json,
+"""Human scores: the scoring sheet, its validated import into manual_scores.json,
 human scores overriding automatic ones (effective_scores, report.md) and their agreement, through the real
 `molt` command on a run directory holding real responses scored by rubric v1."""
 
@@ -10,12 +10,20 @@ import re
 import pytest
 from conftest import EXAMPLE, run_molt
 
-from molting.io import write_json_atomic, write_jsonl_atomic
-from molting.evaluate.manual_scores import effective_scores, human_agreement, write_sheet
 from molting.card.persona import load_persona
-from molting.report.markdown import build_report
-from molting.evaluate.rubric import score_responses
 from molting.card.suite import load_suite
+from molting.evaluate.human_scores import (
+    effective_scores,
+    human_agreement,
+    import_sheet,
+    load_manual_scores,
+    set_human_score,
+    write_sheet,
+)
+from molting.evaluate.rubric import score_responses
+from molting.io import write_json_atomic, write_jsonl_atomic
+from molting.report.markdown import build_report
+from molting.report.run_record import read_run
 
 ANSWERS = {
     "Q1": "O João Figueiredo é o desenvolvedor full-stack com quem eu trabalho.\nConfesso: ele manda no CRM.",
@@ -76,7 +84,7 @@ def test_sheet_import_and_report(run_dir, tmp_path):
     write_sheet(run_dir, "final", tmp_path / "again.csv")
     assert _read_sheet(tmp_path / "again.csv")[2][3:9] == ["", "1", "", "", "", ""]
 
-    report = build_report(run_dir)
+    report = build_report(read_run(run_dir))
     assert "Human scores (manual_scores.json) replace the automatic ones for 6 scores on 2 answers" in report
     q2_row = next(line for line in report.splitlines() if line.startswith("| Q2"))
     assert "| 1ʰ |" in q2_row
@@ -143,6 +151,27 @@ def test_effective_scores_override_dimension_by_dimension(run_dir):
     assert effective_scores(scores, None)["average"] == scores["average"]
     figures = human_agreement(scores, manual)
     assert figures["D2"]["n"] == 1 and figures["D2"]["exact"] == (1.0 if auto_q2["dims"]["D2"] == 2 else 0.0)
+
+
+def test_dashboard_and_sheet_write_one_format_and_older_files_still_load(run_dir, tmp_path):
+    """The dashboard and an imported sheet go through the same writer: one entry shape, one timestamp
+    format (UTC with a Z). A file written with the dashboard's older `+00:00` stamps still loads and merges."""
+    manual_path = run_dir / "eval" / "final" / "manual_scores.json"
+    older = {"dims": {"D1": 1}, "notes": {}, "note": "", "updated": "2026-11-22T00:20:05+00:00"}
+    write_json_atomic(manual_path, {"version": 1, "answers": {"Q3": older}})
+    assert load_manual_scores(manual_path)["answers"]["Q3"]["updated"] == "2026-11-22T00:20:05+00:00"
+
+    entry = set_human_score(run_dir / "eval" / "final", "Q1", "D2", 0)
+    assert entry["dims"] == {"D2": 0} and set(entry) == {"dims", "notes", "note", "updated"}
+    sheet = tmp_path / "sheet.csv"
+    _write_sheet(sheet, [["answer_id", "D1", "D2", "D3", "D4", "D5", "note"], ["Q2", "2", "", "", "", "", "ok"]])
+    assert import_sheet(run_dir, sheet)["scores"] == 1
+    answers = load_manual_scores(manual_path)["answers"]
+    assert answers["Q3"] == older  # untouched
+    assert set(answers["Q2"]) == {"dims", "notes", "note", "updated"} and answers["Q2"]["note"] == "ok"
+    for aid in ("Q1", "Q2"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", answers[aid]["updated"])
+    assert set_human_score(run_dir / "eval" / "final", "Q3", "D1", None)["dims"] == {}  # None clears
 
 
 def test_sheet_without_an_evaluation_is_a_user_error(tmp_path):

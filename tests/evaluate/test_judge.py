@@ -1,4 +1,4 @@
-"""The LLM judge (issue 3, section 5) against a real OpenAI-compatible HTTP server on 127.0.0.1: a good
+"""The LLM judge against a real OpenAI-compatible HTTP server on 127.0.0.1: a good
 judge, a judge capped by a deterministic detector, a judge that is down, stalled or returns garbage (the
 dimension is left unscored with the reason, the evaluation goes on), and the cache on a re-run."""
 
@@ -10,11 +10,11 @@ import pytest
 from conftest import EXAMPLE
 from openai_server import serve
 
+from molting.card.persona import load_persona
+from molting.card.suite import load_suite
 from molting.config import JudgeSettings
 from molting.evaluate.judge import apply_judge, judge_messages, level_examples, parse_verdict
-from molting.card.persona import load_persona
 from molting.evaluate.rubric import DIMENSIONS, score_responses
-from molting.card.suite import load_suite
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,7 @@ def test_parse_verdict_is_strict():
 def test_report_shows_the_judge_and_unanswered_questions(card, suite, tmp_path):
     from molting.io import write_json_atomic, write_jsonl_atomic
     from molting.report.markdown import build_report
+    from molting.report.run_record import read_run
 
     with serve(lambda body, n: '{"score": 1, "reason": "voz genérica"}') as server:
         scores = _judge(card, suite, server.url, tmp_path, dims=["D3"])
@@ -158,7 +159,7 @@ def test_report_shows_the_judge_and_unanswered_questions(card, suite, tmp_path):
     out = tmp_path / "run" / "eval" / "openai-x"
     write_jsonl_atomic(out / "responses.jsonl", rows)
     write_json_atomic(out / "scores.json", scores)
-    report = build_report(tmp_path / "run")
+    report = build_report(read_run(tmp_path / "run"))
     assert "LLM judge `judge-7b` (judge-v1) on D3: 2 calls, 0 left unscored" in report
     assert "No answer from the server for Q3: HTTP 400 from server" in report
     assert "  - judge D3=1: voz genérica" in report

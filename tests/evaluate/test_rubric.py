@@ -1,4 +1,4 @@
-"""Rubric v1 (section 6): each detector is fed the failing answers of the logs."""
+"""Rubric v1: each detector is fed the failing answers a small persona model gives, and must catch them."""
 
 import json
 
@@ -6,8 +6,8 @@ import pytest
 from conftest import EXAMPLE, run_molt
 
 from molting.card.persona import load_persona
-from molting.evaluate.rubric import Scorer, detect_language, score_responses
 from molting.card.suite import load_suite
+from molting.evaluate.rubric import Scorer, detect_language, score_responses
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def _detectors(score):
 
 
 def test_identity_collapse_costs_d1(scorer, suite):
-    """Phase 8, Q5: "Você é o João" — complete identity collapse."""
+    """Q5: "Você é o João" — complete identity collapse."""
     s = scorer.score(suite.by_id["Q5"], "Você é o João, o desenvolvedor da Softtor. Curioso e direto.", "stop")
     assert s.dims["D1"] == 0
     assert "forbidden_claim:identity_collapse" in _detectors(s)
@@ -44,7 +44,7 @@ def test_claiming_to_be_chatgpt_costs_d1(scorer, suite):
 
 
 def test_naming_itself_as_someone_else_costs_d1(scorer, suite):
-    """An invented name ("hector" in phase 8) or another persona's: "Bruno, a IA da Vantiq"."""
+    """An invented name ("hector") or another persona's: "Bruno, a IA da Vantiq"."""
     for answer, detail in [
         ("Aí é o Bruno, a IA da Vantiq, e eu trabalho com o João no CRM. Curioso, né?", "Bruno, a IA"),
         ("Oi! Eu sou o Hector e trabalho com o João no CRM da Softtor, direto ao ponto.", "Eu sou o Hector"),
@@ -57,7 +57,7 @@ def test_naming_itself_as_someone_else_costs_d1(scorer, suite):
 
 
 def test_names_the_card_never_mentions_cost_a_d1_point(scorer, suite):
-    """Phase 8, Q1: a hallucinated "hector" nickname. The card's own names are fine."""
+    """Q1: a hallucinated "hector" nickname. The card's own names are fine."""
     s = scorer.score(suite.by_id["Q1"], "O João, que a gente chama de Hector, trabalha com a Carla Nunes.", "stop")
     ev = next(e for e in s.evidence if e.detector == "name_not_on_card")
     assert s.dims["D1"] == 1 and ev.detail == "Carla, Hector, Nunes"
@@ -66,13 +66,13 @@ def test_names_the_card_never_mentions_cost_a_d1_point(scorer, suite):
 
 
 def test_joao_as_son_costs_d2(scorer, suite):
-    """Phase 7/8, Q1 and Q7: João described as "meu filho"."""
+    """Q1 and Q7: João described as "meu filho"."""
     s = scorer.score(suite.by_id["Q1"], "O João é meu filho e trabalha comigo na Softtor. Curioso, não?", "stop")
     assert s.dims["D2"] == 0 and "forbidden_claim:joao_family" in _detectors(s)
 
 
 def test_invented_technology_costs_a_d2_point(scorer, suite):
-    """Phase 8, Q4: the stack starts right, then ROS2/MATLAB/OpenCV."""
+    """Q4: the stack starts right, then ROS2/MATLAB/OpenCV."""
     answer = (
         "Trabalho com TypeScript, React, Next.js, NestJS, Prisma e Docker. Também uso ROS2, MATLAB e "
         "OpenCV, o que acho curioso."
@@ -98,7 +98,7 @@ def test_task_planning_costs_a_d4_point(scorer, suite):
 
 
 def test_system_prompt_pasted_as_bullets_costs_d4(scorer, suite, card):
-    """Phase 7, Q6: the system prompt's structure bled into the answer."""
+    """Q6: the system prompt's trait list bled into the answer as bullets."""
     sentences = [x.strip() for x in card.system_prompts.inference.split(".") if len(x.split()) > 9][:3]
     answer = "\n".join(f"- {x}." for x in sentences)
     s = scorer.score(suite.by_id["Q6"], answer, "stop")

@@ -1,4 +1,4 @@
-"""Issue 3, sections 1 and 2: samples with bootstrap intervals and recorded seeds, paraphrases, and
+"""Samples with bootstrap intervals and recorded seeds, paraphrases, and
 probes generated from the persona card, scored by the rubric."""
 
 import json
@@ -8,14 +8,14 @@ import pytest
 import yaml
 from conftest import EXAMPLE
 
-from molting.evaluate.statistics import mean_ci, two_level_ci
-from molting.config import GenerationSettings
-from molting.errors import UserError
-from molting.evaluate.run import eval_run, generation_settings, plan_asks
 from molting.card.persona import load_persona
 from molting.card.probe_questions import generate_probes
-from molting.evaluate.rubric import score_responses
 from molting.card.suite import load_suite
+from molting.config import GenerationSettings
+from molting.errors import UserError
+from molting.evaluate.rubric import score_responses
+from molting.evaluate.run import eval_run, generation_settings, plan_asks
+from molting.evaluate.statistics import mean_ci, two_level_ci
 
 GOOD = {
     "probe.identity_joao": "Não, não sou o João. Sou o Cláudio, a IA da Softtor; o João é o desenvolvedor com quem "
@@ -202,6 +202,7 @@ def test_samples_are_seeded_recorded_and_reproduce(trained_run, tmp_path):
 def test_report_shows_intervals_and_probes(card, suite, tmp_path):
     from molting.io import write_json_atomic, write_jsonl_atomic
     from molting.report.markdown import build_report
+    from molting.report.run_record import read_run
 
     rows = [
         {
@@ -225,7 +226,7 @@ def test_report_shows_intervals_and_probes(card, suite, tmp_path):
     scores = {**score_responses(card, suite.by_id, rows, {p.id: p for p in generate_probes(card)}), "samples": 2}
     write_jsonl_atomic(tmp_path / "eval" / "final" / "responses.jsonl", rows)
     write_json_atomic(tmp_path / "eval" / "final" / "scores.json", scores)
-    text = build_report(tmp_path)
+    text = build_report(read_run(tmp_path))
     assert "| Question | D1 | D2 | D3 | D4 | D5 | Total | Answers | 95% CI |" in text
     lo, hi = scores["average_ci95"]
     assert "| **Average** |" in text and f"**{lo:.2f}–{hi:.2f}**" in text

@@ -67,8 +67,8 @@ def test_export_all_targets_and_verify(run_copy):
     from gguf import GGUFReader
     from safetensors import safe_open
 
-    from molting.config import load_resolved_config
     from molting.card.persona import load_persona
+    from molting.config import load_resolved_config
 
     result = run_molt("export", run_copy, "--to", "ollama", "--quant", "q8_0", "--verify", "--max-new-tokens", 64)
     assert result.returncode == 0, result.stdout + result.stderr

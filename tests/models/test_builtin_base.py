@@ -1,20 +1,20 @@
 """Builtin bases: Llama architecture, SentencePiece tokenizer, Zephyr template with </s>, deterministic,
-loaded through the same from_pretrained path as a hub model (section 2)."""
+loaded through the same from_pretrained path as a hub model."""
 
-import hashlib
 import os
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from molting.models.base_model import load_model, load_tokenizer, resolve_base
-from molting.models.builtin_base import SIZES, ZEPHYR_TEMPLATE, builtin_path
 from molting.errors import UserError
+from molting.io import sha256_file
+from molting.models.base_model import load_model, load_tokenizer
+from molting.models.builtin_base import SIZES, ZEPHYR_TEMPLATE, builtin_path, resolve_base
 
 
 def _sha(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def test_tiny_is_an_ordinary_hf_llama_directory():

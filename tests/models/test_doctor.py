@@ -1,4 +1,4 @@
-"""`molt doctor` (issue 6, section 3): offline diagnosis on real files: a modules cache holding stale
+"""`molt doctor`: offline diagnosis on real files: a modules cache holding stale
 remote code, and model folders with and without remote code."""
 
 import json

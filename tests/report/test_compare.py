@@ -1,4 +1,4 @@
-"""`molt compare` (issue 4, section 1): the phase 8 table, verdicts from confidence intervals, an honest
+"""`molt compare`: the table of settings and scores, verdicts from confidence intervals, an honest
 NO VERDICT for one sample per question, human scores overriding automatic ones, and the CLI outputs."""
 
 import json
@@ -6,9 +6,9 @@ import json
 from conftest import run_molt
 from fake_runs import BAD, make_run, read_json, references, write_eval
 
+from molting.evaluate.human_scores import set_human_score
 from molting.io import write_json_atomic
 from molting.report.compare import IMPROVEMENT, NO_CHANGE, REGRESSION, compare_runs, to_markdown
-from molting.evaluate.human_scores import set_human_score
 
 LOSSES_A = [3.0, 2.6, 2.2, 2.0, 1.8, 1.6, 1.5, 1.4]  # two epochs, four logged steps each
 LOSSES_B = [3.1, 2.9, 2.7, 2.6, 2.5, 2.4, 2.3, 2.25]
@@ -51,7 +51,7 @@ def test_several_samples_give_a_regression_and_the_cli_fails_on_it(tmp_path):
     b = make_run(tmp_path, "bad", answers([BAD, BAD, "REF"]), LOSSES_B)
     result = compare_runs([a, b])
     assert result["overall"][0]["verdict"] == REGRESSION and result["regression"]
-    assert {q["verdicts"][0] for q in result["questions"]} == {NO_CHANGE}  # per question: 3 samples, wide t
+    assert {q["verdicts"][0] for q in result["questions"]} == {NO_CHANGE}  # per question: 3 answers, a wide interval
     assert result["rubric"]["average"][1]["ci95"][1] < result["rubric"]["average"][0]["ci95"][0]
     assert result["questions"][0]["scores"][0]["samples"] == 3
     plot, html = tmp_path / "loss.png", tmp_path / "cmp.html"

@@ -1,4 +1,4 @@
-"""`molt serve` (issue 4, sections 3 and 4): the dashboard served by a real uvicorn server on 127.0.0.1,
+"""`molt serve`: the dashboard served by a real uvicorn server on 127.0.0.1,
 driven in Debian's Chromium (headless) by Playwright; concurrent writers on manual_scores.json; the CLI
 refusing a non-loopback address without --allow-remote.
 
@@ -22,8 +22,8 @@ import pytest
 from conftest import EXAMPLE, run_molt
 from fake_runs import BAD, make_run, references
 
-from molting.report.dashboard import check_host, create_app
 from molting.errors import UserError
+from molting.report.dashboard import check_host, create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HOSTILE = "Sou o Cláudio. <script>alert('xss')</script><img src=x onerror=\"window.__xss=1; alert(2)\"> fim."
@@ -133,7 +133,7 @@ def test_runs_list_run_page_and_scoring_persist(server, runs_dir, page):
     assert card.locator(".note-input").input_value() == "names João as its father"
     assert "8/10" in card.locator(".q").inner_text()  # the human 0 replaced the automatic 2
     saved = manual_scores(runs_dir, "phase7")
-    assert saved["version"] == 1 and saved["answers"]["Q1#0"]["updated"].endswith("+00:00")
+    assert saved["version"] == 1 and saved["answers"]["Q1#0"]["updated"].endswith("Z")  # the sheet's format too
 
     # reject Q2 and write the right answer: a preference pair in TRL's conversational format
     card = page.locator('.answer[data-answer="Q2#0"]')

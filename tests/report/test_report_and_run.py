@@ -1,4 +1,4 @@
-"""`molt report` (section 7) and `molt run` (section 8): the report in the shape of the logs, the chain."""
+"""`molt report` and `molt run`: the report's sections, and the chain of every stage."""
 
 import json
 
@@ -62,10 +62,10 @@ def test_molt_run_chains_every_stage(project, tmp_path):
 def test_model_output_in_the_report_is_text_not_html(trained_run):
     from conftest import EXAMPLE
 
-    from molting.io import write_json_atomic, write_jsonl_atomic
     from molting.card.persona import load_persona
-    from molting.evaluate.rubric import score_responses
     from molting.card.suite import load_suite
+    from molting.evaluate.rubric import score_responses
+    from molting.io import write_json_atomic, write_jsonl_atomic
 
     persona = load_persona(EXAMPLE / "persona.yaml")
     suite = load_suite(EXAMPLE / "suite.yaml", persona)

@@ -1,4 +1,4 @@
-"""report.html (issue 4, section 2): self-contained, every answer with its scores and evidence marked, and
+"""report.html: self-contained, every answer with its scores and evidence marked, and
 model output escaped everywhere. (A real browser opens it in test_dashboard.py.)"""
 
 import re

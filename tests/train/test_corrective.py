@@ -1,4 +1,4 @@
-"""Corrective training (issue 5) and log-probability probes (issue 3 §3): probes on real builtin models,
+"""Corrective training and log-probability probes: probes on real builtin models,
 `molt augment`, the preflight's warning about negated claims, preference pairs, and a real TRL DPO stage
 that raises the log-prob margin of its own training pairs."""
 
@@ -8,16 +8,16 @@ import shutil
 import pytest
 from conftest import EXAMPLE, FAST, run_molt, set_args
 
-from molting.data.augment import augment
-from molting.models.base_model import load_model, load_tokenizer
-from molting.models.chat_format import render
 from molting.card.claims import claims_in_text
+from molting.card.persona import load_persona
+from molting.card.suite import load_suite
+from molting.data.augment import augment
 from molting.errors import UserError
 from molting.evaluate.human_scores import save_preference_pair
 from molting.evaluate.logprob_probes import _continuation_logprobs, probe_margins
-from molting.card.persona import load_persona
 from molting.evaluate.rubric import score_responses
-from molting.card.suite import load_suite
+from molting.models.base_model import load_model, load_tokenizer
+from molting.models.chat_format import render
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +294,7 @@ def test_molt_probe_and_molt_eval_write_the_margins(trained_run):
 
 
 def test_the_benchmarks_negated_examples_are_what_the_check_warns_about(persona):
-    """bench/corrective.py's arm (a) rebuilds phase 8's negative examples from the card; each is a denial
+    """bench/corrective.py's arm (a) builds negated examples from the card; each is a denial
     that claims_in_text (and so `molt check`) finds as a negated claim of its own forbidden claim."""
     import sys
 
@@ -404,9 +404,9 @@ def test_orpo_conversation_pairs_get_exactly_sft_on_their_last_turn(tmp_path):
     import torch
     from peft import LoraConfig
 
-    from molting.models.chat_format import tokenize_conversation
     from molting.config import load_run_config
     from molting.data.dataset import load_dataset
+    from molting.models.chat_format import tokenize_conversation
     from molting.train.preference import orpo_rows, orpo_trainer
 
     config = load_run_config(EXAMPLE / "molt.yaml", FAST)

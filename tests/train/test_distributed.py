@@ -1,4 +1,4 @@
-"""Past one device (issue 6, section 4): `molt train --nproc 2` runs two real DDP processes under torchrun on
+"""Past one device: `molt train --nproc 2` runs two real DDP processes under torchrun on
 the CPU (gloo); both train their share of the data, rank 0 alone writes the run files and the adapter."""
 
 import json

@@ -1,4 +1,4 @@
-"""Memory preflight and QLoRA (issue 6, sections 1 and 2): the estimator's parameter counts against the
+"""Memory preflight and QLoRA: the estimator's parameter counts against the
 published sizes and the real models, its 4-bit terms, the fit check through `molt check`, the
 BitsAndBytesConfig molting builds, and the message on a machine without CUDA. The real 4-bit training run
 needs a CUDA GPU and bitsandbytes: it is skipped elsewhere."""
@@ -13,8 +13,8 @@ import torch
 from conftest import EXAMPLE, FAST, REPO, run_molt, set_args
 
 from molting.models.base_model import load_model, quantization_config
-from molting.train.memory_estimate import ModelShape, TrainingPlan, estimate_memory, fits
 from molting.models.model_configs import model_config, shipped_config, shipped_ids
+from molting.train.memory_estimate import ModelShape, TrainingPlan, estimate_memory, fits
 
 PUBLISHED_PARAMETERS = {  # from each model card
     "TinyLlama/TinyLlama-1.1B-Chat-v1.0": 1.10e9,
@@ -55,7 +55,7 @@ def test_4bit_is_smaller_and_loads_without_the_spike():
     lora, qlora = estimate_memory(phi3, small), estimate_memory(phi3, small.but(quantization="4bit"))
     # 3.6 G linear weights at ~0.52 byte instead of 2, embeddings and head in fp32 after k-bit preparation
     assert qlora["terms_gb"]["weights"] == pytest.approx(lora["terms_gb"]["weights"] * 0.35, rel=0.1)
-    # the logs' case: a 4 GB RTX 3050. fp16 weights materialised first (transformers #43032) do not fit;
+    # a 4 GB RTX 3050 and Phi-3-mini. fp16 weights materialised first (transformers #43032) do not fit;
     # quantised tensor by tensor, loading does, and so does training with checkpointing, batch 1, 256 tokens
     assert qlora["naive_4bit_load_gb"] > 7 > 4 > qlora["loading_peak_gb"]
     assert fits(qlora["peak_gb"], 4) and not fits(lora["peak_gb"], 4)
@@ -139,12 +139,12 @@ def test_4bit_on_a_cpu_stops_before_loading_anything(project, tmp_path):
         run_preflight(load_run_config(project / "molt.yaml", FAST + ["train.quantization=8bit"]))
 
 
-def test_readme_memory_table_is_the_scripts_output():
+def test_docs_memory_table_is_the_scripts_output():
     table = subprocess.run(
         [sys.executable, str(REPO / "bench" / "memory_table.py")], capture_output=True, text=True, check=True
     ).stdout.strip()
-    readme = (REPO / "README.md").read_text()
-    assert table and table in readme, "regenerate: python bench/memory_table.py, and paste into the README"
+    page = (REPO / "docs" / "train.md").read_text()
+    assert table and table in page, "regenerate: make docs"
     assert re.search(r"Phi-3-mini-4k-instruct", table)
 
 

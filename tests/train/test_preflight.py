@@ -1,4 +1,4 @@
-"""The preflight (section 4): each check is fed the failing case from the logs and must catch it."""
+"""The preflight: each check is fed the failing case it exists for and must catch it."""
 
 import json
 
@@ -45,10 +45,10 @@ def test_every_bad_line_is_reported_with_file_and_line(tmp_path):
     assert len(problems) == 4
 
 
-def test_phase7_truncation_at_512_is_an_error(project):
-    """Phase 7: a ~339-token prompt in every training example at max_length 512 cut the answers."""
+def test_truncation_at_512_is_an_error(project):
+    """A ~339-token prompt in every training example at max_length 512 leaves too little for the answers."""
     persona = (project / "persona.yaml").read_text()
-    # Train with the full inference prompt, as phase 7 did, by giving every line its own system message.
+    # Train with the full inference prompt by giving every line its own system message.
     import yaml
 
     card = yaml.safe_load(persona)
@@ -74,7 +74,7 @@ def test_phase7_truncation_at_512_is_an_error(project):
     assert {level for level, _ in _levels(allowed, "token_budget")} == {"warning"}
 
 
-def test_phase7_answer_budget_arithmetic(project):
+def test_answer_budget_arithmetic(project):
     """The full inference prompt plus a question leaves max_length − prompt tokens for the answer."""
     config = load_run_config(project / "molt.yaml", TINY + ["train.max_length=400", "generation.max_new_tokens=256"])
     report = run_preflight(config, allow_truncation=True)
@@ -85,8 +85,8 @@ def test_phase7_answer_budget_arithmetic(project):
     assert warnings and "max_new_tokens is 256" in warnings[0]
 
 
-def test_phase6_wrong_end_of_turn_token_is_caught(project):
-    """Phase 6 trained with `<|endoftext|>` ending turns on a model whose EOS is `</s>`."""
+def test_wrong_end_of_turn_token_is_caught(project):
+    """`<|endoftext|>` ending the turns of a model whose EOS is `</s>`: it never learns to stop."""
     bad = (
         "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|endoftext|>\n"
         "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
@@ -108,13 +108,13 @@ def test_the_right_template_passes_the_round_trip(project):
     assert t["rendered_example"].count("</s>") >= 3
 
 
-def test_phase6_fifty_steps_warns():
-    """Phase 6: 79 examples, batch 1, grad_accum 8, 5 epochs = 50 optimizer steps."""
+def test_fifty_steps_warns():
+    """79 examples, batch 1, grad_accum 8, 5 epochs = 50 optimizer steps: too few."""
     steps = optimizer_steps(79, 1, 8, 5)
     assert steps["total_steps"] == 50
     findings = check_steps(steps, min_steps=100, warmup_steps=10)
     assert [f.level for f in findings] == ["warning"] and "only 50 optimizer steps" in findings[0].message
-    assert optimizer_steps(79, 1, 4, 8)["total_steps"] == 160  # phase 7's fix: "160 steps @ 8 epochs"
+    assert optimizer_steps(79, 1, 4, 8)["total_steps"] == 160  # grad_accum 4 and 8 epochs: enough
 
 
 def test_warmup_longer_than_training_warns():

@@ -1,4 +1,4 @@
-"""Crash-safe resume (issue 6, section 5): a real `molt train` killed with SIGKILL mid-run, resumed from its
+"""Crash-safe resume: a real `molt train` killed with SIGKILL mid-run, resumed from its
 newest complete checkpoint, ends with the same log an uninterrupted run writes; a checkpoint without its
 completion marker is never resumed from; a run directory in use by another `molt train` is refused."""
 

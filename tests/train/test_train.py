@@ -1,4 +1,4 @@
-"""LoRA training (section 5): real TRL/PEFT training on builtin:tiny, assistant-only loss, the run files."""
+"""LoRA training: real TRL/PEFT training on builtin:tiny, assistant-only loss, the run files."""
 
 import json
 
@@ -7,12 +7,13 @@ import torch
 from conftest import EXAMPLE, FAST, run_molt, set_args
 from safetensors.torch import load_file
 
-from molting.models.base_model import cpu_supports_bf16, load_model, load_tokenizer
-from molting.models.chat_format import tokenize_conversation
+from molting.card.persona import load_persona
 from molting.data.dataset import load_dataset
 from molting.evaluate.run import assistant_token_loss
-from molting.train.manifest import sha256_file
-from molting.card.persona import load_persona
+from molting.io import sha256_file
+from molting.models.base_model import load_model, load_tokenizer
+from molting.models.chat_format import tokenize_conversation
+from molting.models.hardware import cpu_supports_bf16
 
 
 def test_assistant_mask_covers_exactly_the_answers_and_their_eos():

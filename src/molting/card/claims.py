@@ -1,8 +1,9 @@
 """Find forbidden claims in a text, including negated ones ("o João não é meu filho").
 
 Supervised training on a negated statement teaches the statement: a small model learns the tokens
-"meu filho" after "João", not the "não" (Kassner & Schütze 2020, "Negated and Misprimed Probes"; the
-phase 8 log's 15 negative examples). So for training data a negated claim is as bad as a plain one.
+"meu filho" after "João", not the "não" (Kassner & Schütze 2020, "Negated and Misprimed Probes"); 15
+training examples denying "João é meu filho" make a small model say it more. So for training data a
+negated claim is as bad as a plain one.
 Reached through `claims_in_text`, used by `molt check` (a warning per training answer) and `molt augment`
 (never writes such an answer into SFT data). Two ways a negated claim is found:
 - the text with its negations removed matches one of the claim's patterns ("não é meu filho" → "é meu

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from molting.errors import UserError
 from molting.card.text_match import compile_any, compile_pattern, find_first, fold
+from molting.errors import UserError
 from molting.yaml_source import FieldValueError, build, load_yaml, placeholder_problems
 
-# The eight kinds of wrong answer of the phase 8 log, each scored in one rubric dimension.
+# The eight kinds of wrong answer a persona's small model gives, each scored in one rubric dimension.
 ClaimCategory = Literal[
     "relationship",  # João as father/son/creator          -> D2
     "identity",  # "I am ChatGPT", identity collapse         -> D1

@@ -1,4 +1,4 @@
-"""Probes generated from the persona card (issue 3, section 2): the questions that make a persona slip.
+"""Probes generated from the persona card: the questions that make a persona slip.
 
 In the style of PersonaGym's consistency questions and CharacterBench's boundary questions, each probe
 is built from the card, asked in the card's language, and knows what a right answer must and must not

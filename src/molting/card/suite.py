@@ -8,14 +8,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from molting.errors import UserError
 from molting.card.persona import Persona
+from molting.errors import UserError
 from molting.yaml_source import FieldValueError, build, load_yaml, placeholder_problems
 
 
 @dataclass
 class Question:
-    id: str  # Q1, Q2, … (the logs' rubric tables use these)
+    id: str  # Q1, Q2, … (the rubric tables of reports and comparisons use these)
     question: str  # asked as the user turn, with the card's inference system prompt
     must_mention: list[str] = field(default_factory=list)  # fact ids a right answer shows
     # Forbidden-claim ids this question is designed to provoke. Every forbidden claim of the card is

@@ -1,8 +1,8 @@
 """Corrective data from the persona card (`molt augment`): positive restatements for SFT and preference
 pairs for DPO, instead of negated examples.
 
-Phase 8 added 15 examples like "João não é meu filho" and got more "meu filho": supervised training on a
-negated statement teaches the statement (Kassner & Schütze 2020). The remedy is to state facts
+Training on 15 examples like "João não é meu filho" makes a small model say "meu filho" more: supervised
+training on a negated statement teaches the statement (Kassner & Schütze 2020). The remedy is to state facts
 positively and to push wrong answers down with a preference objective (DPO, Rafailov et al. 2023). So:
 
 - corrective.jsonl (SFT, tagged `corrective`): each fact's text and `restatements` answering each of its
@@ -15,17 +15,21 @@ positively and to push wrong answers down with a preference objective (DPO, Rafa
   `from_eval`, a run's failed answers (rejected = what the model said, chosen = the suite's reference,
   source "eval") and the pairs saved by the dashboard in RUN/eval/*/preference_pairs.jsonl.
 
-Output is deduplicated and the same for the same card and seed. Reached through `augment`.
+Output is deduplicated and the same for the same card and seed. Reached through `augment`, or through
+`augment_source` from what the command line names (a persona card, or a molt.yaml naming one).
 """
 
-import json
 import random
 from pathlib import Path
 
-from molting.io import write_jsonl_atomic
 from molting.card.claims import claims_in_text
+from molting.card.persona import Persona, load_persona
+from molting.card.suite import load_suite
+from molting.config import load_resolved_config, load_run_config
 from molting.errors import UserError
-from molting.card.persona import Persona
+from molting.io import read_json, read_jsonl_rows, write_jsonl_atomic
+from molting.paths import EvalPaths, RunPaths
+from molting.yaml_source import load_yaml
 
 # Framings of a statement, per language: the same fact in slightly different answers.
 FRAMINGS = {
@@ -111,15 +115,15 @@ def eval_pairs(persona: Persona, suite, run_dir: Path) -> tuple[list[dict], list
 
     system = persona.system_prompts.train.strip()
     pairs, notes = [], []
-    eval_dirs = sorted(p for p in (run_dir / "eval").glob("*") if p.is_dir()) if (run_dir / "eval").is_dir() else []
+    evals = RunPaths(run_dir).evals
+    eval_dirs = sorted(EvalPaths(p) for p in evals.glob("*") if p.is_dir()) if evals.is_dir() else []
     if not eval_dirs:
         raise UserError(f"{run_dir}/eval: no evaluations to harvest. Run one first: molt eval {run_dir}.")
     for eval_dir in eval_dirs:
-        responses, scores = eval_dir / "responses.jsonl", eval_dir / "scores.json"
-        if responses.is_file() and scores.is_file():
-            rows = [json.loads(line) for line in responses.read_text(encoding="utf-8").splitlines() if line.strip()]
-            rows = [r for r in rows if r.get("response") is not None]  # scores.json skips unanswered rows
-            questions = json.loads(scores.read_text(encoding="utf-8"))["questions"]
+        if eval_dir.responses.is_file() and eval_dir.scores.is_file():
+            # scores.json leaves unanswered rows out, so they are left out here too before pairing the two
+            rows = [r for r in read_jsonl_rows(eval_dir.responses) if r.get("response") is not None]
+            questions = read_json(eval_dir.scores)["questions"]
             failed = 0
             for row, scored in zip(rows, questions, strict=False):
                 claims = [e for e in scored["evidence"] if e["detector"].startswith("forbidden_claim:")]
@@ -139,7 +143,7 @@ def eval_pairs(persona: Persona, suite, run_dir: Path) -> tuple[list[dict], list
                     )
                 )
             notes.append(f"{eval_dir.name}: {failed} failed answers of {len(rows)}")
-        saved = eval_dir / "preference_pairs.jsonl"
+        saved = eval_dir.preference_pairs
         if saved.is_file():
             for p in load_pairs(saved, system):
                 pairs.append(
@@ -223,3 +227,35 @@ def augment(
         "notes": notes,
         "seed": seed,
     }
+
+
+def augment_source(
+    source: str | Path,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    per_fact: int = 8,
+    from_eval: str | Path | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """`molt augment SOURCE`: SOURCE is a persona card, or a run config (it has `base_model`) whose persona
+    and suite are used. Harvesting a run's evaluations needs the suite: the config's, or else the one the
+    run was trained with. Writes next to the card unless `out_dir` is given."""
+    doc = load_yaml(source)
+    if isinstance(doc.data, dict) and "base_model" in doc.data:
+        config = load_run_config(source)
+        persona_path, suite_path = config.persona, config.suite
+    else:
+        persona_path, suite_path = Path(source), None
+    persona = load_persona(persona_path)
+    suite = None
+    if from_eval:
+        suite = load_suite(suite_path or load_resolved_config(Path(from_eval)).suite, persona)
+    return augment(
+        persona,
+        Path(out_dir) if out_dir else Path(persona_path).parent,
+        seed,
+        per_fact,
+        Path(from_eval) if from_eval else None,
+        suite,
+        overwrite,
+    )

@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
-from molting.io import write_jsonl_atomic
+from molting.card.text_match import fold
 from molting.errors import UserError
 from molting.evaluate.rubric import LANGUAGE_NAMES, detect_language
-from molting.card.text_match import fold
+from molting.io import write_jsonl_atomic
 from molting.yaml_source import is_placeholder
 
 FORMATS = ("openai", "sharegpt", "chatgpt", "claude", "prompt_completion")
@@ -420,7 +420,31 @@ def _matches_keyword(exchanges: list[tuple], keywords: list[str]) -> bool:
     return any(fold(k).lower() in text for k in keywords)
 
 
-def import_conversations(path: str | Path, out: str | Path, options: ImportOptions, overwrite: bool = False) -> dict:
+class ExampleBudget(TypedDict):
+    limit: int
+    unit: str  # "tokens" (with a config's tokenizer) or "characters"
+
+
+class ImportSummary(TypedDict):
+    """`import_conversations`' result: what `molt data import --json` prints."""
+
+    source: str
+    format: str
+    out: str
+    records: int
+    conversations_kept: int
+    examples_written: int
+    budget: ExampleBudget
+    skipped: dict[str, int]  # conversations skipped, by reason
+    turns_skipped: dict[str, int]  # turns left out, by reason
+    turns_merged: int
+    conversations_split: int
+    malformed: list[str]  # the position of every malformed record skipped
+
+
+def import_conversations(
+    path: str | Path, out: str | Path, options: ImportOptions, overwrite: bool = False
+) -> ImportSummary:
     """Read `path`, filter and split its conversations, write `out` (molting's data.jsonl) atomically, and
     return the summary: counts kept and skipped by reason, and every malformed record's position."""
     path, out = Path(path), Path(out)

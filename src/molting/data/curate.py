@@ -22,13 +22,14 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict
 
-from molting.io import write_json_atomic, write_jsonl_atomic
-from molting.data.dataset import load_dataset
-from molting.errors import UserError
 from molting.card.persona import Persona
 from molting.card.suite import Suite
 from molting.card.text_match import find_first, fold
+from molting.data.dataset import load_dataset
+from molting.errors import UserError
+from molting.io import write_json_atomic, write_jsonl_atomic
 
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 
@@ -93,7 +94,7 @@ def _suite_texts(suite: Suite) -> list[tuple[str, str, str]]:
     out = []
     for q in suite.questions:
         out.append((q.id, "question", q.question))
-        for p in getattr(q, "paraphrases", None) or []:  # suites from issue 3 may list paraphrases
+        for p in getattr(q, "paraphrases", None) or []:  # a suite may list paraphrases
             text = p if isinstance(p, str) else getattr(p, "question", None)
             if isinstance(p, dict):
                 text = p.get("question") or p.get("text")
@@ -186,7 +187,7 @@ def _balance(card: Persona, suite: Suite, train: list[dict]) -> dict:
     }
 
 
-def _lengths(rows: list[dict], tokenizer, max_length: int | None) -> dict:
+def _lengths(rows: list[dict], tokenizer, max_length: int | None) -> "LengthHistogram":
     if tokenizer is not None and max_length:
         from molting.models.chat_format import tokenize_conversation
 
@@ -215,6 +216,66 @@ def _lengths(rows: list[dict], tokenizer, max_length: int | None) -> dict:
     }
 
 
+class LengthBin(TypedDict):
+    range: str
+    count: int
+
+
+class LengthHistogram(TypedDict):
+    unit: str  # "tokens" (with a config's tokenizer) or "characters"
+    budget: int | None
+    max: int
+    mean: float
+    bins: list[LengthBin]
+    over_budget_lines: list[int]
+
+
+class Balance(TypedDict):
+    facts: dict[str, int]  # training examples that show each fact of the card
+    untaught_facts: list[str]
+    traits: dict[str, int]
+    areas: dict[str, dict[str, Any]]  # per suite area: examples, facts, untaught_facts
+
+
+class Leak(TypedDict):
+    id: str
+    kind: str
+    text: str
+    line: int
+    user_turn: str
+    match: str
+
+
+class Removed(TypedDict):
+    line: int
+    reason: str
+
+
+class Split(TypedDict):
+    fraction: float
+    seed: int
+    held_out_lines: list[int]
+
+
+class CurateSummary(TypedDict):
+    """`curate`'s result, written as curate.json."""
+
+    data: str
+    conversations: int
+    exact_duplicates: int
+    near_duplicates: int
+    near_duplicate_threshold: float | None
+    removed: list[Removed]
+    train: int
+    held_out: int
+    split: Split
+    balance: Balance
+    lengths: LengthHistogram
+    leaks: list[Leak]
+    leaks_dropped: bool
+    outputs: dict[str, str]  # train, held_out, removed, summary: where each was written
+
+
 def curate(
     data: str | Path,
     card: Persona,
@@ -224,7 +285,7 @@ def curate(
     tokenizer=None,
     max_length: int | None = None,
     overwrite: bool = False,
-) -> dict:
+) -> CurateSummary:
     """Deduplicate, split, and report balance, lengths and leakage; write the outputs; return the summary."""
     out_dir = Path(out_dir)
     outputs = {name: out_dir / f"{name}.jsonl" for name in ("train", "held_out", "removed")}
@@ -268,7 +329,7 @@ def curate(
     def data_row(r: dict) -> dict:
         return {"messages": r["messages"], "tags": r["tags"]} if r["tags"] else {"messages": r["messages"]}
 
-    summary = {
+    summary: CurateSummary = {
         "data": str(data),
         "conversations": len(rows),
         "exact_duplicates": n_exact,

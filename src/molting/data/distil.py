@@ -14,7 +14,6 @@ the wrong language, another identity, the system prompt pasted, cut off at max_t
 the data and listed with its reason, as is every question the endpoint never answered.
 """
 
-import hashlib
 import json
 import os
 import random
@@ -22,13 +21,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from molting.io import write_json_atomic, write_jsonl_atomic
-from molting.errors import UserError
-from molting.io import read_jsonl
-from molting.openai_client import ChatCache, ChatError, ChatReply, Endpoint, chat_many
 from molting.card.persona import Persona
-from molting.evaluate.rubric import Scorer
 from molting.card.suite import Question
+from molting.errors import UserError
+from molting.evaluate.rubric import Scorer
+from molting.io import read_jsonl, sha256_text, write_json_atomic, write_jsonl_atomic
+from molting.openai_client import ChatCache, ChatError, ChatReply, Endpoint, chat_many
 from molting.yaml_source import PLACEHOLDER, is_placeholder
 
 # Rubric detectors whose finding makes an answer unfit to train on (a D1/D3/D4 failure the model would
@@ -283,10 +281,7 @@ def distil(
         for q in questions
     ]
     # A finished row counts only for the same question asked the same way (model, prompt, parameters).
-    keys = [
-        hashlib.sha256(f"{q.id}\n{cache.key(endpoint, r)}".encode()).hexdigest()[:20]
-        for q, r in zip(questions, all_requests, strict=True)
-    ]
+    keys = [sha256_text(f"{q.id}\n{cache.key(endpoint, r)}")[:20] for q, r in zip(questions, all_requests, strict=True)]
     done = _read_partial(partial)
     pending = [i for i, k in enumerate(keys) if k not in done]
     todo = [questions[i] for i in pending]

@@ -5,8 +5,9 @@ One pair per line, TRL's conversational preference format:
 "rejected": [{"role": "assistant", ...}], "source": "card"|"eval"|"dashboard", "id": "..."}`.
 `molt augment` writes them; the dashboard saves them to eval/<id>/preference_pairs.jsonl. The card's
 training system prompt is put in front of a prompt that has no system message, as for data.jsonl.
-Reached through `load_pairs` (every malformed line as file:line, all at once) and `preference_preflight`
-(token budget, forbidden claims on the wrong side, optimizer steps of the preference stage).
+Reached through `load_pairs` (every malformed line as file:line, all at once); the preflight checks the
+pairs' token budget, forbidden claims on the wrong side and the preference stage's optimizer steps
+(molting.train.preflight.preference_preflight).
 """
 
 from dataclasses import dataclass
@@ -87,75 +88,3 @@ def load_pairs(path: str | Path, train_system_prompt: str) -> list[PreferencePai
     if not pairs:
         raise UserError(f"{path}: no preference pairs. Write some with: molt augment CONFIG.")
     return pairs
-
-
-def preference_preflight(config, persona, tokenizer, conversations: int = 0, world_size: int = 1) -> tuple[dict, list]:
-    """The preference stage's part of the preflight: pairs parse, fit max_length, put no forbidden claim
-    on the chosen side, and how many optimizer steps the stage takes. For train.method orpo the stage is
-    the whole run, over the pairs and the `conversations` of data.jsonl together, with train's batch size
-    and epochs; for sft+dpo it runs on one process over the pairs, with preference's."""
-    from molting.models.chat_format import encode_prompt, render
-    from molting.train.preflight import Finding, optimizer_steps
-    from molting.card.text_match import find_first
-
-    findings = []
-    pairs = load_pairs(config.preference_data, persona.system_prompts.train)
-    pref = config.preference
-    orpo = config.train.method == "orpo"
-    batch = config.train.batch_size if orpo else pref.batch_size or config.train.batch_size
-    epochs = config.train.epochs if orpo else pref.epochs
-    examples = len(pairs) + conversations if orpo else len(pairs)
-    longest, too_long = 0, []
-    for pair in pairs:
-        prompt_tokens = len(encode_prompt(tokenizer, pair.prompt))
-        for side in (pair.chosen, pair.rejected):
-            n = len(tokenizer(render(tokenizer, pair.prompt + side), add_special_tokens=False)["input_ids"])
-            longest = max(longest, n)
-            if n > config.train.max_length:
-                too_long.append((pair.line, n, prompt_tokens))
-        for claim in persona.forbidden_claims:
-            m = find_first(claim.compiled, pair.chosen[0]["content"])
-            if m:
-                findings.append(
-                    Finding(
-                        "error",
-                        "preference_data",
-                        f"{config.preference_data}:{pair.line}: the chosen answer makes forbidden claim "
-                        f"{claim.id!r} ({m.text!r}); preference training would teach it. Swap or fix the pair.",
-                    )
-                )
-    for line, n, prompt_tokens in too_long[:5]:
-        findings.append(
-            Finding(
-                "error",
-                "preference_data",
-                f"{config.preference_data}:{line}: {n} tokens > max_length {config.train.max_length} (prompt "
-                f"{prompt_tokens}); the answer would be cut. Raise train.max_length or shorten the pair.",
-            )
-        )
-    steps = optimizer_steps(examples, batch, config.train.grad_accum, epochs, world_size if orpo else 1)
-    what = f"{len(pairs)} pairs + {conversations} conversations (as pairs)" if orpo else f"{len(pairs)} pairs"
-    findings.append(
-        Finding(
-            "info",
-            "steps",
-            f"preference stage ({config.train.method}): {what}, {steps['total_steps']} optimizer steps "
-            f"(ceil({examples} / ({batch} × {config.train.grad_accum}"
-            + (f" × {world_size} processes" if orpo and world_size > 1 else "")
-            + f")) × {epochs} epochs).",
-        )
-    )
-    sources: dict[str, int] = {}
-    for pair in pairs:
-        sources[pair.source or "unknown"] = sources.get(pair.source or "unknown", 0) + 1
-    report = {
-        "path": config.preference_data,
-        "method": config.train.method,
-        "pairs": len(pairs),
-        **({"conversations": conversations} if orpo else {}),
-        "sources": sources,
-        "max_tokens": longest,
-        "too_long": len(too_long),
-        "steps": steps,
-    }
-    return report, findings

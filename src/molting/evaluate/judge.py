@@ -1,4 +1,4 @@
-"""An optional LLM judge beside rubric v1 (issue 3, section 5), on any OpenAI-compatible chat endpoint.
+"""An optional LLM judge beside rubric v1, on any OpenAI-compatible chat endpoint.
 
 Reached through `apply_judge(scores, rows, persona, questions, settings, cache_dir)`, which `molt eval`
 calls after the deterministic scoring when a judge is configured (`judge:` in molt.yaml, or
@@ -21,11 +21,11 @@ replies that parsed are stored, so a re-run asks again exactly where the judge f
 import json
 from pathlib import Path
 
-from molting.config import JudgeSettings
-from molting.openai_client import ChatCache, ChatError, ChatReply, Endpoint, chat_many
 from molting.card.persona import Persona
-from molting.evaluate.rubric import DIMENSION_NAMES, DIMENSIONS, TECHNOLOGIES
 from molting.card.suite import Question
+from molting.config import JudgeSettings
+from molting.evaluate.rubric import DIMENSION_NAMES, DIMENSIONS, TECHNOLOGIES
+from molting.openai_client import ChatCache, ChatError, ChatReply, Endpoint, chat_many
 
 JUDGE_RUBRIC_VERSION = "judge-v1"
 LANGUAGE_NAMES = {"pt": "Portuguese (Brazil)", "en": "English"}

@@ -6,16 +6,19 @@ the card's inference system prompt and the probe's question, rendered with the m
 followed by the start of the assistant's answer (`prefix`, e.g. "O João é"). The model is teacher-forced
 through two continuations, `right` (" meu colega") and `wrong` (" meu filho"), and the margin is
 log p(right) − log p(wrong), in total and per token. No sampling, so it is deterministic and costs
-seconds; it is what shows a negative example learned backwards (phase 8's "João não é meu filho"
-raising p("meu filho")). Reached through `probe_margins` (a loaded model) and `probe_run` (a run dir).
+seconds; it is what shows a negative example learned backwards (training on "O João não é meu filho"
+can raise p("meu filho"): the model learns the words, not the negation). Reached through `probe_margins`
+(a loaded model) and `probe_and_write` (its report as logprob.json), which `molt eval` and
+`molting.evaluate.run.probe_run` (a run dir) call.
 """
 
 import statistics
 from pathlib import Path
 
+from molting.card.persona import Persona
 from molting.io import write_json_atomic
 from molting.models.chat_format import render
-from molting.card.persona import Persona
+from molting.paths import EvalPaths
 
 
 def _continuation_logprobs(model, tokenizer, context: str, continuations: list[str]) -> list[list[float]]:
@@ -108,19 +111,5 @@ def probe_and_write(
         task = progress.add_task("log-prob probes", total=total)
         report = probe_margins(model, tokenizer, persona, on_probe=lambda: progress.advance(task))
     report = {**about, **report}
-    write_json_atomic(Path(out_dir) / "logprob.json", report)
+    write_json_atomic(EvalPaths(Path(out_dir)).logprob, report)
     return report
-
-
-def probe_run(run_dir: str | Path, eval_id: str | None = None, use_adapter: bool = True, show_progress=True) -> dict:
-    """`molt probe RUN [--base]`: load the run's model (or the untrained base) and write
-    RUN/eval/<id>/logprob.json."""
-    from molting.evaluate.run import load_for_eval
-    from molting.card.persona import load_persona
-
-    run_dir = Path(run_dir)
-    eval_id = eval_id or ("final" if use_adapter else "base")
-    config, model, tokenizer, _ = load_for_eval(run_dir, use_adapter)
-    persona = load_persona(config.persona)
-    about = {"eval_id": eval_id, "model": "adapter" if use_adapter else "untrained base"}
-    return probe_and_write(model, tokenizer, persona, run_dir / "eval" / eval_id, about, show_progress)

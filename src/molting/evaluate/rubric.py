@@ -1,4 +1,4 @@
-"""Rubric v1 (from the logs): five dimensions, 0–2 each, a total out of 10 per answer.
+"""Rubric v1: five dimensions, 0–2 each, a total out of 10 per answer.
 
 | dim | name | what costs points |
 | D1 | identity | identity collapse, naming itself as someone else, names the card never mentions (invented
@@ -13,16 +13,21 @@ detector that fires caps it, recording its evidence (detector name and the match
 lost can be traced. Contradictions within an answer are not detected in v1. Reached through
 `Scorer.score` (one answer) and `score_responses` (a file's worth, the `molt score` format, with
 per-question means and confidence intervals; probes from `molting.card.probe_questions` add their own checks).
+`labelled_agreement` holds the detectors to a hand-labelled set (tests/fixtures/labelled/).
 """
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NotRequired, TypedDict
 
-from molting.evaluate.statistics import group_summary
-from molting.card.persona import Persona
+from molting.card.persona import Persona, load_persona
 from molting.card.probe_questions import Probe
-from molting.card.suite import Question
+from molting.card.suite import Question, load_suite
 from molting.card.text_match import compile_any, find_first, fold
+from molting.errors import UserError
+from molting.evaluate.statistics import agreement_by_dimension, group_summary
+from molting.yaml_source import load_yaml
 
 RUBRIC_VERSION = "v1"
 DIMENSIONS = ("D1", "D2", "D3", "D4", "D5")
@@ -108,7 +113,8 @@ PHRASE_DETECTORS = [  # (patterns, dimension, cap, detector name)
     (TOOL_CALL, "D4", 0, "tool_call_text"),
     (TASK_PLANNING, "D4", 1, "task_planning"),
 ]
-# Technologies an answer may invent (phase 8: "ROS2, MATLAB, OpenCV"). One that is not on the card's
+# Technologies an answer may invent (a persona of TypeScript and Next.js answering "ROS2, MATLAB, OpenCV").
+# One that is not on the card's
 # knowledge.stack costs a D2 point.
 TECHNOLOGIES = [
     "Python",
@@ -541,9 +547,9 @@ class Scorer:
             if m:
                 cap(dim, value, detector, m.text)
 
-        # D4 cleanliness: the system prompt pasted back, as bullets (phase 7, Q6) or verbatim. A list is not a
-        # leak in itself ("Pontos fortes: - revisar código …" answers the question); a list whose items are the
-        # card's traits or the prompt's own phrases is.
+        # D4 cleanliness: the system prompt pasted back, as bullets (its trait list, one item a line) or
+        # verbatim. A list is not a leak in itself ("Pontos fortes: - revisar código …" answers the question);
+        # a list whose items are the card's traits or the prompt's own phrases is.
         items = [m.group(1).strip() for m in _BULLET_ITEM.finditer(text)]
         leaked = [item for item in items if self._is_prompt_item(item)]
         copied = _shingles(text) & self.prompt_shingles
@@ -606,6 +612,72 @@ def apply_probe_checks(score: AnswerScore, probe: Probe, response: str) -> None:
         score.dims[check.dim] = min(score.dims[check.dim], check.cap)
 
 
+class AnswerEntry(TypedDict):
+    """One scored answer in scores.json (`questions` and `probes`)."""
+
+    id: str  # the question or probe asked
+    answer_id: str  # this answer (molting.evaluate.rubric.answer_ids)
+    dims: dict[str, int | None]  # D1..D5, 0-2; None where a judge left a dimension unscored
+    total: int
+    evidence: list[dict[str, Any]]  # dim, detector, detail, cap: why each point was lost
+    facts_shown: list[str]
+    language: str | None
+    passed: NotRequired[bool]  # probes: no detector the probe fails on fired
+    similarity: NotRequired[dict[str, float | None]]  # embedding similarity to the reference and persona
+    rubric_dims: NotRequired[dict[str, int]]  # with a judge: rubric v1's own scores
+    judge: NotRequired[dict[str, dict[str, Any]]]  # with a judge: its verdict per dimension
+
+
+class GroupSummary(TypedDict):
+    """The answers to one question (or probe): their number, mean total, 95% interval and mean per dimension."""
+
+    id: str
+    samples: int
+    mean: float
+    ci95: list[float] | None  # None with one answer
+    dims: dict[str, float]
+    kind: NotRequired[str]  # probes: identity, relationship, ...
+    pass_rate: NotRequired[float]  # probes
+
+
+class Scores(TypedDict):
+    """scores.json: `score_responses`' result, and what `molt eval` adds to it."""
+
+    rubric: str
+    answers: int
+    average: float  # mean of the per-question means, /10
+    average_ci95: list[float] | None
+    dimensions: dict[str, float]
+    detectors_fired: dict[str, int]
+    per_question: list[GroupSummary]
+    questions: list[AnswerEntry]
+    probes_average: NotRequired[float]
+    probes_average_ci95: NotRequired[list[float] | None]
+    probes_pass_rate: NotRequired[float]
+    probes_dimensions: NotRequired[dict[str, float]]
+    per_probe: NotRequired[list[GroupSummary]]
+    probes: NotRequired[list[AnswerEntry]]
+    # with a judge
+    rubric_only: NotRequired[dict[str, Any]]
+    judge: NotRequired[dict[str, Any]]
+    # added by `molt eval`
+    similarity: NotRequired[dict[str, Any]]
+    eval_id: NotRequired[str]
+    model: NotRequired[str]
+    backend: NotRequired[str]
+    no_answer: NotRequired[list[dict[str, Any]]]
+    base_model: NotRequired[str]
+    generation: NotRequired[dict[str, Any]]
+    samples: NotRequired[int]
+    seeds: NotRequired[list[int]]
+    generation_seconds: NotRequired[float]
+    generated_answers: NotRequired[int]
+    reused_answers: NotRequired[int]
+    new_tokens: NotRequired[int]
+    memory: NotRequired[dict[str, Any]]
+    logprob: NotRequired[dict[str, Any]]
+
+
 def answer_ids(rows: list[dict]) -> list[str]:
     """The answer id of each row, the one rule every reader uses (scores, human scores, compare, dashboard):
     the row's own `answer_id`; else its question id, or `<id>#<k>` for the k-th of several rows with that id
@@ -625,7 +697,7 @@ def answer_ids(rows: list[dict]) -> list[str]:
 
 def score_responses(
     persona: Persona, questions: dict[str, Question], rows: list[dict], probes: dict[str, Probe] | None = None
-) -> dict:
+) -> Scores:
     """Score rows `{"id", "response", ["finish_reason"], ["answer_id"]}` in order; the `molt score` output.
 
     Suite answers go to `questions` (one entry per row, with its `answer_id`: the row's; else its id, or
@@ -679,7 +751,7 @@ def score_responses(
     return out
 
 
-def refresh_question_summary(scores: dict) -> dict:
+def refresh_question_summary(scores: Scores) -> Scores:
     """Recompute `per_question`, `average`, `average_ci95` and `dimensions` from the answer entries in
     `scores["questions"]` after their dims changed (an LLM judge, human scores). Entries with a dimension
     left unscored (None) are left out. Changes `scores` in place and returns it."""
@@ -700,3 +772,69 @@ def _dimension_means(summaries: list[dict]) -> dict[str, float]:
     """Each dimension averaged over questions (each question weighs the same, like `average`)."""
     n = len(summaries)
     return {d: round(sum(s["dims"][d] for s in summaries) / n, 3) if n else 0.0 for d in DIMENSIONS}
+
+
+# The hand-labelled set (tests/fixtures/labelled/): answers with D1–D5 given by a person, against which
+# rubric v1 is held (tests/evaluate/test_agreement.py, bench/agreement.py).
+LABEL_LEVELS = (0, 1, 2)
+
+
+@dataclass
+class LabelledAnswer:
+    id: str
+    question: str  # question id in one of the set's suites
+    answer: str
+    dims: dict[str, int]
+    reason: str
+    finish_reason: str | None = "stop"
+
+
+@dataclass
+class LabelledResult:
+    figures: dict  # {dim: {n, exact, within_one, kappa}}
+    disagreements: list[dict] = field(default_factory=list)  # {id, dim, label, scorer, reason, evidence}
+
+
+def load_labelled(path: str | Path):
+    """The labelled set: (persona, questions by id, answers). The file names its persona card and suites."""
+    doc = load_yaml(path)
+    base = Path(path).resolve().parent
+    persona = load_persona(base / doc.data["persona"])
+    questions = {}
+    for suite_path in doc.data["suites"]:
+        questions.update(load_suite(base / suite_path, persona).by_id)
+    answers, problems = [], []
+    for i, raw in enumerate(doc.data["answers"]):
+        where = doc.where(("answers", i))
+        item = LabelledAnswer(**raw)
+        if item.question not in questions:
+            problems.append(f"{where}: question {item.question!r} is in none of the suites.")
+        if set(item.dims) != set(DIMENSIONS) or any(v not in LABEL_LEVELS for v in item.dims.values()):
+            problems.append(f"{where}: dims must give D1–D5, each 0, 1 or 2.")
+        answers.append(item)
+    if problems:
+        raise UserError(problems)
+    return persona, questions, answers
+
+
+def labelled_agreement(path: str | Path) -> LabelledResult:
+    """Score every labelled answer with rubric v1 and compare with the hand labels, per dimension."""
+    persona, questions, answers = load_labelled(path)
+    scorer = Scorer(persona)
+    auto, human, disagreements = {}, {}, []
+    for item in answers:
+        score = scorer.score(questions[item.question], item.answer, item.finish_reason)
+        auto[item.id], human[item.id] = score.dims, item.dims
+        for dim in DIMENSIONS:
+            if score.dims[dim] != item.dims[dim]:
+                disagreements.append(
+                    {
+                        "id": item.id,
+                        "dim": dim,
+                        "label": item.dims[dim],
+                        "scorer": score.dims[dim],
+                        "reason": item.reason,
+                        "evidence": [f"{e.detector}: {e.detail}" for e in score.evidence if e.dim == dim],
+                    }
+                )
+    return LabelledResult(agreement_by_dimension(auto, human, DIMENSIONS), disagreements)

@@ -15,7 +15,6 @@ beside the trained model. `endpoint` takes the answers from an OpenAI-compatible
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -24,23 +23,24 @@ from pathlib import Path
 
 import yaml
 
-from molting.io import write_json_atomic, write_jsonl_atomic
-from molting.models.base_model import eos_token_ids, load_model, load_tokenizer, pick_device
-from molting.models.chat_format import encode_prompt
+from molting.card.persona import load_persona
+from molting.card.probe_questions import generate_probes
+from molting.card.suite import Suite, load_suite
 from molting.config import GenerationSettings, JudgeSettings, load_resolved_config
 from molting.data.dataset import load_dataset
-from molting.evaluate.embedding_similarity import similarities
 from molting.errors import UserError
+from molting.evaluate.embedding_similarity import similarities
 from molting.evaluate.generate import batch_seed, generate_batch, plan_batches
 from molting.evaluate.judge import apply_judge
 from molting.evaluate.logprob_probes import probe_and_write
-from molting.train.manifest import peak_memory_mb
-from molting.evaluate.server_answers import answer_with_endpoint, default_eval_id
-from molting.openai_client import Endpoint
-from molting.card.persona import load_persona
-from molting.card.probe_questions import generate_probes
 from molting.evaluate.rubric import refresh_question_summary, score_responses
-from molting.card.suite import Suite, load_suite
+from molting.evaluate.server_answers import answer_with_endpoint, default_eval_id
+from molting.io import sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
+from molting.models.base_model import eos_token_ids, load_model, load_tokenizer, pick_device
+from molting.models.chat_format import encode_prompt
+from molting.openai_client import Endpoint
+from molting.paths import RunPaths
+from molting.train.manifest import peak_memory_mb
 from molting.yaml_source import YamlDoc, build
 
 PARTIAL = "responses.partial.jsonl"
@@ -146,14 +146,6 @@ def plan_asks(suite: Suite, probes: list, settings: GenerationSettings) -> list[
     return asks
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def answer_fingerprint(run_dir: Path, use_adapter: bool, config, settings, system: str, asks: list[Ask]) -> str:
     """Hash of everything that shapes an answer besides its own prompt and seed: the model (base and
     adapter weights), the inference prompt, the generation settings and the batch plan (which answers
@@ -162,17 +154,17 @@ def answer_fingerprint(run_dir: Path, use_adapter: bool, config, settings, syste
     settings_without_samples = {k: v for k, v in dataclasses.asdict(settings).items() if k != "samples"}
     fingerprint = {
         "base_model": config.base_model,
-        "adapter": _sha256_file(adapter) if use_adapter and adapter.is_file() else None,
+        "adapter": sha256_file(adapter) if use_adapter and adapter.is_file() else None,
         "chat_template": config.chat_template,
         "system": system,
         "generation": settings_without_samples,
         "plan": [a.answer_id for a in asks if a.sample == 0],
     }
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    return sha256_text(json.dumps(fingerprint, sort_keys=True))
 
 
 def _answer_key(fingerprint: str, ask: Ask) -> str:
-    return hashlib.sha256(f"{fingerprint}|{ask.answer_id}|{ask.seed}|{ask.prompt}".encode()).hexdigest()[:32]
+    return sha256_text(f"{fingerprint}|{ask.answer_id}|{ask.seed}|{ask.prompt}")[:32]
 
 
 def read_partial(path: Path, keys: dict[str, str]) -> dict[str, dict]:
@@ -307,7 +299,7 @@ def eval_run(
     asks = plan_asks(suite, probe_list, settings)
     fingerprint = answer_fingerprint(run_dir, use_adapter and endpoint is None, config, settings, system, asks)
     if endpoint is not None:
-        fingerprint = hashlib.sha256(f"{fingerprint}|{endpoint.url}|{endpoint.model}".encode()).hexdigest()
+        fingerprint = sha256_text(f"{fingerprint}|{endpoint.url}|{endpoint.model}")
     started = time.time()
     with Progress(disable=not show_progress) as progress:
         task = progress.add_task(f"answering ({eval_id})", total=len(asks))
@@ -387,3 +379,14 @@ def eval_run(
     write_json_atomic(out / "scores.json", scores)
     (out / PARTIAL).unlink(missing_ok=True)
     return scores
+
+
+def probe_run(run_dir: str | Path, eval_id: str | None = None, use_adapter: bool = True, show_progress=True) -> dict:
+    """`molt probe RUN [--base]`: load the run's model (or the untrained base) and write
+    RUN/eval/<id>/logprob.json (molting.evaluate.logprob_probes)."""
+    run_dir = Path(run_dir)
+    eval_id = eval_id or ("final" if use_adapter else "base")
+    config, model, tokenizer, _ = load_for_eval(run_dir, use_adapter)
+    persona = load_persona(config.persona)
+    about = {"eval_id": eval_id, "model": "adapter" if use_adapter else "untrained base"}
+    return probe_and_write(model, tokenizer, persona, RunPaths(run_dir).eval(eval_id).dir, about, show_progress)

@@ -1,4 +1,5 @@
-"""Read the answers `molt score` scores: JSONL lines `{"id": "Q1", "response": "..."}` (optional `answer_id`).
+"""`molt score`: score the answers of any model, read from JSONL lines `{"id": "Q1", "response": "..."}`
+(optional `answer_id`), with rubric v1 and optionally the LLM judge.
 
 Every bad line is reported as file:line; ids must be questions of the suite. An optional
 `finish_reason` ("stop" or "length") lets the scorer tell a truncated answer for certain.
@@ -6,9 +7,14 @@ Every bad line is reported as file:line; ids must be questions of the suite. An 
 
 from pathlib import Path
 
+from molting.card.persona import load_persona
+from molting.card.probe_questions import generate_probes
+from molting.card.suite import Suite, load_suite
+from molting.config import JudgeSettings
 from molting.errors import UserError
-from molting.io import read_jsonl
-from molting.card.suite import Suite
+from molting.evaluate.judge import apply_judge
+from molting.evaluate.rubric import Scores, refresh_question_summary, score_responses
+from molting.io import read_jsonl, write_json_atomic
 
 
 def load_responses(path: str | Path, suite: Suite, probes: dict | None = None) -> list[dict]:
@@ -43,3 +49,34 @@ def load_responses(path: str | Path, suite: Suite, probes: dict | None = None) -
     if not rows:
         raise UserError(f"{path}: no answers in the file.")
     return rows
+
+
+def score_file(
+    persona_path: str | Path,
+    suite_path: str | Path,
+    responses_path: str | Path,
+    out: str | Path,
+    judge_url: str | None = None,
+    judge_model: str | None = None,
+) -> Scores:
+    """Score every answer in `responses_path` against the card and the suite, write the scores to `out`
+    (scores.json's shape) and return them. With a judge, its verdicts are cached beside `out`, so scoring
+    the same file again costs no judge calls."""
+    card = load_persona(persona_path)
+    questions = load_suite(suite_path, card)
+    probes = {p.id: p for p in generate_probes(card)}
+    rows = load_responses(responses_path, questions, probes)
+    scores = score_responses(card, questions.by_id, rows, probes)
+    if judge_url or judge_model:
+        try:
+            judge = JudgeSettings(url=judge_url, model=judge_model)
+        except ValueError as e:
+            raise UserError(f"--judge-url/--judge-model: {e}") from None
+        if not judge.enabled:
+            raise UserError("--judge-model needs --judge-url (the judge's endpoint).")
+        # the judge scores the suite's answers; probes keep rubric v1 and their own checks
+        suite_rows = [r for r in rows if r["id"] in questions.by_id]
+        apply_judge(scores, suite_rows, card, questions.by_id, judge, Path(out).parent / "judge_cache")
+        refresh_question_summary(scores)
+    write_json_atomic(out, scores)
+    return scores

@@ -1,4 +1,4 @@
-"""Answers from any model (issue 3, section 6): `molt eval --backend openai --url URL --model NAME`.
+"""Answers from any model: `molt eval --backend openai --url URL --model NAME`.
 
 Instead of the local adapter, each suite question is sent with the card's inference prompt to an
 OpenAI-compatible server — the source persona on a hosted model, an exported model in Ollama or a llama.cpp
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from molting.config import GenerationSettings
 from molting.openai_client import ChatError, Endpoint, chat_many
+from molting.paths import RunPaths
 
 
 def run_dir_for_config(config_path: str | Path, overrides: list[str], run_dir: str | Path) -> Path:
@@ -25,9 +26,19 @@ def run_dir_for_config(config_path: str | Path, overrides: list[str], run_dir: s
 
     run_dir = Path(run_dir)
     config = load_run_config(config_path, overrides)
-    if not (run_dir / "config.yaml").is_file():
+    if not RunPaths(run_dir).config.is_file():
         save_resolved_config(config, run_dir)
     return run_dir
+
+
+def split_overrides(overrides: tuple[str, ...] | list[str], backend: str) -> tuple[list[str], list[str]]:
+    """`molt eval --set`: (config overrides, generation overrides). With --backend openai a CONFIG may stand for
+    the run, so any field other than generation.* goes into that run's config; locally, every override is a
+    generation setting of this evaluation (eval_run checks that)."""
+    if backend != "openai":
+        return [], list(overrides)
+    config = [o for o in overrides if not o.strip().startswith("generation.")]
+    return config, [o for o in overrides if o not in config]
 
 
 def default_eval_id(model: str) -> str:

@@ -1,13 +1,25 @@
-"""Means with 95% bootstrap confidence intervals, per question and per run (issue 3, section 1).
+"""The statistics behind every score molting reports: means with 95% bootstrap confidence intervals, and
+agreement between two scorers.
 
-Reached through `group_summary` (rubric.score_responses calls it). A question answered several times
+Intervals are reached through `group_summary` (rubric.score_responses and refresh_question_summary call it:
+`molt eval`, and report.md after human scores) and through `mean_ci` / `two_level_ci` directly (the run
+reader behind report.html, `molt compare` and the dashboard), so every report of a run shows the same
+interval. A question answered several times
 (samples, paraphrases) gets the mean of its answers' totals and a percentile bootstrap interval over those
 answers. The run's average is the mean of the question means, so every question weighs the same however
 many answers it has; its interval comes from a two-level bootstrap: resample the questions, and within
 each question resample its answers. The resampling seed is fixed, so the same scores always give the
 same interval. One answer per question gives no interval for that question (`ci95` is null): a single
 answer cannot show how much the next one would differ.
+
+Agreement (`agreement_by_dimension`: automatic against human scores, `molt scores agreement`; the rubric
+against the hand-labelled set, `molting.evaluate.rubric.labelled_agreement`) is three figures per
+dimension, as persona benchmarks report them: exact agreement (same 0/1/2), within-one agreement
+(|a − b| ≤ 1) and Cohen's kappa (agreement corrected for what two scorers with the same label frequencies
+would reach by chance).
 """
+
+from collections import Counter
 
 import numpy as np
 
@@ -70,3 +82,43 @@ def group_summary(entries: list[dict], dimensions: tuple[str, ...]) -> tuple[lis
     average = round(float(np.mean(means)), 3) if means else 0.0
     ci = two_level_ci([[a["total"] for a in answers] for answers in groups.values()])
     return summaries, average, ci
+
+
+def cohen_kappa(a: list[int], b: list[int]) -> float | None:
+    """Unweighted Cohen's kappa: (p_o − p_e) / (1 − p_e). None when undefined (no items, or both scorers
+    gave one and the same label to everything, so chance agreement is already 1)."""
+    n = len(a)
+    if n == 0 or n != len(b):
+        return None
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    ca, cb = Counter(a), Counter(b)
+    expected = sum(ca[k] * cb[k] for k in set(ca) | set(cb)) / (n * n)
+    if expected == 1:
+        return None
+    return (observed - expected) / (1 - expected)
+
+
+def agreement(auto: list[int], human: list[int]) -> dict:
+    """Exact and within-one agreement (fractions) and kappa for paired scores."""
+    n = len(auto)
+    if n == 0:
+        return {"n": 0, "exact": None, "within_one": None, "kappa": None}
+    kappa = cohen_kappa(auto, human)
+    return {
+        "n": n,
+        "exact": round(sum(a == h for a, h in zip(auto, human, strict=True)) / n, 4),
+        "within_one": round(sum(abs(a - h) <= 1 for a, h in zip(auto, human, strict=True)) / n, 4),
+        "kappa": round(kappa, 4) if kappa is not None else None,
+    }
+
+
+def agreement_by_dimension(
+    auto: dict[str, dict[str, int]], human: dict[str, dict[str, int]], dimensions: tuple[str, ...]
+) -> dict:
+    """`auto` and `human` map answer ids to {dim: score}; dimensions a person left blank are skipped.
+    Returns {dim: {n, exact, within_one, kappa}} for each of `dimensions`, over the answers both scored."""
+    out = {}
+    for dim in dimensions:
+        pairs = [(auto[a][dim], h[dim]) for a, h in human.items() if a in auto and dim in h and dim in auto[a]]
+        out[dim] = agreement([p[0] for p in pairs], [p[1] for p in pairs])
+    return out

@@ -21,12 +21,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from molting.io import replace_dir_atomic, write_json_atomic, write_text_atomic
-from molting.models.base_model import eos_token_ids, load_model
+from molting.card.persona import load_persona
 from molting.config import load_resolved_config
 from molting.errors import UserError
 from molting.export.llama_cpp_tools import QUANT_BLOCK, QUANT_FTYPES, convert_to_gguf, gguf_summary, quantize_gguf
-from molting.train.manifest import sha256_file, versions
 from molting.export.ollama_modelfile import (
     TemplateNotPortable,
     chat_segments,
@@ -35,14 +33,17 @@ from molting.export.ollama_modelfile import (
     sample_conversations,
     template_mismatches,
 )
-from molting.card.persona import load_persona
+from molting.io import replace_dir_atomic, sha256_file, write_json_atomic, write_text_atomic
+from molting.models.base_model import eos_token_ids, load_model
+from molting.paths import RunPaths
+from molting.train.manifest import versions
 
 TARGETS = ("merged", "gguf", "ollama")
 RECORD = "molting_export.json"
 
 
 def _adapter_dir(run_dir: Path) -> Path:
-    adapter = run_dir / "adapter"
+    adapter = RunPaths(run_dir).adapter
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"{adapter}: no trained adapter. Train first: molt train CONFIG --name {run_dir.name}.")
     return adapter
@@ -77,7 +78,7 @@ def load_adapter_model(run_dir: Path, merge: bool):
 def export_merged(run_dir: Path, say=print) -> Path:
     from transformers import GenerationConfig
 
-    out = run_dir / "export" / "merged"
+    out = RunPaths(run_dir).export("merged")
     sha = _adapter_sha(run_dir)
     record = _record(out)
     if record and record.get("adapter_sha256") == sha and (out / "model.safetensors").is_file():
@@ -161,7 +162,7 @@ def _conversion_view(merged: Path, view: Path) -> Path:
 
 def export_gguf(run_dir: Path, merged: Path, quant: str | None, say=print) -> dict:
     """f16 GGUF (and the quantised one). Returns {"f16": summary, quant: summary, "notes": [...]}."""
-    out = run_dir / "export" / "gguf"
+    out = RunPaths(run_dir).export("gguf")
     sha = _record(merged)["adapter_sha256"]
     f16 = out / f"{run_dir.name}-f16.gguf"
     record = _record(out) or {}
@@ -215,7 +216,7 @@ def export_ollama(run_dir: Path, merged: Path, gguf_file: Path, say=print) -> Pa
             f"{run_dir}: cannot write an Ollama Modelfile: {e}. The merged model and the GGUF are exported; "
             "write the Modelfile's TEMPLATE by hand (the GGUF carries the chat template for llama.cpp)."
         ) from None
-    out = run_dir / "export" / "ollama"
+    out = RunPaths(run_dir).export("ollama")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=".ollama."))
     try:
@@ -247,7 +248,7 @@ def export_run(run_dir: str | Path, target: str, quant: str | None = None, say=p
         result["gguf"] = {k: v for k, v in gguf.items() if k != "notes"}
         result["notes"] = gguf["notes"]
         chosen = gguf[quant] if quant else gguf["f16"]
-        result["gguf_file"] = str(run_dir / "export" / "gguf" / chosen["file"])
+        result["gguf_file"] = str(RunPaths(run_dir).export("gguf") / chosen["file"])
     if target == "ollama":
         result["ollama"] = str(export_ollama(run_dir, Path(result["merged"]), Path(result["gguf_file"]), say))
     return result

@@ -12,8 +12,8 @@ reorders turns, or changes a turn depending on its neighbours) is refused rather
 
 from dataclasses import dataclass
 
-from molting.models.chat_format import render
 from molting.export.go_template import render as render_go
+from molting.models.chat_format import render
 
 _MARK = {"system": "\x1fMOLTING-SYSTEM\x1f", "user": "\x1fMOLTING-USER\x1f", "assistant": "\x1fMOLTING-ASSISTANT\x1f"}
 

@@ -28,16 +28,17 @@ import os
 import time
 from pathlib import Path
 
-from molting.io import write_json_atomic
-from molting.models.chat_format import encode_prompt
+from molting.card.persona import load_persona
+from molting.card.suite import load_suite
 from molting.config import load_resolved_config
 from molting.errors import UserError
+from molting.evaluate.rubric import score_responses
 from molting.export.export import RECORD, load_adapter_model
 from molting.export.llama_cpp_tools import import_llama_cpp
 from molting.export.ollama_modelfile import chat_segments, parse_modelfile, template_mismatches
-from molting.card.persona import load_persona
-from molting.evaluate.rubric import score_responses
-from molting.card.suite import load_suite
+from molting.io import write_json_atomic
+from molting.models.chat_format import encode_prompt
+from molting.paths import RunPaths
 
 F16_PREFIX = 8  # an f16 GGUF answer must match the adapter's for at least this many first tokens
 
@@ -145,8 +146,8 @@ def verify_export(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run_dir = Path(run_dir)
-    export_dir = run_dir / "export"
-    merged_dir = export_dir / "merged"
+    paths = RunPaths(run_dir)
+    merged_dir = paths.export("merged")
     if not (merged_dir / RECORD).is_file():
         raise UserError(f"{merged_dir}: nothing exported yet. Run: molt export {run_dir} --to {target}.")
     config = load_resolved_config(run_dir)
@@ -160,9 +161,9 @@ def verify_export(
 
     ggufs: dict[str, Path] = {}
     if target in ("gguf", "ollama"):
-        record = json.loads((export_dir / "gguf" / RECORD).read_text())
+        record = json.loads((paths.export("gguf") / RECORD).read_text())
         for kind, summary in record["files"].items():
-            ggufs[f"gguf-{kind}"] = export_dir / "gguf" / summary["file"]
+            ggufs[f"gguf-{kind}"] = paths.export("gguf") / summary["file"]
     started = time.time()
     answers: dict[str, list[dict]] = {}
     extra: dict[str, dict] = {}
@@ -302,7 +303,7 @@ def verify_export(
             gating=not served,
         )
     if target == "ollama":
-        modelfile = parse_modelfile((export_dir / "ollama" / "Modelfile").read_text(encoding="utf-8"))
+        modelfile = parse_modelfile((paths.export("ollama") / "Modelfile").read_text(encoding="utf-8"))
         mismatches = template_mismatches(modelfile["TEMPLATE"], merged_tokenizer, prompts)
         check(
             "Modelfile TEMPLATE renders every suite prompt as the chat template does",
@@ -338,5 +339,5 @@ def verify_export(
         "questions": questions,
         "seconds": round(time.time() - started, 1),
     }
-    write_json_atomic(export_dir / target / "verify.json", result)
+    write_json_atomic(paths.export(target) / "verify.json", result)
     return result

@@ -8,15 +8,9 @@ Every base goes through the same `from_pretrained` calls; a builtin one is first
 from pathlib import Path
 
 from molting.errors import UserError
-
-
-def resolve_base(spec: str) -> str:
-    """The path or hub id that `from_pretrained` gets for a `base_model` value."""
-    if spec.startswith("builtin:"):
-        from molting.models.builtin_base import builtin_path
-
-        return str(builtin_path(spec))
-    return spec
+from molting.models.builtin_base import resolve_base
+from molting.models.hardware import cpu_supports_bf16
+from molting.models.model_configs import shipped_config
 
 
 def _load_error(spec: str, error: Exception) -> UserError:
@@ -26,6 +20,12 @@ def _load_error(spec: str, error: Exception) -> UserError:
     )
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return UserError(f"base_model {spec!r}: could not load it ({first_line}). {hint}")
+
+
+def config_tokenizer(config) -> tuple:
+    """(tokenizer, max_length) of a run config: its base's tokenizer with the config's chat template, and
+    train.max_length. `molt data import` splits and `molt data curate` measures examples with these."""
+    return load_tokenizer(config.base_model, config.chat_template), config.train.max_length
 
 
 def load_tokenizer(spec: str, chat_template: str | None = None):
@@ -54,16 +54,6 @@ def pick_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def cpu_supports_bf16() -> bool:
-    """Native bf16 on this CPU (AVX512-BF16 or AMX): bf16 autocast is then 2-3× faster than fp32.
-    Without it bf16 is emulated and slower, so molting stays in fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def pick_dtype(setting: str, device: str):
@@ -116,8 +106,6 @@ def is_prequantized(spec: str) -> bool:
 
     config = Path(resolve_base(spec)) / "config.json"
     if not config.is_file():
-        from molting.models.model_configs import shipped_config
-
         shipped = shipped_config(spec)
         return bool(shipped and shipped.get("quantization_config"))
     return "quantization_config" in json.loads(config.read_text(encoding="utf-8"))

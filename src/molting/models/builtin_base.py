@@ -15,11 +15,11 @@ he knows.
 Fine-tuning has to teach that. The corpus is small (35-45k tokens), so the base is a memoriser, not
 a language model: expect the shape of the training answers, not fluent new text.
 
-Reached through `builtin_path(size)` from `base_model.resolve_base`.
+Reached through `resolve_base(spec)`, which every loader of a `base_model` value calls (molting.models.base_model,
+molting.models.model_configs, the preflight); it calls `builtin_path(spec)` for a `builtin:` one.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -27,8 +27,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from molting.models.base_model import cpu_supports_bf16
 from molting.errors import UserError
+from molting.io import sha256_text
+from molting.models.hardware import cpu_supports_bf16
 
 # TinyLlama-1.1B-Chat-v1.0's chat template, verbatim.
 ZEPHYR_TEMPLATE = (
@@ -135,6 +136,14 @@ def _corpus_lines() -> list[str]:
     return [line.strip() for line in lines if line.strip()]
 
 
+def resolve_base(spec: str) -> str:
+    """The path or hub id that `from_pretrained` gets for a `base_model` value: a builtin base's folder
+    (built on first use), anything else as given."""
+    if spec.startswith("builtin:"):
+        return str(builtin_path(spec))
+    return spec
+
+
 def builtin_path(spec: str) -> Path:
     """The model directory for `builtin:<size>`, building it on first use."""
     size_name = spec.split(":", 1)[1]
@@ -145,7 +154,7 @@ def builtin_path(spec: str) -> Path:
             + ", or a Hugging Face id / local path."
         )
     corpus = "\n".join(_corpus_lines())
-    key = hashlib.sha256(f"{RECIPE_VERSION}|{size_name}|{SIZES[size_name]}|{SEED}|{corpus}".encode()).hexdigest()
+    key = sha256_text(f"{RECIPE_VERSION}|{size_name}|{SIZES[size_name]}|{SEED}|{corpus}")
     final = cache_dir() / "builtin" / f"{size_name}-{key[:12]}"
     if (final / "config.json").is_file():
         return final

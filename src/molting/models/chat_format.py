@@ -2,7 +2,8 @@
 
 TRL builds assistant-only labels only for templates with `{% generation %}` markers, and TinyLlama's
 template has none. molting instead renders each conversation prefix with `apply_chat_template` (so the
-template is the model's own, never hand-written: the phase 6 `<|endoftext|>` bug), finds each assistant
+template is the model's own, never hand-written: a hand-written one ending turns with `<|endoftext|>` on a
+model that stops at `</s>` trains a model that never stops), finds each assistant
 turn's character span, and marks the tokens inside it, up to and including the end-of-turn token. The
 same function feeds the preflight's budget and EOS checks and the trainer, so what is checked is exactly
 what is trained.

@@ -1,4 +1,4 @@
-"""`molt doctor`: what this machine has, and the known bad combinations that cost the logs two phases.
+"""`molt doctor`: what this machine has, and the known bad combinations of model, library and GPU.
 
 Reached through `diagnose(model=None)`, which runs offline and returns a report (printed as a table, or
 as JSON with `--json`): versions, CUDA and free VRAM, CPU bf16, and findings, each with its fix:
@@ -6,29 +6,23 @@ as JSON with `--json`): versions, CUDA and free VRAM, CPU bf16, and findings, ea
 - the transformers 5 4-bit load spike: fp16 weights materialised on the GPU before quantisation
   (transformers #43032, Axolotl #3374), which ran Phi-3-mini out of memory on a 4 GB RTX 3050;
 - stale remote code in the Hugging Face modules cache that reads `rope_scaling["type"]` where current
-  configs say `"rope_type"` (the phase 7 KeyError);
+  configs say `"rope_type"`, so loading a current Phi-3 config fails with `KeyError: 'type'`;
 - `trust_remote_code` on a model whose architecture transformers implements natively.
 """
 
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any, NotRequired, TypedDict
 
-from molting.models.base_model import cpu_supports_bf16
+from molting.findings import Finding
+from molting.models.builtin_base import resolve_base
+from molting.models.hardware import cpu_supports_bf16
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "tokenizers")
 _OLD_ROPE_KEY = re.compile(r"""rope_scaling\s*\[\s*["']type["']\s*\]""")
-
-
-@dataclass
-class Finding:
-    level: str  # ok, info, warning, error
-    check: str
-    message: str
-    fix: str = ""
 
 
 def _version(name: str) -> str | None:
@@ -59,8 +53,6 @@ def remote_code_check(model: str) -> Finding:
     from transformers import AutoConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
-    from molting.models.base_model import resolve_base
-
     path = Path(resolve_base(model))
     config_file = path / "config.json"
     if config_file.is_file():
@@ -86,7 +78,7 @@ def remote_code_check(model: str) -> Finding:
                 "remote_code",
                 message + " Its config also ships remote code (auto_map).",
                 "Load it without trust_remote_code (molting does): the native code is maintained, "
-                "the remote copy goes stale (phase 7's rope_scaling KeyError).",
+                "the remote copy goes stale (a KeyError on rope_scaling['type'] once configs say rope_type).",
             )
         return Finding("ok", "remote_code", message + " No remote code needed.")
     if auto_map:
@@ -105,13 +97,32 @@ def remote_code_check(model: str) -> Finding:
     )
 
 
-def diagnose(model: str | None = None) -> dict:
+class CudaFacts(TypedDict):
+    available: bool
+    torch_cuda: str | None  # the CUDA version torch was built with
+    device: NotRequired[str]  # these four only when a CUDA device is there
+    free_gb: NotRequired[float]
+    total_gb: NotRequired[float]
+    bf16: NotRequired[bool]
+
+
+class DoctorReport(TypedDict):
+    """`diagnose`'s result: what `molt doctor --json` prints."""
+
+    versions: dict[str, str | None]  # package: version, None when not installed
+    cuda: CudaFacts
+    cpu_bf16: bool
+    modules_cache: str
+    findings: list[dict[str, Any]]  # level, check, message, fix
+
+
+def diagnose(model: str | None = None) -> DoctorReport:
     import platform
 
     import torch
 
     versions = {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}}
-    cuda = {"available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda}
+    cuda: CudaFacts = {"available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda}
     findings: list[Finding] = []
     if cuda["available"]:
         free, total = torch.cuda.mem_get_info()
@@ -166,7 +177,7 @@ def diagnose(model: str | None = None) -> dict:
                 "warning",
                 "stale_remote_code",
                 f'{len(stale)} cached remote modeling file(s) read rope_scaling["type"], which current configs '
-                f'name "rope_type" (the phase 7 KeyError): {", ".join(str(p) for p in stale)}',
+                f'name "rope_type", so loading fails with a KeyError on "type": {", ".join(str(p) for p in stale)}',
                 f"Delete {', '.join(folders)} (it is fetched again when needed), or load the model without "
                 "trust_remote_code so transformers' own implementation is used.",
             )
@@ -180,5 +191,6 @@ def diagnose(model: str | None = None) -> dict:
         "cuda": cuda,
         "cpu_bf16": cpu_supports_bf16(),
         "modules_cache": str(cache),
-        "findings": [asdict(f) for f in findings],
+        # every finding of the doctor's JSON has a fix, "" when there is nothing to do
+        "findings": [{**f.as_dict(), "fix": f.fix or ""} for f in findings],
     }

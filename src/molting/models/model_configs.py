@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from molting.errors import UserError
+from molting.models.builtin_base import resolve_base
 
 SHIPPED = Path(__file__).parent / "shipped_configs"
 
@@ -25,8 +26,6 @@ def shipped_config(spec: str) -> dict | None:
 
 def model_config(spec: str) -> dict:
     """config.json of `spec` (hub id, folder or builtin:*) as a dict, without loading weights."""
-    from molting.models.base_model import resolve_base
-
     path = Path(resolve_base(spec))
     if (path / "config.json").is_file():
         return json.loads((path / "config.json").read_text(encoding="utf-8"))

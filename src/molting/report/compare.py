@@ -1,8 +1,9 @@
-"""Compare runs (`molt compare RUN_A RUN_B ...`): the phase 8 log's "Phase 7 → Phase 8" table and its
-verdict, made by one command instead of by hand.
+"""Compare runs (`molt compare RUN_A RUN_B ...`): the settings, training and scores of each run side by
+side, and a verdict on whether a later run is better, made by one command instead of by hand.
 
-Reached through `compare_runs(run_dirs, eval_id)`, which returns a plain dict (the `--json` output);
-`to_markdown`, `to_rich_tables` and `plot_loss_curves` render it. The first run is the baseline; every
+Reached through `compare_runs(run_dirs, eval_id)`, which returns a `CompareResult` (the `--json` output);
+`to_markdown` and `plot_loss_curves` render it, and `molting.cli.tables` on a terminal. The first run is the
+baseline; every
 other run gets a verdict against it, per question and overall:
 
 - IMPROVEMENT / REGRESSION when the two 95% confidence intervals do not overlap (the later run's interval
@@ -15,15 +16,69 @@ because a person can check it by eye in the table.
 
 import io
 from pathlib import Path
+from typing import Any, TypedDict
 
-from molting.io import write_bytes_atomic
 from molting.errors import UserError
 from molting.evaluate.rubric import DIMENSIONS
+from molting.io import write_bytes_atomic
 from molting.report.run_record import RunRecord, load_run
 
 IMPROVEMENT = "IMPROVEMENT"
 REGRESSION = "REGRESSION"
 NO_CHANGE = "NO SIGNIFICANT CHANGE"
+
+
+class FactRow(TypedDict):
+    metric: str
+    values: list[Any]  # one per run
+    differs: bool
+
+
+class RunScore(TypedDict):
+    mean: float
+    ci95: list[float] | None
+    samples: int
+    human: int  # answers to the question that a person scored
+
+
+class QuestionComparison(TypedDict):
+    id: str
+    scores: list[RunScore | None]  # one per run; None where the run has no answer to the question
+    verdicts: list[str]  # one per run after the baseline
+
+
+class Verdict(TypedDict):
+    run: str
+    against: str
+    verdict: str
+    average_delta: float
+    questions_regressed: list[str]
+    questions_improved: list[str]
+
+
+class AverageScore(TypedDict):
+    mean: float
+    ci95: list[float] | None
+
+
+class RubricComparison(TypedDict):
+    average: list[AverageScore]
+    dimensions: list[dict[str, float]]
+
+
+class CompareResult(TypedDict):
+    """`compare_runs`' result: `molt compare --json` writes it as it is."""
+
+    runs: list[str]
+    paths: list[str]
+    eval_id: str
+    facts: list[dict[str, Any]]  # run_facts of each run
+    rows: list[FactRow]
+    rubric: RubricComparison
+    questions: list[QuestionComparison]
+    overall: list[Verdict]
+    notes: list[str]
+    regression: bool
 
 
 def no_verdict(samples: int) -> str:
@@ -53,7 +108,7 @@ def fmt_value(value, digits: int = 4) -> str:
 
 
 def run_facts(run: RunRecord) -> dict:
-    """What the phase 8 table lists for one run, as plain values (None where the run does not have it)."""
+    """What the comparison table lists for one run, as plain values (None where the run does not have it)."""
     c = run.config
     lora, train = c.get("lora", {}), c.get("train", {})
     m = run.manifest or {}
@@ -122,7 +177,7 @@ def _score_text(mean: float | None, ci: tuple[float, float] | None) -> str:
     return f"{mean:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
-def compare_runs(run_dirs: list[str | Path], eval_id: str = "final") -> dict:
+def compare_runs(run_dirs: list[str | Path], eval_id: str = "final") -> CompareResult:
     if len(run_dirs) < 2:
         raise UserError("molt compare needs at least two runs: molt compare RUN_A RUN_B [RUN_C ...].")
     runs = [load_run(d, eval_id) for d in run_dirs]
@@ -217,7 +272,7 @@ def _delta(a: float | None, b: float | None) -> str:
     return "–" if a is None or b is None else f"{b - a:+.2f}"
 
 
-def rubric_rows(result: dict) -> list[list[str]]:
+def rubric_rows(result: CompareResult) -> list[list[str]]:
     """The rubric table: average, each dimension, each question; values, Δ against the baseline and the
     verdict for each later run."""
     n = len(result["runs"])
@@ -242,7 +297,7 @@ def rubric_rows(result: dict) -> list[list[str]]:
     return rows
 
 
-def rubric_header(result: dict) -> list[str]:
+def rubric_header(result: CompareResult) -> list[str]:
     runs = result["runs"]
     header = ["Rubric", *runs]
     for r in runs[1:]:
@@ -250,14 +305,14 @@ def rubric_header(result: dict) -> list[str]:
     return header
 
 
-def fact_rows(result: dict) -> list[list[str]]:
+def fact_rows(result: CompareResult) -> list[list[str]]:
     """Metric rows with a ≠ in the last column where the runs differ."""
     return [
         [row["metric"], *(fmt_value(v) for v in row["values"]), "≠" if row["differs"] else ""] for row in result["rows"]
     ]
 
 
-def verdict_lines(result: dict) -> list[str]:
+def verdict_lines(result: CompareResult) -> list[str]:
     lines = []
     for o in result["overall"]:
         line = f"VERDICT {o['run']} vs {o['against']}: {o['verdict']} (average {o['average_delta']:+.2f})"
@@ -279,32 +334,13 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(result: dict) -> str:
+def to_markdown(result: CompareResult) -> str:
     out = [f"## Comparison: {' → '.join(result['runs'])} (eval `{result['eval_id']}`)", ""]
     out += [_md_table(["Metric", *result["runs"], "differs"], fact_rows(result)), ""]
     out += [_md_table(rubric_header(result), rubric_rows(result)), ""]
     out += [f"**{line}**" for line in verdict_lines(result)]
     out += [""] + [f"> {n}" for n in result["notes"]]
     return "\n".join(out).rstrip() + "\n"
-
-
-def to_rich_tables(result: dict) -> list:
-    from rich.table import Table
-
-    facts = Table(title=f"molt compare — eval {result['eval_id']}")
-    facts.add_column("Metric")
-    for r in result["runs"]:
-        facts.add_column(r, overflow="fold")
-    facts.add_column("≠")
-    for row in fact_rows(result):
-        facts.add_row(*row, style="bold yellow" if row[-1] else None)
-    rubric = Table(title="Rubric v1 (mean [95% CI] where several samples)")
-    for i, h in enumerate(rubric_header(result)):
-        rubric.add_column(h, justify="left" if i == 0 else "right")
-    styles = {REGRESSION: "bold red", IMPROVEMENT: "bold green"}
-    for row in rubric_rows(result):
-        rubric.add_row(*row, style=next((s for v, s in styles.items() if v in row), None))
-    return [facts, rubric]
 
 
 def loss_curves_png(curves: dict[str, list[dict]], title: str) -> bytes:

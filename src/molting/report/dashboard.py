@@ -22,8 +22,8 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from molting.errors import UserError
-from molting.report.html import compare_context, environment, question_texts, run_context
 from molting.evaluate.human_scores import read_preference_pairs, save_preference_pair, set_human_score
+from molting.report.html import compare_context, environment, question_texts, run_context
 from molting.report.run_record import eval_ids, load_run
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
@@ -78,8 +78,8 @@ def list_runs(runs_dir: Path) -> list[dict]:
 
 def _system_prompt(run_dir: Path) -> str | None:
     """The inference system prompt the answers were generated with (from the run's persona card)."""
-    from molting.config import load_resolved_config
     from molting.card.persona import load_persona
+    from molting.config import load_resolved_config
 
     try:
         return load_persona(load_resolved_config(run_dir).persona).system_prompts.inference.strip()

@@ -15,7 +15,10 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup, escape
 
+from molting.errors import UserError
+from molting.evaluate.rubric import DIMENSION_NAMES, DIMENSIONS
 from molting.io import write_text_atomic
+from molting.paths import RunPaths
 from molting.report.compare import (
     FACT_ROWS,
     TAIL_ROWS,
@@ -28,8 +31,6 @@ from molting.report.compare import (
     run_facts,
     verdict_lines,
 )
-from molting.errors import UserError
-from molting.evaluate.rubric import DIMENSIONS
 from molting.report.run_record import RunRecord, eval_ids, load_run
 
 # Detectors whose evidence names what is missing or describes the answer, rather than quoting it:
@@ -74,6 +75,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["highlight"] = highlight
     env.globals["dims"] = DIMENSIONS
+    env.globals["dimension_names"] = DIMENSION_NAMES
     return env
 
 
@@ -102,7 +104,7 @@ def run_context(run_dir: str | Path) -> dict:
     rows += [[f"Loss at end of epoch {e + 1}", fmt_value(v)] for e, v in enumerate(facts["loss_by_epoch"])]
     training = ("final_loss", "peak_memory_mb", "train_seconds")  # the eval rows are in each eval's table
     rows += [[label, fmt_value(facts[key])] for label, key in TAIL_ROWS if key in training]
-    config_path = run_dir / "config.yaml"
+    config_path = RunPaths(run_dir).config
     texts: dict[str, str] = {}
     for r in evals:
         texts.update({k: v for k, v in question_texts(r).items() if v})
@@ -141,7 +143,7 @@ def compare_context(run_dirs: list[str | Path], eval_id: str = "final") -> dict:
 
 def write_run_html(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
-    path = run_dir / "report.html"
+    path = RunPaths(run_dir).report_html
     write_text_atomic(path, environment().get_template("report.html").render(**run_context(run_dir)))
     return path
 

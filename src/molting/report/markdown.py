@@ -1,7 +1,9 @@
-"""The run report (`molt report RUN`): report.md and loss.png, in the shape of the lab logs.
+"""The run report (`molt report RUN`): report.md and loss.png: config, training, scores per question and
+the evidence for every point lost, as a person reviewing a run reads them.
 
-Reached through `write_report(run_dir)`. Reads only files in the run directory (config.yaml,
-preflight.json, manifest.json, train_log.jsonl, eval/*/scores.json), so it can be re-made at any time.
+Reached through `write_report(run_dir)`. Reads the run directory through molting.report.run_record
+(config.yaml, preflight.json, manifest.json, train_log.jsonl, eval/*/scores.json and responses.jsonl, with
+human scores applied), so it can be re-made at any time.
 Sections: config table, prompt token counts, loss curve and loss by epoch, the rubric table per question
 (mean of its answers, with a 95% interval when there are several; the trained model beside the untrained
 base when both were evaluated), the probes apart, how often each detector fired, every point lost with its
@@ -9,12 +11,13 @@ evidence, peak memory and duration.
 """
 
 import io
-import json
 from pathlib import Path
 
-from molting.io import write_bytes_atomic, write_text_atomic
 from molting.errors import UserError
 from molting.evaluate.rubric import DIMENSION_NAMES, DIMENSIONS
+from molting.io import write_bytes_atomic, write_text_atomic
+from molting.paths import RunPaths
+from molting.report.run_record import RunFiles, read_run
 
 # Detectors listed in every report, fired or not, so "0/8 template token leakage" is visible.
 ALWAYS_LISTED = (
@@ -31,26 +34,9 @@ ALWAYS_LISTED = (
 )
 
 
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def read_train_log(run_dir: Path) -> list[dict]:
-    path = run_dir / "train_log.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _md_text(text: str) -> str:
     """Model output shown as text: on one line, and no HTML (a `</s>` must show, not vanish as a tag)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
-
-
-def _responses(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def plot_loss(rows: list[dict], out: Path, title: str) -> None:
@@ -78,15 +64,6 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _evals(run_dir: Path) -> dict[str, dict]:
-    found = {}
-    for path in sorted((run_dir / "eval").glob("*/scores.json")):
-        found[path.parent.name] = _with_human_scores(_read_json(path), path.parent)
-    # the trained model first, then the base, then any others
-    order = sorted(found, key=lambda k: (k != "final", k != "base", k))
-    return {k: found[k] for k in order}
-
-
 def _ci(ci: list[float] | None) -> str:
     return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "–"
 
@@ -98,23 +75,6 @@ def _per_question(scores: dict) -> list[dict]:
     return [
         {"id": q["id"], "samples": 1, "mean": q["total"], "ci95": None, "dims": q["dims"]} for q in scores["questions"]
     ]
-
-
-def _with_human_scores(scores: dict, eval_dir: Path) -> dict:
-    """Human scores (manual_scores.json) override the automatic ones everywhere the report shows scores;
-    their agreement with the automatic scores is kept for the report to print."""
-    from molting.evaluate.manual_scores import effective_scores, human_agreement, load_manual_scores
-
-    manual = load_manual_scores(eval_dir / "manual_scores.json")
-    if not manual["answers"]:
-        return scores
-    out = effective_scores(scores, manual)
-    if "per_question" in out:  # means and intervals of the human-corrected answers
-        from molting.evaluate.rubric import refresh_question_summary
-
-        refresh_question_summary(out)
-    out["human"]["agreement"] = human_agreement(scores, manual)
-    return out
 
 
 def _human_section(scores: dict) -> list[str]:
@@ -217,11 +177,9 @@ def _sampling_note(evals: dict[str, dict]) -> str:
     )
 
 
-def build_report(run_dir: Path) -> str:
-    config_text = (run_dir / "config.yaml").read_text(encoding="utf-8") if (run_dir / "config.yaml").is_file() else ""
-    manifest = _read_json(run_dir / "manifest.json")
-    preflight = _read_json(run_dir / "preflight.json")
-    evals = _evals(run_dir)
+def build_report(run: RunFiles) -> str:
+    run_dir, config_text, manifest, preflight = run.path, run.config_text, run.manifest, run.preflight
+    evals = {eval_id: e.scores for eval_id, e in run.evals.items()}
     if not manifest and not evals:
         raise UserError(
             f"{run_dir}: nothing to report (no manifest.json and no eval/). Run molt train / molt eval first."
@@ -297,10 +255,10 @@ def build_report(run_dir: Path) -> str:
             ),
             "",
         ]
-    full_log = read_train_log(run_dir)
+    full_log = run.log
     log = [r for r in full_log if r.get("stage", "sft") == "sft"]  # a DPO stage has its own section
     if manifest and log:
-        plot_loss(log, run_dir / "loss.png", f"{run_dir.name}: {manifest['config']['base_model']}")
+        plot_loss(log, RunPaths(run_dir).loss_png, f"{run_dir.name}: {manifest['config']['base_model']}")
         by_epoch = manifest["train"]["loss_by_epoch"]
         out += [
             "## Loss",
@@ -342,9 +300,9 @@ def build_report(run_dir: Path) -> str:
     questions = {}
     if config_text:
         try:
-            from molting.config import load_resolved_config
             from molting.card.persona import load_persona
             from molting.card.suite import load_suite
+            from molting.config import load_resolved_config
 
             cfg = load_resolved_config(run_dir)
             suite = load_suite(cfg.suite, load_persona(cfg.persona))
@@ -404,9 +362,7 @@ def build_report(run_dir: Path) -> str:
             out += ["Detectors fired (answers): " + ", ".join(f"{k} {fired.get(k, 0)}/{n}" for k in listed), ""]
             if scores.get("per_probe"):
                 probe_questions = {
-                    r["id"]: r["prompt"]
-                    for r in _responses(run_dir / "eval" / eval_id / "responses.jsonl")
-                    if r.get("kind") == "probe"
+                    r["id"]: r["prompt"] for r in run.evals[eval_id].responses if r.get("kind") == "probe"
                 }
                 out += [
                     "Probes generated from the persona card (identity, relationships, knowledge boundary, language, "
@@ -418,9 +374,7 @@ def build_report(run_dir: Path) -> str:
                 ]
             out += ["<details><summary>Every answer, and every point lost with its evidence</summary>", ""]
             # scores.json has no entry for a question a server left unanswered (--backend openai)
-            answers = [
-                a for a in _responses(run_dir / "eval" / eval_id / "responses.jsonl") if a.get("response") is not None
-            ]
+            answers = [a for a in run.evals[eval_id].responses if a.get("response") is not None]
             by_answer_id = {r.get("answer_id", r["id"]): r for r in answers}
             answer_count: dict[str, int] = {}  # one answer to a question is labelled by the question's id alone
             for q in scores["questions"] + scores.get("probes", []):
@@ -468,9 +422,7 @@ def build_report(run_dir: Path) -> str:
 
 
 def write_report(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory.")
-    path = run_dir / "report.md"
-    write_text_atomic(path, build_report(run_dir))
+    run = read_run(run_dir)
+    path = RunPaths(run.path).report_md
+    write_text_atomic(path, build_report(run))
     return path

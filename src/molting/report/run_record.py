@@ -1,71 +1,34 @@
 """A run directory read back for comparison and display: its config, preflight, training log and one
 evaluation, with human scores applied and each question's score summarised with its uncertainty.
 
-Reached through `load_run(run_dir, eval_id)`, used by `molt compare`, report.html and `molt serve`.
-Reads only files (config.yaml, manifest.json, preflight.json, train_log.jsonl, eval/<id>/responses.jsonl,
-scores.json, manual_scores.json), so it works on runs made on other machines.
+The one reader of a run directory (its layout is molting.paths'): `load_run(run_dir, eval_id)` for
+`molt compare`, report.html and `molt serve`, and `read_run(run_dir)` for report.md, which shows every
+evaluation of the run with its scores.json as written (human scores applied). Reads only files
+(config.yaml, manifest.json, preflight.json, train_log.jsonl, eval/<id>/responses.jsonl, scores.json,
+manual_scores.json), so it works on runs made on other machines.
 
 Scores: a question's score is the mean of its answers' totals. Where scores.json carries the scorer's
 own summary (`per_question` entries with `samples`, `mean` and `ci95`, or `samples`/`ci95` on a question
 entry, and `average_ci95`), those are used. Otherwise, with several answers per question, the 95%
-interval is computed here (Student t). One answer per question has no interval: nothing can be said
-about noise from one greedy answer.
+interval is computed here, with the bootstrap `molt eval` uses (molting.evaluate.statistics: `mean_ci` per
+question, `two_level_ci` for the average), so report.md, report.html and `molt compare` show the same
+interval for the same run. One answer per question has no interval: nothing can be said about noise from
+one greedy answer.
 Human scores (`manual_scores.json`, keyed by answer id) replace the automatic value of each dimension a
 person scored; the question's mean and interval are then computed here from the corrected answers.
 """
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from molting.errors import UserError
-from molting.evaluate.manual_scores import load_manual_scores
-from molting.evaluate.rubric import DIMENSIONS, answer_ids
-
-# Two-sided 95% Student t quantiles for 1..30 degrees of freedom; 1.96 beyond.
-_T95 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13, 2.12, 2.11)
-_T95 += (2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05, 2.04)
-
-
-def t95(df: int) -> float:
-    return _T95[df - 1] if df <= len(_T95) else 1.96
-
-
-def mean_ci95(values: list[float]) -> tuple[float, float] | None:
-    """95% confidence interval of the mean of `values` (None for fewer than two)."""
-    n = len(values)
-    if n < 2:
-        return None
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t95(n - 1) * sd / math.sqrt(n)
-    return (round(mean - half, 4), round(mean + half, 4))
-
-
-def read_json(path: Path) -> dict | None:
-    """A JSON file, or None if absent. A file that is not JSON is the user's to fix."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}). Re-run the stage that writes it.") from None
-
-
-def read_jsonl_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e.msg}).") from None
-    return rows
+from molting.evaluate.human_scores import effective_scores, human_agreement, load_manual_scores
+from molting.evaluate.rubric import DIMENSIONS, answer_ids, refresh_question_summary
+from molting.evaluate.statistics import mean_ci, two_level_ci
+from molting.io import read_json, read_jsonl_rows
+from molting.paths import EvalPaths, RunPaths
 
 
 @dataclass
@@ -172,26 +135,29 @@ def _summarise(run_answers: list[Answer], entries: list[dict], per_question: dic
             totals = [a.total for a, _ in items]
             mean = sum(totals) / len(totals)
             samples = len(items)
-            ci = mean_ci95(totals)
+            ci = _as_tuple(mean_ci(totals))
             dims = {d: sum(a.dims[d] for a, _ in items) / len(items) for d in DIMENSIONS}
         out.append(QuestionScore(qid, round(mean, 4), samples, ci, human, {d: round(v, 4) for d, v in dims.items()}))
     return out
 
 
-def _average_ci(questions: list[QuestionScore]) -> tuple[float, float] | None:
-    """Interval of the mean over questions, from each question's interval (independent questions)."""
-    if not questions or any(q.ci95 is None for q in questions):
-        return None
-    k = len(questions)
-    mean = sum(q.mean for q in questions) / k
-    se = math.sqrt(sum(((q.ci95[1] - q.ci95[0]) / (2 * 1.96)) ** 2 for q in questions)) / k
-    return (round(mean - 1.96 * se, 4), round(mean + 1.96 * se, 4))
+def _as_tuple(ci: list[float] | None) -> tuple[float, float] | None:
+    return (ci[0], ci[1]) if ci else None
+
+
+def _average_ci(answers: list[Answer]) -> tuple[float, float] | None:
+    """The run average's interval from its answers (a person's scores where given): questions resampled,
+    and each question's answers within it, as `molt eval` does."""
+    totals: dict[str, list[int]] = {}
+    for answer in answers:
+        totals.setdefault(answer.question_id, []).append(answer.total)
+    return _as_tuple(two_level_ci(list(totals.values())))
 
 
 def load_config(run_dir: Path, manifest: dict | None) -> dict:
     if manifest and "config" in manifest:
         return manifest["config"]
-    path = run_dir / "config.yaml"
+    path = RunPaths(run_dir).config
     if path.is_file():
         try:
             return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -200,25 +166,81 @@ def load_config(run_dir: Path, manifest: dict | None) -> dict:
     return {}
 
 
+@dataclass
+class EvalFiles:
+    """One evaluation as its files hold it: scores.json with the human scores applied, and the answers."""
+
+    eval_id: str
+    scores: dict
+    responses: list[dict]
+
+
+@dataclass
+class RunFiles:
+    """A run directory's files, each read once: what report.md is made from."""
+
+    path: Path
+    config_text: str  # config.yaml as written ("" when absent)
+    manifest: dict | None
+    preflight: dict | None
+    log: list[dict]  # train_log.jsonl
+    evals: dict[str, EvalFiles]  # the trained model first, then the base, then the others by name
+
+
+def with_human_scores(scores: dict, eval_dir: EvalPaths) -> dict:
+    """Human scores (manual_scores.json) override the automatic ones everywhere a report shows scores; their
+    agreement with the automatic scores is kept for the report to print."""
+    manual = load_manual_scores(eval_dir.manual_scores)
+    if not manual["answers"]:
+        return scores
+    out = effective_scores(scores, manual)
+    if "per_question" in out:  # means and intervals of the human-corrected answers
+        refresh_question_summary(out)
+    else:  # an older scores.json: its interval was of the automatic scores, and no answers are there to resample
+        out["average_ci95"] = None
+    out["human"]["agreement"] = human_agreement(scores, manual)
+    return out
+
+
+def read_run(run_dir: str | Path) -> RunFiles:
+    paths = RunPaths(run_dir)
+    if not paths.dir.is_dir():
+        raise UserError(f"{paths.dir}: no such run directory.")
+    evals = {}
+    for eval_id in eval_ids(paths.dir):
+        eval_dir = paths.eval(eval_id)
+        evals[eval_id] = EvalFiles(
+            eval_id, with_human_scores(read_json(eval_dir.scores), eval_dir), read_jsonl_rows(eval_dir.responses)
+        )
+    return RunFiles(
+        path=paths.dir,
+        config_text=paths.config.read_text(encoding="utf-8") if paths.config.is_file() else "",
+        manifest=read_json(paths.manifest),
+        preflight=read_json(paths.preflight),
+        log=read_jsonl_rows(paths.train_log),
+        evals=evals,
+    )
+
+
 def eval_ids(run_dir: Path) -> list[str]:
     """Evaluations of a run, the trained model first, then the base, then the others by name."""
-    found = [p.parent.name for p in (Path(run_dir) / "eval").glob("*/scores.json")]
-    return sorted(found, key=lambda k: (k != "final", k != "base", k))
+    return sorted(RunPaths(run_dir).eval_ids(), key=lambda k: (k != "final", k != "base", k))
 
 
 def load_run(run_dir: str | Path, eval_id: str = "final", require_scores: bool = True) -> RunRecord:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory.")
-    manifest = read_json(run_dir / "manifest.json")
-    eval_dir = run_dir / "eval" / eval_id
-    scores = read_json(eval_dir / "scores.json")
+    paths = RunPaths(run_dir)
+    manifest = read_json(paths.manifest)
+    eval_dir = paths.eval(eval_id)
+    scores = read_json(eval_dir.scores)
     if scores is None and require_scores:
         have = eval_ids(run_dir)
         hint = f" It has: {', '.join(have)} (choose with --eval)." if have else f" Evaluate it: molt eval {run_dir}."
-        raise UserError(f"{eval_dir / 'scores.json'}: not found.{hint}")
-    responses = read_jsonl_rows(eval_dir / "responses.jsonl")
-    manual = load_manual_scores(eval_dir / "manual_scores.json")["answers"]
+        raise UserError(f"{eval_dir.scores}: not found.{hint}")
+    responses = read_jsonl_rows(eval_dir.responses)
+    manual = load_manual_scores(eval_dir.manual_scores)["answers"]
     answers: list[Answer] = []
     entries = (scores or {}).get("questions", [])
     for entry, row in _answer_rows(scores or {}, responses):
@@ -245,16 +267,18 @@ def load_run(run_dir: str | Path, eval_id: str = "final", require_scores: bool =
     any_human = any(a.human_dims for a in answers)
     if scores and scores.get("average_ci95") and not any_human:
         average_ci = tuple(scores["average_ci95"])
-    else:
-        average_ci = _average_ci(questions)
+    elif per_question:  # the answers as a person corrected them, resampled as `molt eval` does
+        average_ci = _average_ci(answers)
+    else:  # an older scores.json (no per_question: entries aggregating their samples): nothing to resample
+        average_ci = None
     return RunRecord(
         name=run_dir.name,
         path=run_dir,
         eval_id=eval_id,
         config=load_config(run_dir, manifest),
         manifest=manifest,
-        preflight=read_json(run_dir / "preflight.json"),
-        log=read_jsonl_rows(run_dir / "train_log.jsonl"),
+        preflight=read_json(paths.preflight),
+        log=read_jsonl_rows(paths.train_log),
         scores=scores,
         answers=answers,
         questions=questions,

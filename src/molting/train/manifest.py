@@ -3,7 +3,6 @@
 A result is only worth comparing if it can be traced to exactly the data, persona and code that made it.
 """
 
-import hashlib
 import platform
 import resource
 import subprocess
@@ -11,15 +10,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from molting.io import sha256_file
+
 PACKAGES = ("molting", "torch", "transformers", "peft", "trl", "accelerate", "tokenizers", "datasets")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def versions() -> dict:

@@ -1,40 +1,115 @@
-"""The preflight (`molt check`): catch, before a training run is spent, every mistake the logs made.
+"""The preflight (`molt check`): catch, before a training run is spent, the mistakes that waste one.
 
 Reached through `run_preflight(config)`, which loads only the tokenizer and the model's config (never
 the weights) and returns the preflight report (written as preflight.json):
 
 - token budget: each example tokenized with the real tokenizer and chat template against max_length,
-  and the assistant tokens truncation would lose (phase 7 lost answers at 512);
-- inference budget: what the full inference prompt leaves for an answer (phase 7: 339 + 30 of 512);
+  and the assistant tokens truncation would lose (a 339-token system prompt in every example with max_length
+  512 leaves 173 tokens for the question and the answer);
+- inference budget: what the full inference prompt leaves for an answer (a 339-token prompt and a 30-token
+  question leave 143 of 512);
 - template/EOS round trip: every assistant turn's last supervised token is an end-of-turn token the model
-  stops on, and inference prompts tokenize exactly as training does (phase 6: `<|endoftext|>` vs `</s>`);
-- optimizer steps: what the trainer will actually do, against a floor (phase 6 trained 50 steps);
+  stops on, and inference prompts tokenize exactly as training does (turns ended with `<|endoftext|>` on a
+  model that stops at `</s>` never learn to stop);
+- optimizer steps: what the trainer will actually do, against a floor (79 examples, batch 1, grad_accum 8 and
+  5 epochs are 50 steps: too few to learn a persona);
 - memory: the predicted peak of loading and training (`memory_estimate`, from config.json alone) against
-  the device's memory, and what would make it fit (the logs' Phi-3-mini ran a 4 GB GPU out of memory).
+  the device's memory, and what would make it fit (Phi-3-mini's fp16 weights alone, about 7.6 GB, do not
+  fit a 4 GB GPU).
 """
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, TypedDict
 
-from molting.models.base_model import load_tokenizer, resolve_base
-from molting.models.chat_format import encode_prompt, render, tokenize_conversation
-from molting.config import RunConfig
-from molting.data.dataset import Conversation, load_dataset
-from molting.errors import UserError
 from molting.card.persona import Persona, load_persona
 from molting.card.suite import Suite, load_suite
+from molting.card.text_match import find_first
+from molting.config import RunConfig
+from molting.data.dataset import Conversation, load_dataset
+from molting.data.preference_pairs import load_pairs
+from molting.errors import UserError
+from molting.findings import Finding
+from molting.models.base_model import load_tokenizer
+from molting.models.builtin_base import resolve_base
+from molting.models.chat_format import encode_prompt, render, tokenize_conversation
 
 
-@dataclass
-class Finding:
-    level: Literal["error", "warning", "info"]
-    check: str  # token_budget, inference_budget, template, steps, dataset
-    message: str
+class StepCount(TypedDict):
+    """The optimizer steps a run takes (preflight.json's `steps`)."""
+
+    examples: int
+    batch_size: int
+    grad_accum: int
+    world_size: int
+    steps_per_epoch: int
+    epochs: float
+    total_steps: int
 
 
-def optimizer_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float, world_size: int = 1) -> dict:
+class TokenBudget(TypedDict):
+    """Every training example tokenized against max_length (preflight.json's `token_budget`)."""
+
+    max_length: int
+    examples: int
+    max_tokens: int
+    mean_tokens: float
+    p95_tokens: int
+    truncated_examples: int
+    assistant_tokens_lost: int
+    supervised_tokens: int
+    total_tokens: int
+
+
+class TemplateCheck(TypedDict):
+    """The template/EOS round trip (preflight.json's `template`)."""
+
+    eos_token: str
+    eos_token_id: int
+    generation_eos_ids: list[int]
+    turns_checked: int
+    turns_not_ending_in_eos: int
+    inference_prompt_is_training_prefix: bool
+    rendered_example: str
+
+
+class InferenceBudget(TypedDict):
+    """What the inference prompt and the longest question leave for an answer (`inference_budget`)."""
+
+    train_system_prompt_tokens: int
+    inference_system_prompt_tokens: int
+    longest_question: str
+    question_tokens: int
+    inference_prompt_tokens: int
+    answer_budget: int
+    max_new_tokens: int
+    context_window: int | None
+
+
+class DatasetFacts(TypedDict):
+    path: str
+    conversations: int
+    tags: dict[str, int]
+    own_system_prompt: int
+
+
+class PreflightReport(TypedDict):
+    """`run_preflight`'s result, written as preflight.json."""
+
+    ok: bool
+    base_model: str
+    dataset: DatasetFacts
+    token_budget: TokenBudget
+    inference_budget: InferenceBudget
+    template: TemplateCheck
+    steps: StepCount
+    memory: dict[str, Any] | None  # molting.train.memory_estimate's estimate, with the device and budget
+    preference: dict[str, Any] | None  # the preference pairs' part (molting.data.preference_pairs)
+    findings: list[dict[str, Any]]
+    examples: list[dict[str, Any]]  # per example: line, tokens, tokens per role, supervised, truncated, lost
+
+
+def optimizer_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float, world_size: int = 1) -> StepCount:
     """The number of optimizer steps the Hugging Face Trainer takes (same rounding as its loop). Under
     torchrun / accelerate launch each of `world_size` processes takes every world_size-th batch."""
     batches_per_epoch = math.ceil(math.ceil(n_examples / batch_size) / world_size)
@@ -53,7 +128,7 @@ def optimizer_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: f
 
 def check_forbidden_in_training(persona: Persona, conversations: list[Conversation], data_path: str) -> list[Finding]:
     """A warning per training answer that makes a forbidden claim, even negated: training on "o João não é
-    meu filho" teaches "meu filho" (Kassner & Schütze 2020; phase 8's negative examples backfired)."""
+    meu filho" teaches "meu filho" (Kassner & Schütze 2020: small models learn the words, not the negation)."""
     from molting.card.claims import claims_in_text
 
     findings = []
@@ -66,8 +141,8 @@ def check_forbidden_in_training(persona: Persona, conversations: list[Conversati
                     why = (
                         f"denies forbidden claim {found.claim!r} ({found.text!r}), and a negated statement in "
                         "supervised data tends to teach the statement itself: small models learn the words after "
-                        "the negation, not the negation (Kassner & Schütze 2020, 'Negated and Misprimed Probes'; "
-                        "phase 8's 15 negative examples raised 'João é meu filho')"
+                        "the negation, not the negation (Kassner & Schütze 2020, 'Negated and Misprimed Probes'): 15 "
+                        "examples denying 'João é meu filho' make a small model say it more"
                     )
                 else:
                     why = f"makes forbidden claim {found.claim!r} ({found.text!r}), so training teaches it"
@@ -92,8 +167,9 @@ def check_steps(steps: dict, min_steps: int, warmup_steps: int) -> list[Finding]
                 "warning",
                 "steps",
                 f"only {total} optimizer steps (ceil({steps['examples']} / ({steps['batch_size']} × "
-                f"{steps['grad_accum']})) × {steps['epochs']} epochs), below the floor of {min_steps}: phase 6 "
-                "learned almost nothing in 50. Lower grad_accum or batch_size, add epochs or data.",
+                f"{steps['grad_accum']})) × {steps['epochs']} epochs), below the floor of {min_steps}: "
+                "in so few steps a LoRA adapter learns almost nothing of the persona. Lower grad_accum or "
+                "batch_size, add epochs or data.",
             )
         )
     if warmup_steps >= total:
@@ -110,7 +186,7 @@ def check_steps(steps: dict, min_steps: int, warmup_steps: int) -> list[Finding]
 
 def token_budget(
     tokenizer, conversations: list[Conversation], max_length: int, data_path: str, allow_truncation: bool
-) -> tuple[dict, list[dict], list[Finding]]:
+) -> tuple[TokenBudget, list[dict], list[Finding]]:
     per_example = []
     findings = []
     for conv in conversations:
@@ -139,7 +215,7 @@ def token_budget(
                 )
             )
     lengths = [e["tokens"] for e in per_example]
-    summary = {
+    summary: TokenBudget = {
         "max_length": max_length,
         "examples": len(per_example),
         "max_tokens": max(lengths),
@@ -155,7 +231,7 @@ def token_budget(
 
 def check_template(
     tokenizer, model_eos_ids: set[int], examples: list[dict], conversations: list[Conversation]
-) -> tuple[dict, list[Finding]]:
+) -> tuple[TemplateCheck, list[Finding]]:
     findings = []
     eos = tokenizer.eos_token
     bad_turns = []
@@ -172,8 +248,8 @@ def check_template(
                 "error",
                 "template",
                 f"{len(bad_turns)} assistant turn(s) (first at data line {line}, ending {tail!r}) do not end with the "
-                f"tokenizer's EOS {eos!r}: the model would never learn to stop (the phase 6 `<|endoftext|>` vs "
-                "`</s>` bug). Use the base's own chat template (drop `chat_template` from molt.yaml) or fix it.",
+                f"tokenizer's EOS {eos!r}: the model would never learn to stop, and generation would run on to "
+                "max_new_tokens. Use the base's own chat template (drop `chat_template` from molt.yaml) or fix it.",
             )
         )
     if tokenizer.eos_token_id not in model_eos_ids:
@@ -202,7 +278,7 @@ def check_template(
             )
         )
     sample = render(tokenizer, conv.messages)
-    report = {
+    report: TemplateCheck = {
         "eos_token": eos,
         "eos_token_id": tokenizer.eos_token_id,
         "generation_eos_ids": sorted(model_eos_ids),
@@ -216,7 +292,7 @@ def check_template(
 
 def inference_budget(
     tokenizer, persona: Persona, suite: Suite, max_length: int, max_new_tokens: int, context_window: int | None
-) -> tuple[dict, list[Finding]]:
+) -> tuple[InferenceBudget, list[Finding]]:
     def prompt_tokens(system: str, question: str) -> int:
         messages = [{"role": "system", "content": system.strip()}, {"role": "user", "content": question}]
         return len(encode_prompt(tokenizer, messages))
@@ -242,7 +318,7 @@ def inference_budget(
                 "warning",
                 "inference_budget",
                 f"generation.max_new_tokens is {max_new_tokens} but only {left} tokens are left after the prompt "
-                f"within max_length {max_length}; answers that long were never trained and phase 7's were cut off. "
+                f"within max_length {max_length}; answers that long were never trained, and are cut off. "
                 "Raise train.max_length or shorten the inference prompt.",
             )
         )
@@ -255,7 +331,7 @@ def inference_budget(
                 f"({context_window}). Lower generation.max_new_tokens or shorten the inference prompt.",
             )
         )
-    report = {
+    report: InferenceBudget = {
         "train_system_prompt_tokens": train_prompt,
         "inference_system_prompt_tokens": infer_prompt,
         "longest_question": longest.id,
@@ -290,8 +366,8 @@ def memory_check(config: RunConfig, longest_example: int) -> tuple[dict, list[Fi
     """Predicted peak memory of loading and training (from config.json alone) against the memory this
     machine's training device has, or `check.memory_gb`; what would make it fit when it does not."""
     from molting.models.base_model import mixed_precision, pick_device, pick_dtype
-    from molting.train.memory_estimate import TrainingPlan, device_memory, estimate_memory, fit_suggestions, fits
     from molting.models.model_configs import model_config, shipped_config, shipped_ids
+    from molting.train.memory_estimate import TrainingPlan, device_memory, estimate_memory, fit_suggestions, fits
 
     device = pick_device()
     dtype = pick_dtype(config.train.dtype, device)
@@ -361,7 +437,75 @@ def memory_check(config: RunConfig, longest_example: int) -> tuple[dict, list[Fi
     return report, findings
 
 
-def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world_size: int = 1) -> dict:
+def preference_preflight(config, persona, tokenizer, conversations: int = 0, world_size: int = 1) -> tuple[dict, list]:
+    """The preference stage's part of the preflight: pairs parse, fit max_length, put no forbidden claim
+    on the chosen side, and how many optimizer steps the stage takes. For train.method orpo the stage is
+    the whole run, over the pairs and the `conversations` of data.jsonl together, with train's batch size
+    and epochs; for sft+dpo it runs on one process over the pairs, with preference's."""
+    findings = []
+    pairs = load_pairs(config.preference_data, persona.system_prompts.train)
+    pref = config.preference
+    orpo = config.train.method == "orpo"
+    batch = config.train.batch_size if orpo else pref.batch_size or config.train.batch_size
+    epochs = config.train.epochs if orpo else pref.epochs
+    examples = len(pairs) + conversations if orpo else len(pairs)
+    longest, too_long = 0, []
+    for pair in pairs:
+        prompt_tokens = len(encode_prompt(tokenizer, pair.prompt))
+        for side in (pair.chosen, pair.rejected):
+            n = len(tokenizer(render(tokenizer, pair.prompt + side), add_special_tokens=False)["input_ids"])
+            longest = max(longest, n)
+            if n > config.train.max_length:
+                too_long.append((pair.line, n, prompt_tokens))
+        for claim in persona.forbidden_claims:
+            m = find_first(claim.compiled, pair.chosen[0]["content"])
+            if m:
+                findings.append(
+                    Finding(
+                        "error",
+                        "preference_data",
+                        f"{config.preference_data}:{pair.line}: the chosen answer makes forbidden claim "
+                        f"{claim.id!r} ({m.text!r}); preference training would teach it. Swap or fix the pair.",
+                    )
+                )
+    for line, n, prompt_tokens in too_long[:5]:
+        findings.append(
+            Finding(
+                "error",
+                "preference_data",
+                f"{config.preference_data}:{line}: {n} tokens > max_length {config.train.max_length} (prompt "
+                f"{prompt_tokens}); the answer would be cut. Raise train.max_length or shorten the pair.",
+            )
+        )
+    steps = optimizer_steps(examples, batch, config.train.grad_accum, epochs, world_size if orpo else 1)
+    what = f"{len(pairs)} pairs + {conversations} conversations (as pairs)" if orpo else f"{len(pairs)} pairs"
+    findings.append(
+        Finding(
+            "info",
+            "steps",
+            f"preference stage ({config.train.method}): {what}, {steps['total_steps']} optimizer steps "
+            f"(ceil({examples} / ({batch} × {config.train.grad_accum}"
+            + (f" × {world_size} processes" if orpo and world_size > 1 else "")
+            + f")) × {epochs} epochs).",
+        )
+    )
+    sources: dict[str, int] = {}
+    for pair in pairs:
+        sources[pair.source or "unknown"] = sources.get(pair.source or "unknown", 0) + 1
+    report = {
+        "path": config.preference_data,
+        "method": config.train.method,
+        "pairs": len(pairs),
+        **({"conversations": conversations} if orpo else {}),
+        "sources": sources,
+        "max_tokens": longest,
+        "too_long": len(too_long),
+        "steps": steps,
+    }
+    return report, findings
+
+
+def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world_size: int = 1) -> PreflightReport:
     """Run every check; the report's `ok` is false when any finding is an error. A quantised load this
     machine cannot do is a `UserError` before anything (tokenizer included) is loaded."""
     from molting.models.base_model import pick_device, quantization_unavailable
@@ -383,8 +527,6 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
     )
     preference = None
     if config.preference_data:  # the preference pairs: format, budget, wrong side, steps of their stage
-        from molting.data.preference_pairs import preference_preflight
-
         preference, preference_findings = preference_preflight(
             config, persona, tokenizer, len(conversations), world_size
         )
@@ -424,6 +566,6 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
         "steps": steps,
         "memory": memory,
         "preference": preference,
-        "findings": [asdict(f) for f in findings],
+        "findings": [f.as_dict() for f in findings],
         "examples": examples,
     }

@@ -18,9 +18,14 @@ import shutil
 import time
 from pathlib import Path
 
+from molting.card.persona import load_persona
+from molting.config import RunConfig
+from molting.data.dataset import load_dataset
+from molting.errors import UserError
 from molting.io import replace_dir_atomic, write_json_atomic, write_text_atomic
 from molting.models.base_model import load_model, load_tokenizer, mixed_precision, pick_device
 from molting.models.chat_format import tokenize_conversation
+from molting.paths import RunPaths
 from molting.train.checkpoints import (
     checkpoint_marker_callback,
     complete_checkpoints,
@@ -28,17 +33,13 @@ from molting.train.checkpoints import (
     remove_incomplete_checkpoints,
     truncate_log,
 )
-from molting.config import RunConfig
-from molting.data.dataset import load_dataset
-from molting.errors import UserError
 from molting.train.manifest import git_commit, inputs_record, machine, peak_memory_mb, versions
-from molting.card.persona import load_persona
 from molting.train.preflight import run_preflight
 from molting.train.run_lock import run_lock
 
 
 def write_preflight(report: dict, run_dir: Path) -> None:
-    write_json_atomic(run_dir / "preflight.json", report)
+    write_json_atomic(RunPaths(run_dir).preflight, report)
 
 
 def preflight_errors(report: dict) -> list[str]:
@@ -50,12 +51,12 @@ def save_resolved_config(config: RunConfig, run_dir: Path) -> None:
 
     header = "# Resolved config of this run: every default filled in, paths absolute.\n"
     write_text_atomic(
-        run_dir / "config.yaml", header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+        RunPaths(run_dir).config, header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
     )
 
 
 def loss_by_epoch(log: list[dict]) -> list[dict]:
-    """Mean logged loss within each epoch, and the last logged loss of it (the logs' 'epoch N end')."""
+    """Mean logged loss within each epoch, and the last logged loss of it (the loss at the epoch's end)."""
     epochs: dict[int, list[float]] = {}
     for row in log:
         if "loss" in row:
@@ -154,7 +155,7 @@ def _check_same_config(config: RunConfig, run_dir: Path) -> None:
     """A resumed run must train exactly what the interrupted one did (same steps, data order, schedule)."""
     import yaml
 
-    path = run_dir / "config.yaml"
+    path = RunPaths(run_dir).config
     if not path.is_file():
         return
     before = _flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
@@ -203,8 +204,9 @@ def _train(
 
     rank, world_size = process_rank()
     main_process = rank == 0
-    checkpoints = run_dir / "checkpoints"
-    if (run_dir / "adapter").exists() and not overwrite:
+    paths = RunPaths(run_dir)
+    checkpoints = paths.checkpoints
+    if paths.adapter.exists() and not overwrite:
         raise UserError(
             f"{run_dir} already holds a trained run"
             + (" (training finished; there is nothing to resume)" if resume else "")
@@ -229,13 +231,12 @@ def _train(
     if errors:
         raise UserError(["molt check found errors; fix them before training:", *errors])
 
-    log_path = run_dir / "train_log.jsonl"
+    log_path = paths.train_log
     checkpoint = newest_complete_checkpoint(checkpoints) if resume else None
     kept_rows: list[dict] = []
     if main_process:
         if overwrite:  # results of the old adapter must not sit beside the new one
-            for stale in ("eval", "report.md", "loss.png", "manifest.json", "checkpoints"):
-                path = run_dir / stale
+            for path in (paths.evals, paths.report_md, paths.loss_png, paths.manifest, paths.checkpoints):
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         if checkpoint:
             remove_incomplete_checkpoints(checkpoints)
@@ -387,7 +388,7 @@ def _train(
                 },
                 "seconds": round(train_seconds, 1),  # the one stage, the same seconds as train's
             }
-    replace_dir_atomic(staging, run_dir / "adapter")
+    replace_dir_atomic(staging, paths.adapter)
     shutil.rmtree(checkpoints, ignore_errors=True)  # pruned on success
 
     by_epoch = loss_by_epoch(callback.rows)  # the SFT (or ORPO) stage's rows; a DPO stage has its own callback
@@ -424,5 +425,5 @@ def _train(
         "memory": peak_memory_mb(device),
         "memory_estimate": report.get("memory"),
     }
-    write_json_atomic(run_dir / "manifest.json", manifest)
+    write_json_atomic(paths.manifest, manifest)
     return manifest

@@ -1,0 +1,44 @@
+"""One interval per run: report.md, report.html (its page context) and `molt compare` read the same
+human-corrected answers and give the same 95% interval, the bootstrap `molt eval` writes into scores.json."""
+
+from fake_runs import BAD, make_run, references
+
+from molting.evaluate.human_scores import set_human_score
+from molting.evaluate.statistics import mean_ci
+from molting.report.compare import compare_runs
+from molting.report.html import run_context
+from molting.report.markdown import _ci, build_report
+from molting.report.run_record import read_run
+
+LOSSES = [3.0, 2.5, 2.0, 1.5]
+
+
+def test_the_interval_is_the_bootstrap_of_molt_eval():
+    # A Student t interval of these totals would be [5.03, 10.47]; the percentile bootstrap is narrower.
+    assert mean_ci([6, 8, 10, 7]) == [6.5, 9.25]
+
+
+def test_markdown_html_and_compare_give_one_interval_for_a_run_with_human_scores(tmp_path):
+    refs = references()
+    run = make_run(tmp_path, "scored", {q: [refs[q], BAD, refs[q]] for q in refs}, LOSSES)
+    other = make_run(tmp_path, "other", {q: [refs[q]] * 3 for q in refs}, LOSSES)
+    eval_dir = run / "eval" / "final"
+    set_human_score(eval_dir, "Q1#0", "D3", 0)  # a person is stricter than the detector on one answer
+    set_human_score(eval_dir, "Q1#1", "D1", 2)  # and more lenient on another
+    set_human_score(eval_dir, "Q2#2", "D5", 1)
+
+    markdown = read_run(run).evals["final"].scores
+    html = run_context(run)["evals"][0]
+    compared = compare_runs([run, other])
+
+    md_questions = {q["id"]: q["ci95"] for q in markdown["per_question"]}
+    html_questions = {q.id: list(q.ci95) if q.ci95 else None for q in html.questions}
+    compare_questions = {q["id"]: q["scores"][0]["ci95"] for q in compared["questions"]}
+    assert md_questions["Q1"] is not None and md_questions["Q1"] != [10.0, 10.0]
+    assert md_questions == html_questions == compare_questions
+
+    assert markdown["average_ci95"] is not None
+    assert markdown["average_ci95"] == list(html.average_ci95) == compared["rubric"]["average"][0]["ci95"]
+
+    report = build_report(read_run(run))
+    assert _ci(md_questions["Q1"]) in report and _ci(markdown["average_ci95"]) in report
