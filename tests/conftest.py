@@ -75,3 +75,12 @@ def trained_run(tmp_path_factory, molting_cache) -> Path:
     config = load_run_config(EXAMPLE / "molt.yaml", FAST)
     train_run(config, run_dir, show_progress=False)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def gemma_base(molting_cache) -> Path:
+    """google/gemma-3-270m from the molting[gemma] packages, converted once per cache (a minute or two on
+    2 cores; MOLTING_TEST_CACHE keeps it across test runs)."""
+    from molting.models.resolve import resolve_base
+
+    return Path(resolve_base("packaged:gemma-3-270m"))

@@ -306,7 +306,13 @@ class JudgeSettings:
 class RunConfig:
     """The run config, molt.yaml: the base, the persona files, and one section per stage."""
 
-    base_model: str = field(metadata={"help": "Hugging Face id, local path, or builtin:tiny / builtin:small."})
+    base_model: str = field(
+        metadata={
+            "help": "Hugging Face id or local model folder; a .gguf file (converted once into the cache); "
+            "packaged:gemma-3-270m (a real pretrained model, the molting[gemma] extra); or builtin:tiny / "
+            "builtin:small."
+        }
+    )
     persona: str = field(metadata={"help": "Persona card (persona.yaml), relative to this file."})
     data: str = field(metadata={"help": "Training conversations (data.jsonl), relative to this file."})
     suite: str = field(metadata={"help": "Evaluation questions (suite.yaml), relative to this file."})

@@ -10,7 +10,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from molting.errors import UserError
 from molting.io import sha256_file
 from molting.models.base_model import load_model, load_tokenizer
-from molting.models.builtin_base import SIZES, ZEPHYR_TEMPLATE, builtin_path, resolve_base
+from molting.models.builtin_base import SIZES, ZEPHYR_TEMPLATE, builtin_path
+from molting.models.resolve import resolve_base
 
 
 def _sha(path):

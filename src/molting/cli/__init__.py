@@ -8,6 +8,7 @@ assembles them.
 import sys
 
 import click
+from rich.markup import escape
 
 from molting import __version__
 from molting.cli import data, evaluate, export, project, report
@@ -71,7 +72,8 @@ def main() -> None:
         sys.exit(2)
     except UserError as e:
         for problem in e.problems:
-            err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            # a message is plain text: "[gemma]" in `pip install 'molting[gemma]'` is not rich markup
+            err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; files already written are complete, nothing half-written was kept")

@@ -8,9 +8,9 @@ Every base goes through the same `from_pretrained` calls; a builtin one is first
 from pathlib import Path
 
 from molting.errors import UserError
-from molting.models.builtin_base import resolve_base
 from molting.models.hardware import cpu_supports_bf16
 from molting.models.model_configs import shipped_config
+from molting.models.resolve import resolve_base
 
 
 def _load_error(spec: str, error: Exception) -> UserError:

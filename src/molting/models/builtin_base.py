@@ -15,8 +15,7 @@ he knows.
 Fine-tuning has to teach that. The corpus is small (35-45k tokens), so the base is a memoriser, not
 a language model: expect the shape of the training answers, not fluent new text.
 
-Reached through `resolve_base(spec)`, which every loader of a `base_model` value calls (molting.models.base_model,
-molting.models.model_configs, the preflight); it calls `builtin_path(spec)` for a `builtin:` one.
+Reached through `builtin_path(spec)`, which `molting.models.resolve.resolve_base` calls for a `builtin:` base.
 """
 
 import dataclasses
@@ -134,14 +133,6 @@ def _corpus_lines() -> list[str]:
         else:
             lines.extend(path.read_text(encoding="utf-8").splitlines())
     return [line.strip() for line in lines if line.strip()]
-
-
-def resolve_base(spec: str) -> str:
-    """The path or hub id that `from_pretrained` gets for a `base_model` value: a builtin base's folder
-    (built on first use), anything else as given."""
-    if spec.startswith("builtin:"):
-        return str(builtin_path(spec))
-    return spec
 
 
 def builtin_path(spec: str) -> Path:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from molting.findings import Finding
-from molting.models.builtin_base import resolve_base
 from molting.models.hardware import cpu_supports_bf16
+from molting.models.resolve import resolve_base
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "tokenizers")
 _OLD_ROPE_KEY = re.compile(r"""rope_scaling\s*\[\s*["']type["']\s*\]""")

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from molting.errors import UserError
-from molting.models.builtin_base import resolve_base
+from molting.models.resolve import resolve_base
 
 SHIPPED = Path(__file__).parent / "shipped_configs"
 

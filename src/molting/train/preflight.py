@@ -31,8 +31,8 @@ from molting.data.preference_pairs import load_pairs
 from molting.errors import UserError
 from molting.findings import Finding
 from molting.models.base_model import load_tokenizer
-from molting.models.builtin_base import resolve_base
 from molting.models.chat_format import encode_prompt, render, tokenize_conversation
+from molting.models.resolve import resolve_base
 
 
 class StepCount(TypedDict):
