@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +112,24 @@ def read_jsonl_rows(path: Path) -> list[dict]:
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{n}: not valid JSON ({e.msg}).") from None
     return rows
+
+
+def build_dir_once(final: Path, build: Callable[[Path], None]) -> Path:
+    """A cache folder made once: `build` writes into a staging folder beside `final`, which is renamed into
+    place only when complete, so a failed or interrupted build leaves nothing a later run would trust. A
+    folder already complete (it has config.json) is returned as it is."""
+    final = Path(final)
+    if (final / "config.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        build(staging)
+        try:
+            os.replace(staging, final)
+        except OSError:  # another process finished the same build first; its files are identical
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final

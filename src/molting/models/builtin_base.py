@@ -22,12 +22,11 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from molting.errors import UserError
-from molting.io import sha256_text
+from molting.io import build_dir_once, sha256_text
 from molting.models.hardware import cpu_supports_bf16
 
 # TinyLlama-1.1B-Chat-v1.0's chat template, verbatim.
@@ -147,20 +146,7 @@ def builtin_path(spec: str) -> Path:
     corpus = "\n".join(_corpus_lines())
     key = sha256_text(f"{RECIPE_VERSION}|{size_name}|{SIZES[size_name]}|{SEED}|{corpus}")
     final = cache_dir() / "builtin" / f"{size_name}-{key[:12]}"
-    if (final / "config.json").is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-    try:
-        _build(SIZES[size_name], corpus, staging)
-        try:
-            os.replace(staging, final)
-        except OSError:  # another process finished the same build first; its files are identical
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final
+    return build_dir_once(final, lambda staging: _build(SIZES[size_name], corpus, staging))
 
 
 def _build(size: BuiltinSize, corpus: str, out: Path) -> None:

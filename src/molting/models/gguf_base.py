@@ -20,14 +20,12 @@ Reached through `gguf_base_path(file)` and `packaged_base_path(spec)`, which `re
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from molting.errors import UserError
-from molting.io import sha256_file, write_text_atomic
+from molting.io import build_dir_once, sha256_file, write_text_atomic
 from molting.models.builtin_base import cache_dir
 
 CONVERSION_VERSION = 1  # bump when what a conversion writes changes
@@ -117,20 +115,7 @@ def gguf_base_path(gguf_file: str | Path, expected_sha256: str | None = None) ->
             "version. Delete it and run again to re-assemble it."
         )
     final = cache_dir() / "gguf" / f"{path.stem}-{digest[:16]}-v{CONVERSION_VERSION}"
-    if (final / "config.json").is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-    try:
-        _convert(path, staging)
-        try:
-            os.replace(staging, final)
-        except OSError:  # another process finished the same conversion first; its files are identical
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final
+    return build_dir_once(final, lambda staging: _convert(path, staging))
 
 
 def _architecture(path: Path) -> str:
