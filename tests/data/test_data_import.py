@@ -4,6 +4,7 @@ count; splitting to a budget; malformed input reported with its position; the ou
 
 import json
 from datetime import date
+from pathlib import Path
 
 import pytest
 from conftest import EXAMPLE, run_molt
@@ -89,11 +90,15 @@ def test_chatgpt_follows_the_current_branch(tmp_path):
         {"role": "user", "content": "E o rollback?"},
         {"role": "assistant", "content": "O rollback é subir a imagem anterior, e as migrações do Prisma têm down."},
     ]
-    assert rows[0]["tags"] == ["imported", "conversation:conversations:c-1"]
+    # PT_A came after the browser's results, which are left out: kept, and tagged for curation
+    assert rows[0]["tags"] == ["imported", "conversation:conversations:c-1", "answer_after_removed_tool_result"]
     text = json.dumps(rows)
     for abandoned in ("Pergunta antiga", "ramo abandonado", "regenerada", "search(", "You are ChatGPT"):
         assert abandoned not in text
     assert summary["turns_skipped"] == {"hidden": 2, "system": 1, "tool": 2}
+    assert summary["parts_skipped"] == {"image_asset_pointer": 1} and summary["flagged"] == {
+        "answer_after_removed_tool_result": 1
+    }
     assert len(load_dataset(out, "sistema")) == 2  # molting reads what it wrote
 
 
@@ -308,3 +313,97 @@ def test_cli_table_json_and_exit_codes(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "turns left out: hidden" in result.stdout and "examples written" in result.stdout
     assert read_rows(tmp_path / "card.jsonl")[0]["messages"][0]["content"].startswith("Você é o Cláudio")
+
+
+# Real files from public repositories, cut down to a few records: tests/fixtures/import_samples/README.md
+SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "import_samples"
+
+
+def test_claude_code_blocks_and_llamafactory_images_are_counted(tmp_path):
+    out = tmp_path / "data.jsonl"
+    summary = import_conversations(SAMPLES / "claude_export_built.json", out, ImportOptions())
+    assert summary["parts_skipped"] == {"code": 1, "thinking": 1}
+    answer = read_rows(out)[0]["messages"][1]["content"]
+    assert answer == "Use the csv module from the standard library:\n\nEach row comes back as a list of strings."
+    summary = import_conversations(SAMPLES / "llamafactory_mllm_demo.json", out, ImportOptions(), overwrite=True)
+    assert summary["format"] == "openai" and summary["parts_skipped"] == {"image": 3}
+    first = read_rows(out)[0]["messages"]
+    assert first[0] == {"role": "user", "content": "Who are they?"}  # the <image> placeholder goes with the image
+    assert first[2] == {"role": "user", "content": "What are they doing?"}
+
+
+def test_llamafactory_v1_value_parts_are_read(tmp_path):
+    out = tmp_path / "data.jsonl"
+    summary = import_conversations(SAMPLES / "llamafactory_v1_messages.jsonl", out, ImportOptions())
+    rows = read_rows(out)
+    assert [r["messages"] for r in rows] == [
+        [
+            {"role": "user", "content": "What is LLM?"},
+            {"role": "assistant", "content": "LLM stands for Large Language Model."},
+        ],
+        [{"role": "user", "content": "What is 6*8?"}, {"role": "assistant", "content": "The result of 6*8 is 48."}],
+    ]
+    # the tool_call turn and the tool's result are turns left out, counted; the answer after the result is flagged
+    assert summary["turns_skipped"] == {"system": 2, "tool": 2} and summary["parts_skipped"] == {}
+    assert summary["flagged"] == {"answer_after_removed_tool_result": 1}
+
+
+def test_nothing_left_names_the_cause_not_the_filters(tmp_path):
+    """A file whose turns hold no text a reader knows gets a hint at the format, not at --since/--until."""
+    source = tmp_path / "odd.jsonl"
+    parts = [{"type": "image_url", "image_url": {"url": "a.png"}}]
+    source.write_text(
+        json.dumps({"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": parts}]})
+    )
+    with pytest.raises(UserError) as e:
+        import_conversations(source, tmp_path / "out.jsonl", ImportOptions())
+    message = str(e.value)
+    assert "--since" not in message and "Loosen" not in message
+    assert "read as openai" in message and "image_url 2" in message and "--format" in message
+
+
+def test_llamafactory_preference_file_is_refused_with_the_reason(tmp_path):
+    with pytest.raises(UserError) as e:
+        import_conversations(SAMPLES / "llamafactory_dpo_en_demo.json", tmp_path / "out.jsonl", ImportOptions())
+    message = str(e.value)
+    assert "conversation #0" in message and "a preference pair (keys: conversations, chosen, rejected)" in message
+    assert "preference_data" in message and not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_json_object_file_is_one_message_saying_what_it_is(tmp_path):
+    with pytest.raises(UserError) as e:
+        import_conversations(SAMPLES / "llamafactory_dataset_info.json", tmp_path / "out.jsonl", ImportOptions())
+    message = str(e.value)
+    assert "LLaMA-Factory's dataset_info.json" in message and "identity.json" in message
+    assert "not valid JSON" not in message and "\n" not in message  # one message, not one per line
+
+
+def test_chatgpt_export_without_current_node_follows_the_latest_leaf(tmp_path):
+    out = tmp_path / "data.jsonl"
+    summary = import_conversations(SAMPLES / "chatgpt_export_without_current_node.json", out, ImportOptions())
+    assert summary["malformed"] == [] and summary["examples_written"] == 1
+    messages = read_rows(out)[0]["messages"]
+    # msg-5 ("Actually, … Python instead?") is an older leaf of an abandoned branch; msg-6 is the latest
+    assert [m["content"][:30] for m in messages] == [
+        "Hello! Can you help me with a ", "Of course! I'd be happy to hel",
+        "How do I write a function in J", "Here's how to write a function",
+    ]  # fmt: skip
+
+
+def test_answers_after_a_removed_tool_result_are_counted_and_tagged(tmp_path):
+    out = tmp_path / "data.jsonl"
+    summary = import_conversations(SAMPLES / "llamafactory_glaive_toolcall_en_demo.json", out, ImportOptions())
+    assert summary["turns_skipped"] == {"tool": 2}  # the function_call and its observation
+    assert summary["flagged"] == {"answer_after_removed_tool_result": 1}
+    rows = read_rows(out)
+    flagged = [r for r in rows if "answer_after_removed_tool_result" in r["tags"]]
+    assert len(flagged) == 1 and any(m["content"].startswith("I found two recipes") for m in flagged[0]["messages"])
+    assert "answer_after_removed_tool_result" not in rows[0]["tags"]
+
+
+def test_fastchat_sharegpt_sample_imports_whole(tmp_path):
+    out = tmp_path / "data.jsonl"
+    summary = import_conversations(SAMPLES / "fastchat_dummy_conversation.json", out, ImportOptions())
+    assert summary["format"] == "sharegpt" and summary["examples_written"] == 2
+    assert summary["turns_skipped"] == {} and summary["parts_skipped"] == {} and summary["flagged"] == {}
+    assert read_rows(out)[1]["messages"][1]["content"].startswith("My name is Vicuna")

@@ -142,3 +142,20 @@ def test_killed_run_resumes_without_asking_finished_questions_again(tmp_path):
     assert summary["resumed"] == len(finished) and summary["kept"] == 6
     assert len([line for line in out.read_text().splitlines()]) == 6
     assert requests_after_overwrite == before + len(asked_again)
+
+
+def test_an_echo_is_not_training_data_and_each_reason_counts_once(tmp_path):
+    """The source model said "Você se considera direto?" back to that very question, and answered another
+    with one word: neither is kept, and each rejected answer lists its reason once, not once per dimension."""
+    replies = {"Você se considera direto?": "Você se considera direto?", "Quem é o João?": "Parceiro."}
+    questions = [DistilQuestion(f"q{i}", q, "test") for i, q in enumerate([*replies, "Me fala do CRM."])]
+    with serve(lambda body, n: replies.get(body["messages"][-1]["content"], GOOD)) as server:
+        summary = run_distil(CARD, questions, Endpoint(server.url, "source", timeout_s=5), tmp_path / "d.jsonl")
+    rejected = {r["question"]: r["rejected"] for r in summary["rejected"]}
+    assert rejected == {
+        "Você se considera direto?": ["no_answer: only repeats the question: 'Você se considera direto?'"],
+        "Quem é o João?": ["no_answer: fewer than 3 words: 'Parceiro.'"],
+    }
+    assert summary["kept"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert [r["messages"][1]["content"] for r in rows] == ["Me fala do CRM."]

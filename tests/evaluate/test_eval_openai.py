@@ -115,3 +115,44 @@ def test_backend_openai_needs_url_and_model(tmp_path):
     assert result.returncode == 2 and "--backend openai needs --url" in result.stderr
     result = run_molt("eval", EXAMPLE / "molt.yaml", "--runs-dir", tmp_path)
     assert result.returncode == 2 and "no such run directory" in result.stderr
+
+
+def test_no_answer_at_all_is_no_score_and_exits_non_zero(tmp_path):
+    """Every request fails: scores.json has null averages (not 0/10), report.md says no answer was scored,
+    and `molt eval` exits non-zero. The server answers one request at a time, as a CPU llama.cpp server does:
+    --concurrency 1 keeps one in flight, and --timeout is the time each gets."""
+    import threading
+    import time
+
+    busy, overlaps, lock = [0], [0], threading.Lock()
+    first = SUITE.questions[0].question
+
+    def respond(body, n):
+        if body["messages"][-1]["content"] == first:
+            return ("stall", 0.6)  # past --timeout: the client gives up (its retries overlap this handler)
+        with lock:
+            busy[0] += 1
+            overlaps[0] = max(overlaps[0], busy[0])
+        time.sleep(0.05)
+        with lock:
+            busy[0] -= 1
+        return (400, {"error": {"message": "model not loaded"}})
+
+    with serve(respond) as model:
+        result = run_molt(
+            "eval", EXAMPLE / "molt.yaml", "--backend", "openai", "--url", model.url, "--model", "gone",
+            "--runs-dir", tmp_path / "runs", "--name", "dead", "--no-probes", "--concurrency", "1", "--timeout", "0.3",
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert "no answer was scored" in " ".join(result.stderr.split())
+    assert overlaps[0] == 1
+    scores = json.loads((tmp_path / "runs" / "dead" / "eval" / "openai-gone" / "scores.json").read_text())
+    assert scores["answers"] == 0 and scores["average"] is None
+    assert scores["dimensions"] == {d: None for d in ("D1", "D2", "D3", "D4", "D5")}
+    reasons = {m["id"]: m["reason"] for m in scores["no_answer"]}
+    assert len(reasons) == len(SUITE.questions) and "within 0.3 s" in reasons[SUITE.questions[0].id]
+    assert "model not loaded" in reasons[SUITE.questions[1].id]
+
+    assert run_molt("report", tmp_path / "runs" / "dead").returncode == 0
+    report = (tmp_path / "runs" / "dead" / "report.md").read_text()
+    assert "No answer was scored" in report and "0.00/10" not in report

@@ -128,3 +128,44 @@ def test_answers_from_a_server_are_seeded_per_sample_and_resumed(tmp_path):
         # only the two failed answers went out again
         again = [r["body"]["messages"][-1]["content"] for r in server.requests[asked:]]
         assert again == [suite.by_id["Q3"].question] * 2
+
+
+def test_an_evaluation_ending_with_missing_answers_keeps_the_given_ones_for_the_retry(tmp_path):
+    """The server died mid-run: most answers are missing when the evaluation is written. The partial file
+    stays beside responses.jsonl, so the same command asks the server again only for the missing answers."""
+    from conftest import EXAMPLE
+    from openai_server import serve
+
+    from molting.card.persona import load_persona
+    from molting.card.suite import load_suite
+    from molting.config import GenerationSettings
+    from molting.evaluate.rubric import score_responses
+    from molting.evaluate.run import answer_all, plan_asks, write_evaluation
+    from molting.openai_client import Endpoint
+
+    card = load_persona(EXAMPLE / "persona.yaml")
+    suite = load_suite(EXAMPLE / "suite.yaml", card)
+    by_question = {q.question: q for q in suite.questions}
+    killed_after = [3]  # answers given before the server died; None once it is back
+
+    def persona_server(body, n):
+        if killed_after[0] is not None and n > killed_after[0]:
+            return (503, {"error": {"message": "server is gone"}})
+        return by_question[body["messages"][-1]["content"]].reference
+
+    settings = GenerationSettings(batch_size=4)
+    asks = plan_asks(suite, [], settings)
+    out = tmp_path / "eval" / "openai-x"
+    with serve(persona_server) as server:
+        endpoint = Endpoint(server.url, "claudio-source", timeout_s=5, max_retries=0)
+        rows, _ = answer_all(None, None, "sys", asks, settings, set(), out / PARTIAL, "fp", endpoint=endpoint)
+        given = [r for r in rows if r["response"] is not None]
+        assert len(given) == 3 and len(rows) == 8
+        write_evaluation(out, rows, score_responses(card, suite.by_id, given))
+        assert (out / "responses.jsonl").is_file() and len(_whole_lines(out / PARTIAL)) == 3
+
+        asked, killed_after[0] = len(server.requests), None  # restarted: it answers everything
+        rows, reused = answer_all(None, None, "sys", asks, settings, set(), out / PARTIAL, "fp", endpoint=endpoint)
+        assert asked == 8 and reused == 3 and len(server.requests) == 8 + 5 and all(r["response"] for r in rows)
+        write_evaluation(out, rows, score_responses(card, suite.by_id, rows))
+    assert not (out / PARTIAL).exists()  # every answer given: nothing left to resume

@@ -203,3 +203,76 @@ def test_molt_score_with_a_judge(suite, tmp_path):
     assert len(server.requests) == 10 and scores["judge"]["model"] == "judge-7b"
     assert scores["questions"][0]["dims"] == {d: 1 for d in DIMENSIONS}
     assert (tmp_path / "judge_cache").is_dir()
+
+
+def test_a_verdict_copying_the_prompt_is_unscored(card, suite, tmp_path):
+    # What a small judge in JSON mode really answered (Gemma 3 270M on llama-cpp-python): the prompt's own
+    # example reply, or its placeholder, for most answers. Copies score nothing; the rubric's score stands.
+    copies = {
+        "D1": '{"score": 0, "reason": "one short sentence"}',
+        "D2": '{"score": 0, "reason": "..."}',
+        "D3": '{"score": 1, "reason": "One short sentence."}',
+        "D4": json.dumps({"score": 0, "reason": level_examples(card, "D4", suite.by_id["Q1"])[0]}),
+    }
+
+    def respond(body, n):
+        dim = _dim(body)
+        return copies.get(dim, '{"score": 1, "reason": "the answer stops short of the card\'s facts"}')
+
+    with serve(respond) as server:
+        scores = _judge(card, suite, server.url, tmp_path, rows=_rows(suite)[:1], json_mode=True)
+        asked = len(server.requests)
+        _judge(card, suite, server.url, tmp_path, rows=_rows(suite)[:1], json_mode=True)
+    assert server.requests[0]["body"]["response_format"] == {"type": "json_object"}
+    q1 = scores["questions"][0]
+    for dim in copies:
+        assert "copies the prompt's example" in q1["judge"][dim]["unscored"], q1["judge"][dim]
+    assert q1["judge"]["D5"] == {"score": 1, "reason": "the answer stops short of the card's facts"}
+    assert q1["dims"] == {**q1["rubric_dims"], "D5": 1}  # no copied 0 pulls the average down
+    assert scores["judge"]["unscored"] == 4
+    assert asked == 5 and len(server.requests) == 5 + 4  # copies are not cached: asked again next time
+
+
+def test_judge_timeout_and_concurrency_reach_a_one_at_a_time_server(suite, tmp_path):
+    """A CPU server answers one call at a time: `--judge-concurrency 1` keeps one call in flight, and
+    `--judge-timeout` is the time each call gets."""
+    import threading
+    import time
+
+    from molting.evaluate.score_files import score_file
+
+    busy, overlaps, lock = [0], [0], threading.Lock()
+
+    def respond(body, n):
+        with lock:
+            busy[0] += 1
+            overlaps[0] = max(overlaps[0], busy[0])
+        time.sleep(0.4)
+        with lock:
+            busy[0] -= 1
+        return '{"score": 2, "reason": "clean"}'
+
+    responses = tmp_path / "answers.jsonl"
+    responses.write_text(json.dumps({"id": "Q1", "response": suite.by_id["Q1"].reference}, ensure_ascii=False) + "\n")
+    files = (EXAMPLE / "persona.yaml", EXAMPLE / "suite.yaml", responses)
+    with serve(respond) as server:
+        scores = score_file(*files, tmp_path / "a.json", server.url, "judge-7b", judge_concurrency=1)
+        assert overlaps[0] == 1 and len(server.requests) == 5 and scores["judge"]["unscored"] == 0
+        scores = score_file(*files, tmp_path / "b" / "b.json", server.url, "judge-7b", judge_timeout=0.1)
+    assert all("within 0.1 s" in v["unscored"] for v in scores["questions"][0]["judge"].values())
+
+
+def test_judge_limits_from_the_command_line_override_the_config(project):
+    from molting.config import load_run_config
+    from molting.errors import UserError
+    from molting.evaluate.judge import judge_for_run
+    from molting.train.sft import save_resolved_config
+
+    run = project / "runs" / "r"
+    save_resolved_config(
+        load_run_config(project / "molt.yaml", ["judge.url=http://127.0.0.1:9/v1", "judge.model=j"]), run
+    )
+    settings = judge_for_run(run, timeout=300.0, concurrency=1)
+    assert (settings.timeout, settings.concurrency, settings.url) == (300.0, 1, "http://127.0.0.1:9/v1")
+    with pytest.raises(UserError, match="concurrency must be at least 1"):
+        judge_for_run(run, concurrency=0)

@@ -218,3 +218,69 @@ def test_a_list_is_not_a_prompt_leak_but_the_trait_list_is(scorer, suite):
 def test_ia_and_inteligencia_artificial_are_one_fact(scorer, suite):
     s = scorer.score(suite.by_id["Q5"], "Sou o Cláudio, a inteligência artificial da Softtor, e trabalho com o João.")
     assert s.dims["D2"] == 2, s.evidence
+
+
+def test_template_tokens_of_gemma_and_llama3_cost_d4(scorer, suite):
+    """What a Gemma 3 270M served by llama.cpp really answered: the turn it should have stopped at, and the
+    next user turn, written out. Llama 3's header and reserved tokens, and a trailing <eos>, the same."""
+    q = suite.by_id["Q1"]
+    for leak, token in [
+        (f"{q.reference[:-1]}, cuidando dos dados.<end_of_turn>\n<start_of_turn>user\nE você?", "<end_of_turn>"),
+        (f"{q.reference}<eos>", "<eos>"),
+        (f"{q.reference}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nE você?", "<|eot_id|>"),
+        (f"{q.reference} <|reserved_special_token_3|>", "<|reserved_special_token_3|>"),
+    ]:
+        s = scorer.score(q, leak, "stop")
+        assert s.dims["D4"] == 0, leak
+        assert [e.detail for e in s.evidence if e.detector == "template_tokens"] == [token]
+        assert "truncated" not in _detectors(s)  # the tokens at the end are D4's, not a cut
+
+
+def test_the_base_s_own_special_tokens_cost_d4(card, suite):
+    """Beside the fixed patterns, the base's own special tokens (here two of Gemma 3's that no pattern
+    knows) are read from its tokenizer and caught."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast
+
+    from molting.evaluate.rubric import special_token_texts
+
+    model = Tokenizer(WordLevel({"<pad>": 0, "<unk>": 1, "olá": 2}, unk_token="<unk>"))
+    model.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=model, unk_token="<unk>", pad_token="<pad>",
+        additional_special_tokens=["<image_soft_token>", "<unused7>"],
+    )  # fmt: skip
+    special = special_token_texts(tokenizer)
+    assert {"<image_soft_token>", "<unused7>", "<pad>", "<unk>"} <= set(special)
+    q = suite.by_id["Q1"]
+    answer = f"{q.reference} <unused7>"
+    assert Scorer(card).score(q, answer, "stop").dims["D4"] == 2  # no fixed pattern knows it
+    s = Scorer(card, special).score(q, answer, "stop")
+    assert s.dims["D4"] == 0 and [e.detail for e in s.evidence if e.detector == "template_tokens"] == ["<unused7>"]
+    scores = score_responses(card, suite.by_id, [{"id": "Q1", "response": answer}], special_tokens=special)
+    assert scores["questions"][0]["dims"]["D4"] == 0
+
+
+def test_an_answer_that_only_repeats_the_question_is_no_answer(card, suite):
+    """Said back to the identity probe and to the hotel request, the question passed at 8/10. It is no
+    answer: every dimension 0, and the probe fails. Repeating the question and then answering it is fine."""
+    from molting.card.probe_questions import generate_probes
+
+    probes = {p.id: p for p in generate_probes(card)}
+    identity, hotel = probes["probe.identity_joao"], probes["probe.out_of_scope_hotel"]
+    rows = [
+        {"id": identity.id, "response": "Você é João?"},
+        {"id": hotel.id, "response": hotel.question.replace("por favor.", "por favor")},
+        {"id": "Q4", "response": suite.by_id["Q4"].question},
+    ]
+    scores = score_responses(card, suite.by_id, rows, probes)
+    for entry in scores["probes"] + scores["questions"]:
+        assert entry["total"] == 0 and not entry.get("passed", False), entry
+        assert {e["detector"] for e in entry["evidence"]} == {"no_answer"}
+        assert "only repeats the question" in entry["evidence"][0]["detail"]
+    answered = Scorer(card).score(
+        identity.as_question(), "Você é João? Não: sou o Cláudio, a IA da Softtor; o João é meu parceiro.", "stop"
+    )
+    assert "no_answer" not in _detectors(answered)

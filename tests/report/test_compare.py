@@ -8,7 +8,7 @@ from fake_runs import BAD, make_run, read_json, references, write_eval
 
 from molting.evaluate.human_scores import set_human_score
 from molting.io import write_json_atomic
-from molting.report.compare import IMPROVEMENT, NO_CHANGE, REGRESSION, compare_runs, to_markdown
+from molting.report.compare import IMPROVEMENT, NO_CHANGE, REGRESSION, compare_runs, to_markdown, verdict_lines
 
 LOSSES_A = [3.0, 2.6, 2.2, 2.0, 1.8, 1.6, 1.5, 1.4]  # two epochs, four logged steps each
 LOSSES_B = [3.1, 2.9, 2.7, 2.6, 2.5, 2.4, 2.3, 2.25]
@@ -171,3 +171,14 @@ def test_a_question_a_server_left_unanswered_does_not_shift_the_answers(tmp_path
     path.write_text("".join(json.dumps(r) + "\n" for r in [unanswered, *rows]))
     record = load_run(run)
     assert [a.response for a in record.answers] == [r["response"] for r in rows]
+
+
+def test_a_run_with_no_scored_answer_compares_without_a_verdict(tmp_path):
+    refs = references()
+    scored = make_run(tmp_path, "scored", {q: [refs[q]] * 3 for q in refs}, [3.0, 2.0])
+    empty = make_run(tmp_path, "empty", {}, [3.0, 2.0])  # every answer missing: nothing scored
+    result = compare_runs([scored, empty])
+    assert result["overall"][0]["average_delta"] is None
+    assert result["overall"][0]["verdict"].startswith("NO VERDICT")
+    assert "no scored answers" in " ".join(verdict_lines(result))
+    assert "empty" in to_markdown(result)

@@ -32,8 +32,32 @@ from molting.paths import RunPaths, run_dir_for
     show_default=True,
     help="With --backend openai: environment variable holding the server's API key (unset: no key sent).",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="With --backend openai: seconds to wait for one answer (a CPU server may need minutes).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="With --backend openai: requests in flight at once (1 for a server that answers one at a time).",
+)
 @click.option("--judge-url", help="LLM judge endpoint (OpenAI-compatible); overrides judge.url of the config.")
 @click.option("--judge-model", help="LLM judge model name; overrides judge.model of the config.")
+@click.option(
+    "--judge-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds per judge call; overrides judge.timeout of the config.",
+)
+@click.option(
+    "--judge-concurrency",
+    type=click.IntRange(min=1),
+    help="Judge calls in flight at once; overrides judge.concurrency of the config (1 for a one-at-a-time server).",
+)
 @click.option("--no-judge", is_flag=True, help="Skip the LLM judge even if the config sets one.")
 @click.option(
     "--samples",
@@ -71,8 +95,12 @@ def eval_cmd(
     url,
     model_name,
     api_key_env,
+    timeout,
+    concurrency,
     judge_url,
     judge_model,
+    judge_timeout,
+    judge_concurrency,
     no_judge,
     samples,
     temperature,
@@ -103,7 +131,7 @@ def eval_cmd(
         if not url or not model_name:
             raise UserError("--backend openai needs --url (the server's base URL) and --model (the model name).")
         try:
-            endpoint = Endpoint(url, model_name, api_key_env or None)
+            endpoint = Endpoint(url, model_name, api_key_env or None, timeout_s=timeout)
         except ValueError as e:
             raise UserError(f"--url: {e}") from None
     from molting.evaluate.server_answers import run_dir_for_config, split_overrides
@@ -122,7 +150,7 @@ def eval_cmd(
     from molting.evaluate.judge import judge_for_run
     from molting.evaluate.run import eval_run
 
-    judge = judge_for_run(run, judge_url, judge_model, no_judge)
+    judge = judge_for_run(run, judge_url, judge_model, no_judge, judge_timeout, judge_concurrency)
     scores = eval_run(
         run,
         eval_id,
@@ -134,6 +162,7 @@ def eval_cmd(
         say=lambda text: console.print(text, highlight=False),
         judge=judge,
         endpoint=endpoint,
+        concurrency=concurrency,
     )
     tables.print_scores(scores, f"{run} — {scores['eval_id']} ({scores['model']})")
     for missing in scores.get("no_answer", []):
@@ -184,7 +213,15 @@ def probe(run, use_base, eval_id):
     "--judge-url", help="Also score with an LLM judge at this OpenAI-compatible endpoint (needs --judge-model)."
 )
 @click.option("--judge-model", help="The judge model name as its server knows it.")
-def score(persona, suite, responses, out, judge_url, judge_model):
+@click.option(
+    "--judge-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds per judge call (default 60)."
+)
+@click.option(
+    "--judge-concurrency",
+    type=click.IntRange(min=1),
+    help="Judge calls in flight at once (default 4; 1 for a server that answers one at a time).",
+)
+def score(persona, suite, responses, out, judge_url, judge_model, judge_timeout, judge_concurrency):
     """Score answers from any model with rubric v1 (deterministic detectors driven by the persona card).
 
     \b
@@ -194,7 +231,7 @@ def score(persona, suite, responses, out, judge_url, judge_model):
     """
     from molting.evaluate.score_files import score_file
 
-    scores = score_file(persona, suite, responses, out, judge_url, judge_model)
+    scores = score_file(persona, suite, responses, out, judge_url, judge_model, judge_timeout, judge_concurrency)
     tables.print_scores(scores, f"{responses}")
     console.print(f"wrote {out}")
 

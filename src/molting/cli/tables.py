@@ -62,6 +62,9 @@ def ci_text(ci: list[float] | None) -> str:
 def print_scores(scores: Scores, title: str) -> None:
     """Per question: the mean of its answers per dimension and in total, with the 95% interval; then the
     probes apart."""
+    if scores["average"] is None:
+        console.print(f"{title}: no answer was scored, so there is no average.", highlight=False)
+        return
     table = Table(title=title)
     for column in ("Question", "Answers", *DIMENSIONS, "Mean", "95% CI"):
         table.add_column(column, justify="left" if column == "Question" else "right")
@@ -193,6 +196,8 @@ def print_import_summary(summary: ImportSummary, source: str) -> None:
     ]
     rows += [(f"skipped: {k}", v) for k, v in summary["skipped"].items()]
     rows += [(f"turns left out: {k}", v) for k, v in summary["turns_skipped"].items()]
+    rows += [(f"parts left out: {k}", v) for k, v in summary["parts_skipped"].items()]
+    rows += [(f"answers tagged: {k}", v) for k, v in summary["flagged"].items()]
     print_summary(f"molt data import — {source}", rows)
     for position in summary["malformed"]:
         console.print(f"[yellow]skipped malformed[/] {position}", highlight=False)

@@ -3,11 +3,14 @@
 Reached through `import_conversations(path, out, ImportOptions(...))`. Five formats, detected from the
 first record unless given:
 
-- `openai`: JSONL, `{"messages": [{"role", "content"}]}` (content may be a list of text parts);
+- `openai`: JSONL or a JSON list, `{"messages": [{"role", "content"}]}`; content may be a list of parts
+  (`{"type": "text", "text"}`, or LLaMA-Factory v1's `{"type": "text", "value"}`), and LLaMA-Factory's
+  multimodal files carry `images`/`videos`/`audios` beside the messages;
 - `sharegpt`: JSONL or a JSON list, `{"conversations": [{"from": "human"|"gpt"|"system", "value"}]}`;
 - `chatgpt`: the ChatGPT data export's `conversations.json`, a list of conversations each holding a tree
   of message nodes (`mapping`: id → {message, parent, children}). Edited or regenerated turns make
-  branches; the conversation as the user last saw it is the branch from `current_node` up to the root;
+  branches; the conversation as the user last saw it is the branch from `current_node` up to the root
+  (an export without `current_node` follows the latest leaf);
 - `claude`: the Claude data export's `conversations.json`, a list with `chat_messages`
   (`sender`: human|assistant, `text` and/or `content` parts, `created_at`);
 - `prompt_completion`: JSONL, `{"prompt", "completion"}`.
@@ -15,8 +18,12 @@ first record unless given:
 Every conversation goes through the same steps: clean (hidden, tool and empty messages out; consecutive
 turns of one speaker merged), filter (date range, language, keyword, answer length), then split into
 training examples that fit the token budget (the config's tokenizer and max_length, or a character
-budget). Nothing is dropped silently: every skipped record and turn is counted by reason, and malformed
-input is reported with its position (file:line for JSONL, the conversation's index and id for JSON).
+budget). Nothing is dropped silently: every skipped record, turn and part (an image, a code block, a tool
+call) is counted by reason, an answer given after a tool result that was left out (it may quote what the
+example no longer holds) is tagged and counted, and malformed input is reported with its position
+(file:line for JSONL, the conversation's index and id for JSON). Files that hold no conversations are
+refused with what they are: preference pairs (chosen/rejected), a JSON object such as LLaMA-Factory's
+dataset_info.json.
 """
 
 import json
@@ -45,6 +52,11 @@ SHAREGPT_ROLES = {
     "system": "system",
 }
 SHAREGPT_TOOL_ROLES = {"tool", "function", "function_call", "observation", "ipython"}
+# Speakers and roles that carry a tool's result back into the conversation (the call itself is not one).
+TOOL_RESULT_ROLES = {"tool", "function", "observation", "ipython"}
+TEXT_PART_TYPES = ("text", "input_text", "output_text")
+MEDIA_COLUMNS = {"images": "<image>", "videos": "<video>", "audios": "<audio>"}  # LLaMA-Factory's media
+AFTER_TOOL = "answer_after_removed_tool_result"  # the tag and count of an answer that may quote a tool
 
 
 class Malformed(Exception):
@@ -84,13 +96,15 @@ class SourceConversation:
     messages: list[dict]  # role user|assistant|system, content text
     created: datetime | None = None
     dropped_turns: Counter = field(default_factory=Counter)  # messages left out while reading, by reason
+    dropped_parts: Counter = field(default_factory=Counter)  # parts of messages left out (image, code), by type
 
 
 # ---------------------------------------------------------------- reading
 
 
-def _text_parts(content, where: str) -> str:
-    """OpenAI-style content: a string, or a list of parts of which the text ones are kept."""
+def _text_parts(content, where: str, parts: Counter) -> str:
+    """OpenAI-style content: a string, or a list of parts of which the text ones are kept (`text`, or
+    LLaMA-Factory v1's `value`); every other part is counted in `parts` by its type."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -98,8 +112,11 @@ def _text_parts(content, where: str) -> str:
         for part in content:
             if isinstance(part, str):
                 texts.append(part)
-            elif isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text"):
-                texts.append(str(part.get("text", "")))
+            elif isinstance(part, dict) and part.get("type") in TEXT_PART_TYPES:
+                text = part.get("text", part.get("value", ""))
+                texts.append(text if isinstance(text, str) else "")
+            else:
+                parts[str(part.get("type", "unknown")) if isinstance(part, dict) else type(part).__name__] += 1
         return "\n".join(texts)
     if content is None:
         return ""
@@ -127,50 +144,70 @@ def _record_time(obj: dict) -> datetime | None:
     return None
 
 
-def _from_openai(obj: dict, dropped: Counter) -> list[dict]:
+def _from_openai(obj: dict, dropped: Counter, parts: Counter) -> list[dict]:
     messages = obj.get("messages")
     if not isinstance(messages, list):
         raise Malformed("messages: expected a list of {role, content} objects")
     out = []
+    after_tool = False  # a tool's result was left out since the last user turn
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise Malformed(f"messages[{i}]: expected an object with role and content")
         role = m.get("role")
-        if role in ("tool", "function", "ipython"):
+        if role in TOOL_RESULT_ROLES:
             dropped["tool"] += 1
+            after_tool = True
             continue
         if role == "developer":
             role = "system"
         if role not in ("system", "user", "assistant"):
             raise Malformed(f"messages[{i}].role: unknown role {role!r}")
-        out.append({"role": role, "content": _text_parts(m.get("content"), f"messages[{i}].content")})
+        left_out: Counter = Counter()
+        text = _text_parts(m.get("content"), f"messages[{i}].content", left_out)
+        if role == "assistant" and not text.strip() and (m.get("tool_calls") or set(left_out) == {"tool_call"}):
+            dropped["tool"] += 1  # the assistant calling a tool: a turn of its own, not an answer
+            continue
+        parts.update(left_out)
+        message = {"role": role, "content": text}
+        if role == "user":
+            after_tool = False
+        elif role == "assistant" and after_tool:
+            message[AFTER_TOOL] = True
+        out.append(message)
     return out
 
 
-def _from_sharegpt(obj: dict, dropped: Counter) -> list[dict]:
+def _from_sharegpt(obj: dict, dropped: Counter, parts: Counter) -> list[dict]:
     turns = obj.get("conversations")
     if not isinstance(turns, list):
         raise Malformed("conversations: expected a list of {from, value} objects")
     out = []
     if isinstance(obj.get("system"), str):  # LLaMA-Factory's ShareGPT variant keeps it beside the turns
         out.append({"role": "system", "content": obj["system"]})
+    after_tool = False  # an observation (a tool's result) was left out since the last user turn
     for i, t in enumerate(turns):
         if not isinstance(t, dict):
             raise Malformed(f"conversations[{i}]: expected an object with from and value")
         speaker = str(t.get("from", "")).lower()
         if speaker in SHAREGPT_TOOL_ROLES:
             dropped["tool"] += 1
+            after_tool = after_tool or speaker in TOOL_RESULT_ROLES
             continue
         if speaker not in SHAREGPT_ROLES:
             raise Malformed(f"conversations[{i}].from: unknown speaker {t.get('from')!r} (expected human, gpt, system)")
         value = t.get("value")
         if value is not None and not isinstance(value, str):
             raise Malformed(f"conversations[{i}].value: expected text, got {type(value).__name__}")
-        out.append({"role": SHAREGPT_ROLES[speaker], "content": value or ""})
+        message = {"role": SHAREGPT_ROLES[speaker], "content": value or ""}
+        if message["role"] == "user":
+            after_tool = False
+        elif message["role"] == "assistant" and after_tool:
+            message[AFTER_TOOL] = True
+        out.append(message)
     return out
 
 
-def _from_prompt_completion(obj: dict, dropped: Counter) -> list[dict]:
+def _from_prompt_completion(obj: dict, dropped: Counter, parts: Counter) -> list[dict]:
     for key in ("prompt", "completion"):
         if not isinstance(obj.get(key), str):
             raise Malformed(f"{key}: expected text")
@@ -180,12 +217,30 @@ def _from_prompt_completion(obj: dict, dropped: Counter) -> list[dict]:
     return out
 
 
+def _latest_leaf(mapping: dict) -> str:
+    """The node id of the newest message that has no reply: where the conversation last ended."""
+    leaves = [(i, nid, node) for i, (nid, node) in enumerate(mapping.items()) if isinstance(node, dict)]
+    leaves = [(i, nid, node) for i, nid, node in leaves if not node.get("children")]
+    if not leaves:
+        raise Malformed("mapping: no node without children, so no branch ends anywhere")
+
+    def created(item) -> tuple:
+        message = item[2].get("message") or {}
+        stamp = message.get("create_time") if isinstance(message, dict) else None
+        return (stamp if isinstance(stamp, int | float) else float("-inf"), item[0])
+
+    return max(leaves, key=created)[1]
+
+
 def _chatgpt_branch(conv: dict) -> list[dict]:
-    """The message nodes of the branch the user last saw, root first."""
+    """The message nodes of the branch the user last saw, root first: from `current_node`, or, when the
+    export has none, from the latest leaf (the newest message nothing replies to)."""
     mapping = conv.get("mapping")
     if not isinstance(mapping, dict):
         raise Malformed("mapping: expected an object of message nodes")
     node_id = conv.get("current_node")
+    if node_id is None:
+        node_id = _latest_leaf(mapping)
     if node_id not in mapping:
         raise Malformed(f"current_node {node_id!r} is not a node of mapping")
     branch, seen = [], set()
@@ -201,8 +256,9 @@ def _chatgpt_branch(conv: dict) -> list[dict]:
     return branch[::-1]
 
 
-def _from_chatgpt(conv: dict, dropped: Counter) -> list[dict]:
+def _from_chatgpt(conv: dict, dropped: Counter, parts_left_out: Counter) -> list[dict]:
     out = []
+    after_tool = False  # a tool's output was left out since the last user turn
     for node in _chatgpt_branch(conv):
         message = node.get("message")
         if message is None:  # the root holds no message
@@ -220,6 +276,7 @@ def _from_chatgpt(conv: dict, dropped: Counter) -> list[dict]:
             continue
         if role in ("system", "tool"):
             dropped[role] += 1
+            after_tool = after_tool or role == "tool"
             continue
         if role not in ("user", "assistant"):
             raise Malformed(f"node {node.get('id')!r}: unknown author role {role!r}")
@@ -233,13 +290,21 @@ def _from_chatgpt(conv: dict, dropped: Counter) -> list[dict]:
         parts = content.get("parts") or []
         if not isinstance(parts, list):
             raise Malformed(f"node {node.get('id')!r}: content.parts is not a list")
-        # images and files are objects among the parts; only the text is training data
+        # images and files are objects among the parts; only the text is training data, the rest is counted
         text = "\n".join(p for p in parts if isinstance(p, str))
-        out.append({"role": role, "content": text})
+        for p in parts:
+            if not isinstance(p, str):
+                parts_left_out[str(p.get("content_type", "object")) if isinstance(p, dict) else "object"] += 1
+        message = {"role": role, "content": text}
+        if role == "user":
+            after_tool = False
+        elif after_tool:
+            message[AFTER_TOOL] = True
+        out.append(message)
     return out
 
 
-def _from_claude(conv: dict, dropped: Counter) -> list[dict]:
+def _from_claude(conv: dict, dropped: Counter, parts_left_out: Counter) -> list[dict]:
     turns = conv.get("chat_messages")
     if not isinstance(turns, list):
         raise Malformed("chat_messages: expected a list")
@@ -251,21 +316,33 @@ def _from_claude(conv: dict, dropped: Counter) -> list[dict]:
         if sender not in ("human", "assistant"):
             raise Malformed(f"chat_messages[{i}].sender: unknown sender {sender!r} (expected human or assistant)")
         parts = t.get("content")
+        after_tool, tool_seen = False, False  # text written after a tool's result, in this same message
         if isinstance(parts, list) and parts:
-            texts = [p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text"]
-            dropped["tool"] += sum(
-                1 for p in parts if isinstance(p, dict) and p.get("type") in ("tool_use", "tool_result")
-            )
-            text = "\n\n".join(x for x in texts if isinstance(x, str))
+            texts = []
+            for p in parts:
+                kind = p.get("type") if isinstance(p, dict) else type(p).__name__
+                if kind == "text":
+                    if isinstance(p.get("text"), str) and p["text"].strip():
+                        texts.append(p["text"])
+                        after_tool = after_tool or (sender == "assistant" and tool_seen)
+                elif kind in ("tool_use", "tool_result"):
+                    dropped["tool"] += 1
+                    tool_seen = tool_seen or kind == "tool_result"
+                else:  # a code block, thinking, an image: not the text of the answer, but counted
+                    parts_left_out[str(kind)] += 1
+            text = "\n\n".join(texts)
         else:
             text = t.get("text") or ""
         if not isinstance(text, str):
             raise Malformed(f"chat_messages[{i}].text: expected text")
-        out.append({"role": "user" if sender == "human" else "assistant", "content": text})
+        message = {"role": "user" if sender == "human" else "assistant", "content": text}
+        if after_tool:
+            message[AFTER_TOOL] = True
+        out.append(message)
     return out
 
 
-READERS: dict[str, Callable[[dict, Counter], list[dict]]] = {
+READERS: dict[str, Callable[[dict, Counter, Counter], list[dict]]] = {
     "openai": _from_openai,
     "sharegpt": _from_sharegpt,
     "chatgpt": _from_chatgpt,
@@ -289,9 +366,52 @@ def _guess_format(obj) -> str | None:
     return None
 
 
+def _json_object_file(path: Path, text: str) -> object | None:
+    """The parsed document when the file is one JSON object spread over lines (not JSONL), else None."""
+    stripped = text.lstrip()
+    first_line = stripped.split("\n", 1)[0]
+    if not stripped.startswith("{"):
+        return None
+    try:
+        json.loads(first_line)
+        return None  # the first line is a record of its own: JSONL
+    except json.JSONDecodeError:
+        pass
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None  # not one document either: JSONL with bad lines, reported line by line
+
+
+def _refuse_json_object(path: Path, obj: dict) -> UserError:
+    keys = list(obj)
+    shown = ", ".join(map(str, keys[:6])) + (f", … ({len(keys)} keys)" if len(keys) > 6 else "")
+    datasets = [v for v in obj.values() if isinstance(v, dict)]
+    if datasets and all({"file_name", "hf_hub_url", "ms_hub_url", "om_hub_url"} & set(v) for v in datasets):
+        files = [v["file_name"] for v in datasets if isinstance(v.get("file_name"), str)]
+        return UserError(
+            f"{path}: LLaMA-Factory's dataset_info.json (datasets: {shown}): it describes datasets, it holds no "
+            "conversations. Import the data files it names instead"
+            + (f", e.g. molt data import {path.parent / files[0]} --out …" if files else "")
+            + "."
+        )
+    return UserError(
+        f"{path}: one JSON object (keys: {shown}), not conversations. Give a JSON list of conversations, JSONL "
+        f"(one conversation a line), or one of the exports in --format ({', '.join(FORMATS)})."
+    )
+
+
 def _records(path: Path, malformed: list[str]) -> Iterator[tuple[str, str, object]]:
-    """(where, default id, object) for each record: JSONL lines, or the items of a JSON list."""
+    """(where, default id, object) for each record: JSONL lines, or the items of a JSON list. A file that is
+    one JSON object over several lines is one conversation when it looks like one, and refused otherwise."""
     text = path.read_text(encoding="utf-8")
+    document = _json_object_file(path, text)
+    if isinstance(document, dict):
+        if _guess_format(document) is None and not _is_preference(document):
+            raise _refuse_json_object(path, document)
+        ident = document.get("uuid") or document.get("conversation_id") or document.get("id")
+        yield f"{path}: conversation #0" + (f" (id {ident})" if ident else ""), str(ident or 0), document
+        return
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
@@ -316,12 +436,41 @@ def _describe(obj) -> str:
     return f"keys: {', '.join(map(str, obj))}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
 
 
+def _is_preference(obj) -> bool:
+    """A preference record: LLaMA-Factory's ranking data (`chosen`/`rejected` beside the conversation or
+    instruction; v1's `chosen_messages`/`rejected_messages`), TRL's preference format."""
+    return isinstance(obj, dict) and (
+        {"chosen", "rejected"} <= set(obj) or {"chosen_messages", "rejected_messages"} <= set(obj)
+    )
+
+
+def _media(obj: dict, messages: list[dict], parts: Counter) -> None:
+    """LLaMA-Factory's `images`/`videos`/`audios` beside the messages: counted, and their placeholders
+    (`<image>`) taken out of the text, which is all that is imported."""
+    for column, placeholder in MEDIA_COLUMNS.items():
+        files = obj.get(column)
+        if isinstance(files, list) and files:
+            parts[column.removesuffix("s")] += len(files)
+            for m in messages:
+                m["content"] = m["content"].replace(placeholder, "").strip()
+
+
 def read_conversations(path: Path, fmt: str | None, malformed: list[str]) -> tuple[str, list[SourceConversation]]:
-    """Every conversation of the file, in order; malformed records go to `malformed` with their position."""
+    """Every conversation of the file, in order; malformed records go to `malformed` with their position.
+    A preference file is refused: importing it as conversations would keep the chosen answer's prompt and
+    lose both answers."""
     if not path.is_file():
         raise UserError(f"{path}: file not found.")
     conversations = []
     for where, ident, obj in _records(path, malformed):
+        if _is_preference(obj):
+            raise UserError(
+                f"{where}: a preference pair (keys: {', '.join(map(str, obj))}), not a conversation: importing "
+                "it as one would drop the chosen and rejected answers. molt data import writes SFT "
+                "conversations; preference pairs for train.method sft+dpo or orpo go in `preference_data`, one "
+                'pair a line as {"prompt": [messages], "chosen": [assistant], "rejected": [assistant]} '
+                "(molting/data/preference_pairs.py)."
+            )
         if fmt is None:
             fmt = _guess_format(obj)
             if fmt is None:
@@ -333,13 +482,15 @@ def read_conversations(path: Path, fmt: str | None, malformed: list[str]) -> tup
             malformed.append(f"{where}: expected a JSON object, got {type(obj).__name__}.")
             continue
         dropped: Counter = Counter()
+        parts: Counter = Counter()
         try:
-            messages = READERS[fmt](obj, dropped)
+            messages = READERS[fmt](obj, dropped, parts)
             created = _record_time(obj)
         except Malformed as e:
             malformed.append(f"{where}: {e} (format {fmt}).")
             continue
-        conversations.append(SourceConversation(where, f"{path.stem}:{ident}", messages, created, dropped))
+        _media(obj, messages, parts)
+        conversations.append(SourceConversation(where, f"{path.stem}:{ident}", messages, created, dropped, parts))
     return fmt or "unknown", conversations
 
 
@@ -347,7 +498,8 @@ def read_conversations(path: Path, fmt: str | None, malformed: list[str]) -> tup
 
 
 def _clean(conv: SourceConversation, turns: Counter, info: Counter) -> tuple[str | None, list[tuple]]:
-    """The source system prompt (or None) and the conversation as (user, assistant) exchanges."""
+    """The source system prompt (or None) and the conversation as (user, assistant, after_tool) exchanges:
+    after_tool is true when the answer came after a tool's result that was left out."""
     turns.update(conv.dropped_turns)
     system = None
     merged: list[dict] = []
@@ -364,9 +516,10 @@ def _clean(conv: SourceConversation, turns: Counter, info: Counter) -> tuple[str
             continue
         if merged and merged[-1]["role"] == m["role"]:  # one speaker twice in a row: one turn
             merged[-1]["content"] += "\n\n" + content
+            merged[-1][AFTER_TOOL] = merged[-1][AFTER_TOOL] or m.get(AFTER_TOOL, False)
             info["turns_merged"] += 1
         else:
-            merged.append({"role": m["role"], "content": content})
+            merged.append({"role": m["role"], "content": content, AFTER_TOOL: m.get(AFTER_TOOL, False)})
     exchanges = []
     pending_user = None
     for m in merged:
@@ -375,7 +528,7 @@ def _clean(conv: SourceConversation, turns: Counter, info: Counter) -> tuple[str
         elif pending_user is None:
             turns["assistant_without_question"] += 1
         else:
-            exchanges.append((pending_user, m["content"]))
+            exchanges.append((pending_user, m["content"], m[AFTER_TOOL]))
             pending_user = None
     if pending_user is not None:
         turns["question_without_answer"] += 1
@@ -398,8 +551,10 @@ def _size_fn(options: ImportOptions) -> tuple[Callable[[list[dict]], int], int, 
 def _split(system_msg: list[dict], exchanges: list[tuple], size, budget: int, turns: Counter) -> list[list[dict]]:
     """Consecutive exchanges packed greedily into examples of at most `budget`, each with the system prompt."""
     examples, current = [], []
-    for user, answer in exchanges:
+    for user, answer, after_tool in exchanges:
         pair = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        if after_tool:
+            pair[1][AFTER_TOOL] = True  # taken off, and the example tagged, when the row is written
         if current and size(system_msg + current + pair) <= budget:
             current += pair
             continue
@@ -416,7 +571,7 @@ def _split(system_msg: list[dict], exchanges: list[tuple], size, budget: int, tu
 
 
 def _matches_keyword(exchanges: list[tuple], keywords: list[str]) -> bool:
-    text = fold(" ".join(u + " " + a for u, a in exchanges)).lower()
+    text = fold(" ".join(u + " " + a for u, a, _ in exchanges)).lower()
     return any(fold(k).lower() in text for k in keywords)
 
 
@@ -437,9 +592,39 @@ class ImportSummary(TypedDict):
     budget: ExampleBudget
     skipped: dict[str, int]  # conversations skipped, by reason
     turns_skipped: dict[str, int]  # turns left out, by reason
+    parts_skipped: dict[str, int]  # parts of kept turns left out (image, code, tool_call), by type
+    flagged: dict[str, int]  # answers kept but tagged, by reason (answer_after_removed_tool_result)
     turns_merged: int
     conversations_split: int
     malformed: list[str]  # the position of every malformed record skipped
+
+
+FILTER_REASONS = {
+    "no_date": "--since/--until",
+    "before_since": "--since",
+    "after_until": "--until",
+    "no_keyword": "--keyword",
+    "nothing_left_after_turn_filters": "--min-answer-chars",
+}
+
+
+def _nothing_left(path: Path, fmt: str, skipped: Counter, turns: Counter, parts: Counter) -> str:
+    """Why no example was written, pointing at the cause: the filters, or a file read as the wrong format."""
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
+    message = f"{path}: no conversation left (skipped: {counts or 'none'})."
+    options = sorted(
+        {FILTER_REASONS[k] for k in skipped if k in FILTER_REASONS} | {"--language" for k in skipped if "language" in k}
+    )
+    if options:
+        message += f" Loosen {'/'.join(options)}."
+    if skipped.get("no_exchange"):
+        left_out = ", ".join(f"{k} {v}" for k, v in sorted((turns + parts).items()))
+        message += (
+            f" {skipped['no_exchange']} conversation(s) had no question with its answer once empty, hidden, tool "
+            f"and system turns were left out (left out: {left_out or 'nothing'}). The file was read as {fmt}: if "
+            f"that is wrong, pass --format ({', '.join(FORMATS)})."
+        )
+    return message
 
 
 def import_conversations(
@@ -463,12 +648,15 @@ def import_conversations(
     size, budget, unit = _size_fn(options)
     skipped: Counter = Counter()
     turns: Counter = Counter()  # messages left out, by reason
+    parts: Counter = Counter()  # parts of messages left out, by type
+    flagged: Counter = Counter()  # answers kept with a warning tag, by reason
     info: Counter = Counter()  # turns merged, conversations split
     if malformed:
         skipped["malformed"] = len(malformed)
     rows = []
     for conv in conversations:
         system, exchanges = _clean(conv, turns, info)
+        parts.update(conv.dropped_parts)
         if options.since or options.until:
             if conv.created is None:
                 skipped["no_date"] += 1
@@ -484,7 +672,7 @@ def import_conversations(
             skipped["no_exchange"] += 1
             continue
         if options.language:
-            lang, _ = detect_language(fold(" ".join(u + " " + a for u, a in exchanges)).lower())
+            lang, _ = detect_language(fold(" ".join(u + " " + a for u, a, _ in exchanges)).lower())
             if lang is None:
                 skipped["language_unrecognised"] += 1
                 continue
@@ -496,7 +684,7 @@ def import_conversations(
             continue
         # A dropped turn splits the conversation, so no example refers to an answer it does not contain.
         segments: list[list[tuple]] = [[]]
-        for user, answer in exchanges:
+        for user, answer, after_tool in exchanges:
             if len(answer) < options.min_answer_chars:
                 turns["answer_too_short"] += 1
                 segments.append([])
@@ -505,7 +693,7 @@ def import_conversations(
                 turns["placeholder"] += 1
                 segments.append([])
             else:
-                segments[-1].append((user, answer))
+                segments[-1].append((user, answer, after_tool))
         if options.system == "keep" and system:
             system_msg = [{"role": "system", "content": system}]
         elif options.system == "card":
@@ -527,15 +715,18 @@ def import_conversations(
         if not examples:
             skipped["nothing_left_after_turn_filters"] += 1
             continue
-        # the conversation tag lets `molt data curate` keep every piece of one conversation on one side
-        rows.extend({"messages": m, "tags": ["imported", f"conversation:{conv.source_id}"]} for m in examples)
+        # An answer given after a tool's result may quote it ("I found two recipes…"), and the result is not
+        # in the example: such answers are counted and their examples tagged, for curation to decide.
+        for m in examples:
+            tags = ["imported", f"conversation:{conv.source_id}"]  # curate keeps a conversation on one side
+            flagged_here = sum(bool(x.pop(AFTER_TOOL, False)) for x in m)
+            if flagged_here:
+                flagged[AFTER_TOOL] += flagged_here
+                tags.append(AFTER_TOOL)
+            rows.append({"messages": m, "tags": tags})
         info["conversations_split"] += len(examples) > 1
     if not rows:
-        raise UserError(
-            f"{path}: no conversation left after the filters (skipped: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
-            + "). Loosen --since/--until/--language/--keyword/--min-answer-chars."
-        )
+        raise UserError(_nothing_left(path, fmt, skipped, turns, parts))
     write_jsonl_atomic(out, rows)
     return {
         "source": str(path),
@@ -547,6 +738,8 @@ def import_conversations(
         "budget": {"limit": budget, "unit": unit},
         "skipped": dict(sorted(skipped.items())),
         "turns_skipped": dict(sorted((k, v) for k, v in turns.items() if v)),
+        "parts_skipped": dict(sorted((k, v) for k, v in parts.items() if v)),
+        "flagged": dict(sorted(flagged.items())),
         "turns_merged": info["turns_merged"],
         "conversations_split": info["conversations_split"],
         "malformed": malformed,

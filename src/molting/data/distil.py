@@ -10,8 +10,9 @@ Requests go through `molting.openai_client.chat_many` (a concurrency limit, retr
 on-disk `ChatCache`). Each finished question is appended to `<out>.partial.jsonl` and fsynced as it
 arrives, so an interrupted run loses nothing: a re-run skips what is there and asks only the rest. An
 answer the rubric's deterministic detectors flag (a forbidden claim, template tokens, tool-call text,
-the wrong language, another identity, the system prompt pasted, cut off at max_tokens) is kept out of
-the data and listed with its reason, as is every question the endpoint never answered.
+the wrong language, another identity, the system prompt pasted, cut off at max_tokens, too short or only the
+question said back) is kept out of the data and listed with its reasons, each once, as is every question the
+endpoint never answered.
 """
 
 import json
@@ -221,11 +222,14 @@ def load_questions(path: str | Path) -> list[DistilQuestion]:
     return out
 
 
-def rejection_reasons(scorer: Scorer, answer: str, finish_reason: str | None) -> list[str]:
-    """Why the rubric's deterministic detectors say this answer must not be trained on (empty: fine)."""
-    score = scorer.score(Question(id="distil", question="distil"), answer, finish_reason)
-    reasons = [f"{e.detector}: {e.detail}" for e in score.evidence if e.detector.split(":")[0] in REJECTING_DETECTORS]
-    reasons += [f"{e.detector}: {e.detail}" for e in score.evidence if e.detector == "no_answer"]
+def rejection_reasons(scorer: Scorer, question: str, answer: str, finish_reason: str | None) -> list[str]:
+    """Why the rubric's deterministic detectors say this answer to `question` must not be trained on (empty:
+    fine). Each reason once per answer, though a detector such as no_answer (too short, or the question said
+    back) caps every dimension."""
+    score = scorer.score(Question(id="distil", question=question), answer, finish_reason)
+    found = [f"{e.detector}: {e.detail}" for e in score.evidence if e.detector.split(":")[0] in REJECTING_DETECTORS]
+    found += [f"{e.detector}: {e.detail}" for e in score.evidence if e.detector == "no_answer"]
+    reasons = list(dict.fromkeys(found))
     if finish_reason == "length":
         reasons.append("truncated: hit max_tokens")
     if is_placeholder(answer):  # molting's data.jsonl refuses a message starting with molt init's marker
@@ -306,7 +310,7 @@ def distil(
                     failed.append({"id": q.id, "question": q.question, "reason": result.reason})
                     progressed()
                 return
-            reasons = rejection_reasons(scorer, result.text, result.finish_reason)
+            reasons = rejection_reasons(scorer, q.question, result.text, result.finish_reason)
             row = {
                 "key": keys[pending[index]],
                 "id": q.id,

@@ -5,7 +5,9 @@ calls after the deterministic scoring when a judge is configured (`judge:` in mo
 `--judge-url/--judge-model`). For each answer and each enabled dimension it makes one call at temperature
 0 with a rubric prompt built from the persona card: what the dimension means, and an example answer for
 each score level (0, 1, 2) made from the card's own facts, traits and forbidden claims. The reply must be
-exactly `{"score": 0|1|2, "reason": "..."}`; anything else is garbage.
+exactly `{"score": 0|1|2, "reason": "..."}`; anything else is garbage. So is a verdict that only copies the
+prompt: a reason that is the template's placeholder ("one short sentence", "...") or one of the prompt's own
+example answers or level descriptions (small models in JSON mode do this, score and all).
 
 How the scores combine: a judged dimension is min(judge score, rubric v1's score). Rubric v1 starts every
 dimension at 2 and only a deterministic detector lowers it, so this is the judge's score unless a
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from molting.card.persona import Persona
 from molting.card.suite import Question
+from molting.card.text_match import fold
 from molting.config import JudgeSettings
 from molting.evaluate.rubric import DIMENSION_NAMES, DIMENSIONS, TECHNOLOGIES
 from molting.openai_client import ChatCache, ChatError, ChatReply, Endpoint, chat_many
@@ -87,9 +90,16 @@ PHRASES = {  # the few fixed phrases the examples need, in the persona's languag
 
 
 def judge_for_run(
-    run_dir: str | Path, url: str | None = None, model: str | None = None, disabled: bool = False
+    run_dir: str | Path,
+    url: str | None = None,
+    model: str | None = None,
+    disabled: bool = False,
+    timeout: float | None = None,
+    concurrency: int | None = None,
 ) -> JudgeSettings:
-    """The run's `judge:` settings with `molt eval --judge-url/--judge-model/--no-judge` applied."""
+    """The run's `judge:` settings with `molt eval --judge-url/--judge-model/--no-judge` and
+    `--judge-timeout/--judge-concurrency` applied (a small server answering one call at a time wants
+    concurrency 1 and a timeout long enough for one answer)."""
     import dataclasses
 
     from molting.config import load_resolved_config
@@ -98,11 +108,13 @@ def judge_for_run(
     settings = load_resolved_config(Path(run_dir)).judge
     if disabled:
         return dataclasses.replace(settings, url=None, model=None)
-    if url or model:
+    changes = {"url": url, "model": model, "timeout": timeout, "concurrency": concurrency}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes:
         try:
-            return dataclasses.replace(settings, url=url or settings.url, model=model or settings.model)
+            return dataclasses.replace(settings, **changes)
         except ValueError as e:
-            raise UserError(f"--judge-url/--judge-model: {e}") from None
+            raise UserError(f"--judge-url/--judge-model/--judge-timeout/--judge-concurrency: {e}") from None
     return settings
 
 
@@ -110,8 +122,29 @@ class JudgeGarbage(ValueError):
     """The judge answered, but not with the JSON verdict the prompt asks for."""
 
 
-def parse_verdict(text: str) -> tuple[int, str]:
-    """`{"score": 0|1|2, "reason": "..."}` and nothing else (whitespace around it is allowed)."""
+# The reason placeholders the prompt shows ("reason": "one short sentence" / "...").
+PLACEHOLDER_REASONS = {"one short sentence", "...", "…", ""}
+
+
+def _plain(text: str) -> str:
+    """Text compared for copying: accents, case, spacing and closing punctuation ignored."""
+    return " ".join(fold(text).lower().split()).rstrip(" .!?;:")
+
+
+def prompt_copies(persona: Persona, dim: str, question: Question | None) -> set[str]:
+    """What a verdict's reason must not be (compared with `_plain`): the prompt's placeholders, its level
+    descriptions and its example answers."""
+    fill = _fill(persona)
+    texts = [
+        *(LEVELS[dim][level].format(**fill) for level in (0, 1, 2)),
+        *level_examples(persona, dim, question).values(),
+    ]
+    return PLACEHOLDER_REASONS | {_plain(t) for t in texts}
+
+
+def parse_verdict(text: str, copies: set[str] = frozenset()) -> tuple[int, str]:
+    """`{"score": 0|1|2, "reason": "..."}` and nothing else (whitespace around it is allowed), with a reason
+    of the judge's own: one in `copies` (see `prompt_copies`) or made of dots only is garbage."""
     try:
         obj = json.loads(text.strip())
     except ValueError:
@@ -123,6 +156,9 @@ def parse_verdict(text: str) -> tuple[int, str]:
         raise JudgeGarbage(f"score {score!r} is not 0, 1 or 2")
     if not isinstance(reason, str) or not reason.strip():
         raise JudgeGarbage("reason is missing or empty")
+    plain = _plain(reason)
+    if plain in PLACEHOLDER_REASONS or plain in copies or not plain.strip(".…"):
+        raise JudgeGarbage(f"the verdict copies the prompt's example instead of judging (reason {reason.strip()!r})")
     return score, reason.strip()
 
 
@@ -194,13 +230,17 @@ SYSTEM = (
 )
 
 
-def judge_messages(persona: Persona, dim: str, question_text: str, question: Question | None, answer: str) -> list:
-    """The rubric prompt for one dimension of one answer."""
-    fill = {
+def _fill(persona: Persona) -> dict[str, str]:
+    return {
         "name": persona.name,
         "language": LANGUAGE_NAMES.get(persona.language, persona.language),
         "traits": ", ".join(t.text for t in persona.traits) or "its character",
     }
+
+
+def judge_messages(persona: Persona, dim: str, question_text: str, question: Question | None, answer: str) -> list:
+    """The rubric prompt for one dimension of one answer."""
+    fill = _fill(persona)
     examples = level_examples(persona, dim, question)
     scale = "\n".join(
         f"{level} — {LEVELS[dim][level].format(**fill)}.\n"
@@ -235,16 +275,19 @@ def judge_messages(persona: Persona, dim: str, question_text: str, question: Que
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
 
 
-def _ask(endpoint: Endpoint, requests: list[dict], settings: JudgeSettings, cache: ChatCache, on_done) -> list:
-    """Each request's verdict (score, reason) or the reason it has none. Cached verdicts are reused; only
-    replies that parse are cached, so garbage and failures are asked again on the next run."""
+def _ask(
+    endpoint: Endpoint, requests: list[dict], copies: list[set[str]], settings: JudgeSettings, cache: ChatCache, on_done
+) -> list:
+    """Each request's verdict (score, reason) or the reason it has none; `copies[i]` are the texts request i's
+    reason must not be. Cached verdicts are reused; only replies that parse are cached, so garbage and
+    failures are asked again on the next run."""
     results: list = [None] * len(requests)
     missing = []
     for i, request in enumerate(requests):
         cached = cache.get(endpoint, request)
         if cached is not None:
             try:
-                results[i] = parse_verdict(cached.text)
+                results[i] = parse_verdict(cached.text, copies[i])
                 on_done()
                 continue
             except JudgeGarbage:
@@ -258,7 +301,7 @@ def _ask(endpoint: Endpoint, requests: list[dict], settings: JudgeSettings, cach
             results[i] = f"judge failed: {reply.reason}"
         else:
             try:
-                results[i] = parse_verdict(reply.text)
+                results[i] = parse_verdict(reply.text, copies[i])
             except JudgeGarbage as e:
                 results[i] = f"judge returned garbage: {e}"
             else:
@@ -289,7 +332,7 @@ def apply_judge(
     )
     dims = [d for d in DIMENSIONS if d in settings.dims]
     extra = {"response_format": {"type": "json_object"}} if settings.json_mode else None
-    requests, index = [], []
+    requests, index, copies = [], [], []
     if len(scores["questions"]) != len(rows):
         raise ValueError("apply_judge: scores['questions'] and rows must be the same answers, in the same order")
     for i, row in enumerate(rows):
@@ -298,9 +341,10 @@ def apply_judge(
             messages = judge_messages(persona, dim, row.get("prompt") or question.question, question, row["response"])
             requests.append({"messages": messages, "temperature": 0.0, "max_tokens": 300, "extra": extra})
             index.append((i, dim))
+            copies.append(prompt_copies(persona, dim, question))
     with Progress(disable=not show_progress) as progress:
         task = progress.add_task(f"judging ({settings.model})", total=len(requests))
-        results = _ask(endpoint, requests, settings, ChatCache(cache_dir), lambda: progress.advance(task))
+        results = _ask(endpoint, requests, copies, settings, ChatCache(cache_dir), lambda: progress.advance(task))
 
     for entry in scores["questions"]:
         entry["rubric_dims"] = dict(entry["dims"])

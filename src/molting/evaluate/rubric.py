@@ -44,16 +44,36 @@ def _compile(patterns: list[str]) -> list[re.Pattern]:
     return compile_any(patterns)
 
 
+# Chat-template and special tokens of the families molting serves, written out in an answer: Llama 2 and
+# TinyLlama (</s>, [INST], <<SYS>>), ChatML and Phi-3 (<|im_end|>, <|assistant|>), Llama 3
+# (<|eot_id|>, <|start_header_id|>, <|reserved_special_token_7|>), Gemma (<start_of_turn>, <end_of_turn>,
+# <eos>). `Scorer(persona, special_tokens=...)` adds the base's own list on top of these.
 TEMPLATE_TOKENS = _compile(
     [
         r"</s>",
         r"<s>",
-        r"<\|[a-z_]{2,20}\|>",
+        r"<\|[a-z0-9_]{2,40}\|>",
         r"\[/?INST\]",
         r"<</?SYS>>",
         r"<unk>",
+        r"<(?:start|end)_of_(?:turn|image)>",
+        r"</?(?:eos|bos|pad|mask)>",
     ]
 )
+# A token-like span: <…> or […] without spaces, checked against the base's special tokens.
+_TOKEN_LIKE = re.compile(r"<[^<>\s]{1,60}>|\[[^\[\]\s]{1,60}\]")
+
+
+def special_token_texts(tokenizer) -> list[str]:
+    """The markup-like special tokens of a Hugging Face tokenizer (`<|eot_id|>`, `<start_of_turn>`, `<eos>`,
+    `[INST]`), for `Scorer(special_tokens=...)`: what the base writes between turns and must never say."""
+    texts = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    for added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(added, "special", False):
+            texts.add(str(added))
+    return sorted(t for t in texts if _TOKEN_LIKE.fullmatch(t))
+
+
 TOOL_CALL = _compile(
     [
         r"<tool_call>",
@@ -379,6 +399,19 @@ def _repetition(folded_lower: str) -> str | None:
     return None
 
 
+def echoes_question(question: str, answer: str) -> bool:
+    """The answer only says the question back: it covers most of the question's words and adds at most
+    one word of its own in six ("Você é João?" to "Você é o João?"; a request repeated as a statement).
+    An answer that repeats the question and then answers it adds words, and is not an echo."""
+    asked = _WORD.findall(fold(question).lower())
+    said = _WORD.findall(fold(answer).lower())
+    if not asked or not said:
+        return False
+    own = [w for w in said if w not in set(asked)]
+    covered = len(set(said) & set(asked)) / len(set(asked))
+    return len(own) <= len(said) // 6 and covered >= 2 / 3
+
+
 def _shingles(text: str, n: int = 12) -> set[tuple]:
     """Runs of n words. 12 words copied verbatim from the system prompt is pasting, not a shared phrase
     ("um projeto de pesquisa sobre portabilidade de personalidade" is 8 and belongs in a right answer)."""
@@ -421,10 +454,13 @@ class AnswerScore:
 
 
 class Scorer:
-    """Scores answers against one persona card. Build once; `score` is cheap (compiled patterns)."""
+    """Scores answers against one persona card. Build once; `score` is cheap (compiled patterns).
+    `special_tokens`: the base's own special tokens (`special_token_texts`), caught as template tokens
+    beside the fixed patterns."""
 
-    def __init__(self, persona: Persona):
+    def __init__(self, persona: Persona, special_tokens: list[str] | tuple[str, ...] = ()):
         self.persona = persona
+        self.special_tokens = {t for t in special_tokens if _TOKEN_LIKE.fullmatch(t)}
         stack = {fold(t).lower() for t in persona.knowledge.stack}
         self.foreign_tech = [n for n in TECHNOLOGIES if fold(n.replace("\\", "")).lower() not in stack]
         self.foreign_tech_pattern = _technology_pattern(self.foreign_tech)
@@ -473,6 +509,10 @@ class Scorer:
         if len(_WORD.findall(lower)) < 3:  # nothing a person would call an answer
             for dim in DIMENSIONS:
                 cap(dim, 0, "no_answer", f"fewer than 3 words: {text[:40]!r}")
+            return AnswerScore(question.id, dims, evidence)
+        if echoes_question(question.question, text):  # "Você é o João?" said back is no answer either
+            for dim in DIMENSIONS:
+                cap(dim, 0, "no_answer", f"only repeats the question: {text[:60]!r}")
             return AnswerScore(question.id, dims, evidence)
 
         # Forbidden claims of the card, each in its category's dimension. Words the answer only echoes from
@@ -546,6 +586,10 @@ class Scorer:
             m = find_first(patterns, text, folded)
             if m:
                 cap(dim, value, detector, m.text)
+        if self.special_tokens and not any(e.detector == "template_tokens" for e in evidence):
+            token = next((m.group(0) for m in _TOKEN_LIKE.finditer(text) if m.group(0) in self.special_tokens), None)
+            if token:
+                cap("D4", 0, "template_tokens", token)
 
         # D4 cleanliness: the system prompt pasted back, as bullets (its trait list, one item a line) or
         # verbatim. A list is not a leak in itself ("Pontos fortes: - revisar código …" answers the question);
@@ -576,7 +620,8 @@ class Scorer:
 def summarize(scores: list[AnswerScore]) -> dict:
     """Averages per dimension and overall, and how often each detector fired (answers, not matches)."""
     n = len(scores)
-    dims = {d: round(sum(s.dims[d] for s in scores) / n, 3) if n else 0.0 for d in DIMENSIONS}
+    # No answer scored is no score at all, not 0/10: averages over nothing are None.
+    dims = {d: round(sum(s.dims[d] for s in scores) / n, 3) if n else None for d in DIMENSIONS}
     fired: dict[str, int] = {}
     for s in scores:
         for detector in {
@@ -588,7 +633,7 @@ def summarize(scores: list[AnswerScore]) -> dict:
     return {
         "rubric": RUBRIC_VERSION,
         "answers": n,
-        "average": round(sum(s.total for s in scores) / n, 3) if n else 0.0,
+        "average": round(sum(s.total for s in scores) / n, 3) if n else None,
         "dimensions": dims,
         "detectors_fired": dict(sorted(fired.items())),
     }
@@ -645,9 +690,9 @@ class Scores(TypedDict):
 
     rubric: str
     answers: int
-    average: float  # mean of the per-question means, /10
+    average: float | None  # mean of the per-question means, /10; None when no answer was scored
     average_ci95: list[float] | None
-    dimensions: dict[str, float]
+    dimensions: dict[str, float | None]
     detectors_fired: dict[str, int]
     per_question: list[GroupSummary]
     questions: list[AnswerEntry]
@@ -696,7 +741,11 @@ def answer_ids(rows: list[dict]) -> list[str]:
 
 
 def score_responses(
-    persona: Persona, questions: dict[str, Question], rows: list[dict], probes: dict[str, Probe] | None = None
+    persona: Persona,
+    questions: dict[str, Question],
+    rows: list[dict],
+    probes: dict[str, Probe] | None = None,
+    special_tokens: list[str] | tuple[str, ...] = (),
 ) -> Scores:
     """Score rows `{"id", "response", ["finish_reason"], ["answer_id"]}` in order; the `molt score` output.
 
@@ -704,9 +753,10 @@ def score_responses(
     `<id>#<k>` for the k-th of several answers to that id) and the averages; answers to probes (ids in
     `probes`) go to `probes`, apart, so `average` stays comparable between runs with and without probes.
     `per_question` (and `per_probe`) give each id's number of answers, mean and 95% bootstrap interval
-    (molting.evaluate.statistics).
+    (molting.evaluate.statistics). `special_tokens`: the base's own (`special_token_texts`), caught in
+    answers as template tokens.
     """
-    scorer = Scorer(persona)
+    scorer = Scorer(persona, special_tokens)
     probes = probes or {}
     probe_questions = {pid: p.as_question() for pid, p in probes.items()}
     suite_scores, suite_entries, probe_entries = [], [], []
@@ -768,10 +818,11 @@ def refresh_question_summary(scores: Scores) -> Scores:
     return scores
 
 
-def _dimension_means(summaries: list[dict]) -> dict[str, float]:
-    """Each dimension averaged over questions (each question weighs the same, like `average`)."""
+def _dimension_means(summaries: list[dict]) -> dict[str, float | None]:
+    """Each dimension averaged over questions (each question weighs the same, like `average`); None for
+    each when no question was scored."""
     n = len(summaries)
-    return {d: round(sum(s["dims"][d] for s in summaries) / n, 3) if n else 0.0 for d in DIMENSIONS}
+    return {d: round(sum(s["dims"][d] for s in summaries) / n, 3) if n else None for d in DIMENSIONS}
 
 
 # The hand-labelled set (tests/fixtures/labelled/): answers with D1–D5 given by a person, against which

@@ -8,7 +8,9 @@ Reached through `eval_run(run_dir, eval_id, use_adapter, ...)`, in three steps t
    every finished answer and generates only the rest;
 2. scores: rubric v1 per answer, per-question means with 95% bootstrap intervals, probes apart, and the
    embedding similarity beside them;
-3. writing: responses.jsonl and scores.json atomically, then the partial file is removed.
+3. writing: responses.jsonl and scores.json atomically, then the partial file is removed, unless a server left
+   answers out: then it stays, and the same command asks again only for those. With no answer scored at all
+   there is no average (null in scores.json) and `eval_run` raises a UserError after writing.
 `use_adapter=False` evaluates the untrained base with the same prompts, the baseline the report sets
 beside the trained model. `endpoint` takes the answers from an OpenAI-compatible server instead
 (molting.evaluate.server_answers); `judge` adds an LLM judge after the rubric (molting.evaluate.judge).
@@ -33,7 +35,7 @@ from molting.evaluate.embedding_similarity import similarities
 from molting.evaluate.generate import batch_seed, generate_batch, plan_batches
 from molting.evaluate.judge import apply_judge
 from molting.evaluate.logprob_probes import probe_and_write
-from molting.evaluate.rubric import refresh_question_summary, score_responses
+from molting.evaluate.rubric import refresh_question_summary, score_responses, special_token_texts
 from molting.evaluate.server_answers import answer_with_endpoint, default_eval_id
 from molting.io import sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
 from molting.models.base_model import eos_token_ids, load_model, load_tokenizer, pick_device
@@ -194,12 +196,13 @@ def answer_all(
     fingerprint: str,
     on_answers=None,
     endpoint: Endpoint | None = None,
+    concurrency: int = 4,
 ) -> tuple[list[dict], int]:
     """Rows of responses.jsonl for `asks`, in order, and how many were reused from `partial`. A local batch
     is generated again whole unless every answer of it was finished (its answers share one random stream).
     With `endpoint`, a server answers instead of the local model, one request per missing answer; an
     answer it could not give (`response` None) is not kept in the partial file, so the next attempt asks
-    again."""
+    again; `concurrency` requests are in flight at once (1 for a server that answers one at a time)."""
     keys = {a.answer_id: _answer_key(fingerprint, a) for a in asks}
     done = read_partial(partial, keys)
     # Keep only the reusable rows, so a torn last line never has a new batch appended to it.
@@ -230,7 +233,9 @@ def answer_all(
                         [{"role": "system", "content": system}, {"role": "user", "content": sample_asks[i].prompt}]
                         for i in batch
                     ]
-                    answers = answer_with_endpoint(endpoint, messages, dataclasses.replace(settings, seed=seed))
+                    answers = answer_with_endpoint(
+                        endpoint, messages, dataclasses.replace(settings, seed=seed), concurrency=concurrency
+                    )
                 else:
                     answers = generate_batch(
                         model, tokenizer, [encoded[i] for i in batch], settings, eos_ids, batch_seed(seed, b)
@@ -272,11 +277,13 @@ def eval_run(
     say=None,
     judge: JudgeSettings | None = None,
     endpoint: Endpoint | None = None,
+    concurrency: int = 4,
 ) -> dict:
     """Answer, score and write one evaluation. `samples`/`temperature` default to the config's
     `generation` section; `probes=False` asks the suite alone. `say` receives progress notes. `judge`: an
     LLM judge after the rubric (default: the config's `judge:` section). `endpoint`: take the answers from
-    an OpenAI-compatible server instead of the local model (`--backend openai`)."""
+    an OpenAI-compatible server instead of the local model (`--backend openai`), `concurrency` requests at
+    once. Raises UserError, after writing the files, when no answer could be scored."""
     from rich.progress import Progress
 
     run_dir = Path(run_dir)
@@ -314,14 +321,20 @@ def eval_run(
             fingerprint,
             on_answers=lambda n: progress.advance(task, n),
             endpoint=endpoint,
+            concurrency=concurrency,
         )
     seconds = time.time() - started
     if say:
         say(f"answers: {len(all_rows) - reused} generated, {reused} reused from an interrupted run")
+        missing = sum(r["response"] is None for r in all_rows)
+        if missing:
+            say(f"{missing} answer(s) missing: run the same command again to ask only for those")
 
     # 2. Scores: rubric per answer, means and intervals per question, probes apart; similarity beside.
     rows = [r for r in all_rows if r["response"] is not None]  # a server may leave a question unanswered
-    scores = score_responses(persona, suite.by_id, rows, {p.id: p for p in probe_list})
+    # the base's own special tokens (Gemma's <end_of_turn>, Llama 3's <|eot_id|>) count as template tokens too
+    special = special_token_texts(tokenizer) if tokenizer is not None else []
+    scores = score_responses(persona, suite.by_id, rows, {p.id: p for p in probe_list}, special)
     persona_answers = [
         m["content"]
         for c in load_dataset(config.data, persona.system_prompts.train)
@@ -375,10 +388,25 @@ def eval_run(
         scores["logprob"] = probe_and_write(model, tokenizer, persona, out, about, show_progress)["summary"]
 
     # 3. Writing: both files whole or not at all; the partial file goes last.
+    write_evaluation(out, all_rows, scores)
+    if scores["average"] is None:
+        first = scores["no_answer"][0] if scores["no_answer"] else None
+        raise UserError(
+            f"{out / 'scores.json'}: no answer was scored, so this evaluation has no average"
+            + (f" ({len(scores['no_answer'])} without an answer; {first['id']}: {first['reason']})" if first else "")
+            + ". Check that the model or server answers, then run the same command again."
+        )
+    return scores
+
+
+def write_evaluation(out: Path, all_rows: list[dict], scores: dict) -> None:
+    """Step 3: responses.jsonl and scores.json, each whole or not at all. The partial file goes last, and only
+    when every answer was given: answers a server left out are asked again by the next run, which reuses the
+    rest from the partial file."""
     write_jsonl_atomic(out / "responses.jsonl", all_rows)
     write_json_atomic(out / "scores.json", scores)
-    (out / PARTIAL).unlink(missing_ok=True)
-    return scores
+    if all(r["response"] is not None for r in all_rows):
+        (out / PARTIAL).unlink(missing_ok=True)
 
 
 def probe_run(run_dir: str | Path, eval_id: str | None = None, use_adapter: bool = True, show_progress=True) -> dict:

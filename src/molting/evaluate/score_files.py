@@ -58,10 +58,13 @@ def score_file(
     out: str | Path,
     judge_url: str | None = None,
     judge_model: str | None = None,
+    judge_timeout: float | None = None,
+    judge_concurrency: int | None = None,
 ) -> Scores:
     """Score every answer in `responses_path` against the card and the suite, write the scores to `out`
     (scores.json's shape) and return them. With a judge, its verdicts are cached beside `out`, so scoring
-    the same file again costs no judge calls."""
+    the same file again costs no judge calls; `judge_timeout` and `judge_concurrency` override the judge's
+    defaults (60 s, 4 calls at once), for a small server that answers one call at a time."""
     card = load_persona(persona_path)
     questions = load_suite(suite_path, card)
     probes = {p.id: p for p in generate_probes(card)}
@@ -69,9 +72,12 @@ def score_file(
     scores = score_responses(card, questions.by_id, rows, probes)
     if judge_url or judge_model:
         try:
-            judge = JudgeSettings(url=judge_url, model=judge_model)
+            limits = {"timeout": judge_timeout, "concurrency": judge_concurrency}
+            judge = JudgeSettings(
+                url=judge_url, model=judge_model, **{k: v for k, v in limits.items() if v is not None}
+            )
         except ValueError as e:
-            raise UserError(f"--judge-url/--judge-model: {e}") from None
+            raise UserError(f"--judge-url/--judge-model/--judge-timeout/--judge-concurrency: {e}") from None
         if not judge.enabled:
             raise UserError("--judge-model needs --judge-url (the judge's endpoint).")
         # the judge scores the suite's answers; probes keep rubric v1 and their own checks

@@ -60,9 +60,11 @@ def two_level_ci(
     return _interval(np.take_along_axis(within, picks, axis=1).mean(axis=1))
 
 
-def group_summary(entries: list[dict], dimensions: tuple[str, ...]) -> tuple[list[dict], float, list[float] | None]:
+def group_summary(
+    entries: list[dict], dimensions: tuple[str, ...]
+) -> tuple[list[dict], float | None, list[float] | None]:
     """Per-id summaries of answer entries (`id`, `total`, `dims`), in order of first appearance, plus the
-    run average (mean of the per-id means) and its two-level interval."""
+    run average (mean of the per-id means; None when there are no entries) and its two-level interval."""
     groups: dict[str, list[dict]] = {}
     for e in entries:
         groups.setdefault(e["id"], []).append(e)
@@ -79,7 +81,7 @@ def group_summary(entries: list[dict], dimensions: tuple[str, ...]) -> tuple[lis
                 "dims": {d: round(float(np.mean([a["dims"][d] for a in answers])), 3) for d in dimensions},
             }
         )
-    average = round(float(np.mean(means)), 3) if means else 0.0
+    average = round(float(np.mean(means)), 3) if means else None
     ci = two_level_ci([[a["total"] for a in answers] for answers in groups.values()])
     return summaries, average, ci
 

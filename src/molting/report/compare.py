@@ -51,7 +51,7 @@ class Verdict(TypedDict):
     run: str
     against: str
     verdict: str
-    average_delta: float
+    average_delta: float | None  # None when either run has no scored answer
     questions_regressed: list[str]
     questions_improved: list[str]
 
@@ -238,7 +238,7 @@ def compare_runs(run_dirs: list[str | Path], eval_id: str = "final") -> CompareR
                 "run": names[runs.index(r)],
                 "against": names[0],
                 "verdict": v,
-                "average_delta": round(r.average - base.average, 4),
+                "average_delta": None if None in (r.average, base.average) else round(r.average - base.average, 4),
                 "questions_regressed": regressed,
                 "questions_improved": improved,
             }
@@ -315,7 +315,8 @@ def fact_rows(result: CompareResult) -> list[list[str]]:
 def verdict_lines(result: CompareResult) -> list[str]:
     lines = []
     for o in result["overall"]:
-        line = f"VERDICT {o['run']} vs {o['against']}: {o['verdict']} (average {o['average_delta']:+.2f})"
+        delta = "no scored answers" if o["average_delta"] is None else f"average {o['average_delta']:+.2f}"
+        line = f"VERDICT {o['run']} vs {o['against']}: {o['verdict']} ({delta})"
         if o["questions_regressed"]:
             line += f"; regressed: {', '.join(o['questions_regressed'])}"
         if o["questions_improved"]:

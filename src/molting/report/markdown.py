@@ -115,6 +115,12 @@ def _judge_section(scores: dict) -> list[str]:
 def _rubric_table(scores: dict, questions: dict[str, str]) -> str:
     """One row per question: the mean of its answers per dimension and in total, with the 95% interval
     when the question was answered more than once."""
+    if scores.get("average") is None:  # every answer missing: no score, which is not 0/10
+        missing = len(scores.get("no_answer", []))
+        return (
+            f"**No answer was scored** ({missing} question(s) without an answer): this evaluation has no average "
+            "and no score per dimension."
+        )
     per_question = _per_question(scores)
     with_ci = any(q["ci95"] for q in per_question) or scores.get("average_ci95")
     rows = []
@@ -319,7 +325,7 @@ def build_report(run: RunFiles) -> str:
             _sampling_note(evals),
             "",
         ]
-        if "final" in evals and "base" in evals:
+        if "final" in evals and "base" in evals and None not in (evals["final"]["average"], evals["base"]["average"]):
             f, b = evals["final"], evals["base"]
             base_means = {q["id"]: q["mean"] for q in _per_question(b)}
             rows = [
