@@ -29,7 +29,16 @@ def test_go_template_subset_follows_go_semantics():
     )
     assert render(template, data) == "[user:a]U[assistant:b]ALAST"
     assert render("x{{ if not (eq (len .Messages) 2) }}no{{ else }}two{{ end }}", data) == "xtwo"
-    for unsupported in ("{{- .Prompt }}", "{{ .Messages | len }}", "{{ if true }}x", '{{ printf "%s" .X }}'):
+    # a variable declared outside a range and assigned inside it keeps the assignment across iterations
+    prev = '{{ $p := "none" }}{{ range $i, $m := .Messages }}{{ $p }}>{{ $m.Role }};{{ $p = $m.Role }}{{ end }}{{ $p }}'
+    assert render(prev, data) == "none>user;user>assistant;assistant"
+    for unsupported in (
+        "{{ $q = 1 }}",
+        "{{- .Prompt }}",
+        "{{ .Messages | len }}",
+        "{{ if true }}x",
+        '{{ printf "%s" .X }}',
+    ):
         with pytest.raises(ValueError):
             render(unsupported, data)
 

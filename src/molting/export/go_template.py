@@ -4,8 +4,10 @@ Ollama renders a Modelfile's TEMPLATE with Go's text/template. Go is not availab
 to check that the TEMPLATE molting writes renders a conversation exactly as the training chat template
 does, `render` evaluates the constructs `ollama_modelfile.go_template` emits, and nothing else:
 literal text, `{{ range $i, $m := .Messages }}`, `{{ if … }}` / `{{ else if … }}` / `{{ else }}` /
-`{{ end }}`, printing `{{ $m.Content }}`, and the builtins `eq`, `ne`, `and`, `not`, `len`, `slice`
-over `$.Messages`, variables, fields and string literals. Anything else raises `ValueError`, so the
+`{{ end }}`, printing `{{ $m.Content }}`, declaring `{{ $prev := "" }}` and assigning
+`{{ $prev = $m.Role }}` (an assignment inside a range changes the variable declared outside it, as in Go
+since 1.11), and the builtins `eq`, `ne`, `and`, `not`, `len`, `slice` over `$.Messages`, variables,
+fields and string literals. Anything else raises `ValueError`, so the
 check cannot pass on a construct it does not understand. It checks molting's reading of Go's
 semantics (the idioms are the ones Ollama's own templates use), not Ollama's binary.
 """
@@ -13,6 +15,16 @@ semantics (the idioms are the ones Ollama's own templates use), not Ollama's bin
 import re
 
 _ACTION = re.compile(r"\{\{(.*?)\}\}", re.S)
+_SET = re.compile(r"(\$\w+)\s*(:=|=)\s*(.+)", re.S)
+
+
+class _Variable:
+    """A variable declared with :=; scopes hold the same object, so `=` anywhere changes it for all."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 _TOKEN = re.compile(r'\s*(\(|\)|"(?:[^"\\]|\\.)*"|[^\s()]+)')
 
 
@@ -77,6 +89,9 @@ def _parse(template: str) -> list:
                 i += 1
             elif head in ("end", "else"):
                 raise ValueError(f"unexpected {{{{ {value} }}}}")
+            elif m := _SET.fullmatch(value):
+                nodes.append(("declare" if m.group(2) == ":=" else "assign", m.group(1), m.group(3)))
+                i += 1
             else:
                 nodes.append(("print", value))
                 i += 1
@@ -98,6 +113,8 @@ def _value(token: str, scope: dict, root: dict):
         if name not in scope:
             raise ValueError(f"undefined variable {name}")
         obj = scope[name]
+        if isinstance(obj, _Variable):
+            obj = obj.value
     elif token.startswith("."):
         obj, path = scope["."], token[1:]
     elif token.isdigit():
@@ -163,6 +180,13 @@ def _run(nodes: list, scope: dict, root: dict, out: list[str]) -> None:
             if not isinstance(value, str):
                 raise ValueError(f"printing a non-string value from {node[1]!r}")
             out.append(value)
+        elif kind == "declare":
+            scope[node[1]] = _Variable(_eval(_tokens(node[2]), scope, root))
+        elif kind == "assign":
+            variable = scope.get(node[1])
+            if not isinstance(variable, _Variable):
+                raise ValueError(f"assignment to undeclared variable {node[1]}")
+            variable.value = _eval(_tokens(node[2]), scope, root)
         elif kind == "if":
             for cond, body in node[1]:
                 if cond is None or _eval(_tokens(cond), scope, root):

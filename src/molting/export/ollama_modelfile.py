@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from molting.export.go_template import render as render_go
 from molting.models.chat_format import render
 
-_MARK = {"system": "\x1fMOLTING-SYSTEM\x1f", "user": "\x1fMOLTING-USER\x1f", "assistant": "\x1fMOLTING-ASSISTANT\x1f"}
+# Stand-ins for message contents; no whitespace at either end, so a template that trims contents (Gemma's
+# `| trim`) prints them whole.
+_MARK = {"system": "⟦MOLTING-SYSTEM⟧", "user": "⟦MOLTING-USER⟧", "assistant": "⟦MOLTING-ASSISTANT⟧"}
 
 
 @dataclass
@@ -24,6 +26,9 @@ class ChatSegments:
     before: dict[str, str]  # per role: text before the content
     after: dict[str, str]  # per role: text after the content (end-of-turn token, newline)
     generation_prompt: str  # what add_generation_prompt appends after the last message
+    # The system prompt is folded into the first user turn (Gemma's templates): the system message opens the
+    # user turn (before["system"] is the user turn's opening) and the user turn after it does not open again.
+    system_folded: bool = False
 
 
 class TemplateNotPortable(Exception):
@@ -61,14 +66,24 @@ def chat_segments(tokenizer) -> ChatSegments:
     system_first, rest = _split(system_user, _MARK["system"])
     if not system_first.startswith(head):
         raise TemplateNotPortable("a system turn does not start like the other turns")
-    system_after = rest[: len(rest) - len(user_only) + len(head)] if rest.endswith(user_only[len(head) :]) else None
-    if system_after is None:
+    folded = False
+    if rest.endswith(user_only[len(head) :]):
+        system_after = rest[: len(rest) - len(user_only) + len(head)]
+    elif (
+        system_first == first_user_before
+        and rest.count(_MARK["user"]) == 1
+        and rest.endswith(_MARK["user"] + user_after)
+    ):
+        # `<start_of_turn>user\nSYSTEM\n\nUSER<end_of_turn>`: what separates the two is the system turn's end
+        system_after, folded = rest[: -len(_MARK["user"] + user_after)], True
+    else:
         raise TemplateNotPortable("a system turn changes the turn after it")
     return ChatSegments(
         head=head,
         before={"system": system_first[len(head) :], "user": user_before, "assistant": assistant_before},
         after={"system": system_after, "user": user_after, "assistant": assistant_after},
         generation_prompt=generation_prompt,
+        system_folded=folded,
     )
 
 
@@ -78,14 +93,18 @@ def go_template(segments: ChatSegments) -> str:
     pieces = [*segments.before.values(), *segments.after.values(), segments.head, segments.generation_prompt]
     if any("{{" in p or "}}" in p or '"""' in p for p in pieces):
         raise TemplateNotPortable("the chat template's literal text contains '{{', '}}' or '\"\"\"'")
+    before = dict(segments.before)
+    if segments.system_folded:  # a user turn right after the system prompt continues the turn it opened
+        before["user"] = f'{{{{ if ne $prev "system" }}}}{before["user"]}{{{{ end }}}}'
     branches = "".join(
         f'{{{{ {"if" if i == 0 else "else if"} eq $m.Role "{role}" }}}}'
-        f"{segments.before[role]}{{{{ $m.Content }}}}{segments.after[role]}"
+        f"{before[role]}{{{{ $m.Content }}}}{segments.after[role]}"
         for i, role in enumerate(("system", "user", "assistant"))
     )
     last = '{{ if and (eq (len (slice $.Messages $i)) 1) (ne $m.Role "assistant") }}'
+    declare, remember = ('{{ $prev := "" }}', "{{ $prev = $m.Role }}") if segments.system_folded else ("", "")
     return (
-        f"{segments.head}{{{{ range $i, $m := .Messages }}}}{branches}{{{{ end }}}}"
+        f"{segments.head}{declare}{{{{ range $i, $m := .Messages }}}}{branches}{{{{ end }}}}{remember}"
         f"{last}{segments.generation_prompt}{{{{ end }}}}{{{{ end }}}}"
     )
 
