@@ -1,7 +1,7 @@
 """One interval per run: report.md, report.html (its page context) and `molt compare` read the same
 human-corrected answers and give the same 95% interval, the bootstrap `molt eval` writes into scores.json."""
 
-from fake_runs import BAD, make_run, references
+from fake_runs import BAD, make_run, references, write_eval
 
 from molting.evaluate.human_scores import set_human_score
 from molting.evaluate.statistics import mean_ci
@@ -42,3 +42,23 @@ def test_markdown_html_and_compare_give_one_interval_for_a_run_with_human_scores
 
     report = build_report(read_run(run))
     assert _ci(md_questions["Q1"]) in report and _ci(markdown["average_ci95"]) in report
+
+
+def test_the_report_gives_the_compare_verdict_of_trained_against_base(tmp_path):
+    refs = references()
+    run = make_run(tmp_path, "improved", {q: [refs[q]] * 3 for q in refs}, LOSSES)
+    write_eval(run, {q: [BAD] * 3 for q in refs}, eval_id="base")
+    report = build_report(read_run(run))
+    section = report.split("### Trained vs untrained base", 1)[1].split("###", 1)[0]
+    assert "Verdict: **IMPROVEMENT**" in section
+    assert "| **Average** |" in section and "| **IMPROVEMENT** |" in section
+
+    # the same answers the other way round: the "trained" adapter is the one that says it is ChatGPT
+    worse = make_run(tmp_path, "worse", {q: [BAD] * 3 for q in refs}, LOSSES)
+    write_eval(worse, {q: [refs[q]] * 3 for q in refs}, eval_id="base")
+    assert "Verdict: **REGRESSION**" in build_report(read_run(worse))
+
+    # one answer per question cannot give a verdict, however far apart the two averages are
+    single = make_run(tmp_path, "single", {q: [refs[q]] for q in refs}, LOSSES)
+    write_eval(single, {q: [BAD] for q in refs}, eval_id="base")
+    assert "Verdict: **NO VERDICT (1 sample)**" in build_report(read_run(single))

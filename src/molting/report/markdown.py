@@ -17,6 +17,7 @@ from molting.errors import UserError
 from molting.evaluate.rubric import DIMENSION_NAMES, DIMENSIONS
 from molting.io import write_bytes_atomic, write_text_atomic
 from molting.paths import RunPaths
+from molting.report.compare import verdict
 from molting.report.run_record import RunFiles, read_run
 
 # Detectors listed in every report, fired or not, so "0/8 template token leakage" is visible.
@@ -66,6 +67,10 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def _ci(ci: list[float] | None) -> str:
     return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "–"
+
+
+def _verdict(base_ci: list[float] | None, other_ci: list[float] | None, base_n: int, other_n: int) -> str:
+    return verdict(tuple(base_ci) if base_ci else None, tuple(other_ci) if other_ci else None, base_n, other_n)
 
 
 def _per_question(scores: dict) -> list[dict]:
@@ -327,28 +332,42 @@ def build_report(run: RunFiles) -> str:
         ]
         if "final" in evals and "base" in evals and None not in (evals["final"]["average"], evals["base"]["average"]):
             f, b = evals["final"], evals["base"]
-            base_means = {q["id"]: q["mean"] for q in _per_question(b)}
-            rows = [
-                [
-                    q["id"],
-                    f"{base_means[q['id']]:g}" if q["id"] in base_means else "–",
-                    f"{q['mean']:g}",
-                    f"{q['mean'] - base_means[q['id']]:+g}" if q["id"] in base_means else "–",
-                ]
-                for q in _per_question(f)
-            ]
+            base_by_id = {q["id"]: q for q in _per_question(b)}
+            rows = []
+            for q in _per_question(f):
+                bq = base_by_id.get(q["id"])
+                rows.append(
+                    [
+                        q["id"],
+                        f"{bq['mean']:g} {_ci(bq.get('ci95'))}" if bq else "–",
+                        f"{q['mean']:g} {_ci(q.get('ci95'))}",
+                        f"{q['mean'] - bq['mean']:+g}" if bq else "–",
+                        _verdict(bq.get("ci95"), q.get("ci95"), bq["samples"], q["samples"]) if bq else "–",
+                    ]
+                )
+            overall = _verdict(
+                b.get("average_ci95"),
+                f.get("average_ci95"),
+                min((q["samples"] for q in _per_question(b)), default=1),
+                min((q["samples"] for q in _per_question(f)), default=1),
+            )
             rows.append(
                 [
                     "**Average**",
                     f"{b['average']:.2f} {_ci(b.get('average_ci95'))}",
                     f"{f['average']:.2f} {_ci(f.get('average_ci95'))}",
                     f"**{f['average'] - b['average']:+.2f}**",
+                    f"**{overall}**",
                 ]
             )
             out += [
                 "### Trained vs untrained base",
                 "",
-                _table(["Question", "Untrained base", "Trained", "Δ"], rows),
+                f"Verdict: **{overall}** (as `molt compare` decides it: the trained adapter's 95% interval wholly "
+                "above the base's is an IMPROVEMENT, wholly below a REGRESSION, overlapping NO SIGNIFICANT CHANGE; "
+                "one answer per question gives NO VERDICT).",
+                "",
+                _table(["Question", "Untrained base", "Trained", "Δ", "Verdict"], rows),
                 "",
             ]
         for eval_id, scores in evals.items():
