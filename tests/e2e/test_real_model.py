@@ -55,7 +55,7 @@ def test_real_model_through_every_stage(tmp_path, gemma_base):
     assert manifest["train"]["total_parameters"] > 260_000_000
     preflight = json.loads((run / "preflight.json").read_text())
     assert not [f for f in preflight["findings"] if f["level"] == "error"]
-    generation = json.loads((run / "adapter" / "generation_config.json").read_text())
+    generation = json.loads((gemma_base / "generation_config.json").read_text())  # what generation stops on
     eos = generation["eos_token_id"]
     assert 106 in (eos if isinstance(eos, list) else [eos]), "<end_of_turn> (106) must stop generation"
 
