@@ -50,7 +50,21 @@ class LoraSettings:
         },
     )
 
+    trainable_tokens: str | list[str] = field(
+        default="auto",
+        metadata={
+            "help": "Token rows trained beside LoRA (PEFT's trainable tokens): auto trains the chat template's "
+            "tokens whose embedding row the base never trained (a pretrained base's <start_of_turn> and "
+            "<end_of_turn>: without them the model never learns to end a turn), none trains no row, or a list "
+            "of tokens, e.g. [<end_of_turn>]. `molt check` shows the evidence."
+        },
+    )
+
     def __post_init__(self):
+        if isinstance(self.trainable_tokens, str) and self.trainable_tokens not in ("auto", "none"):
+            raise FieldValueError(
+                "trainable_tokens", "trainable_tokens is auto, none or a list of tokens, e.g. [<end_of_turn>]."
+            )
         if self.r < 1:
             raise FieldValueError("r", "LoRA rank must be at least 1 (16 is the default, and works for 1-3 B models).")
         if self.dropout is not None and not 0 <= self.dropout < 1:

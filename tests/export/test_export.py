@@ -127,6 +127,8 @@ def test_export_all_targets_and_verify(run_copy):
     # every exported model, served or not, is free of template tokens and second turns
     template_checks = [c for c in report["checks"] if "template tokens" in c["check"]]
     assert len(template_checks) == 5 and all(c["ok"] and c["gating"] for c in template_checks)
+    bos_checks = [c for c in report["checks"] if "served prompt begins as the training prompt" in c["check"]]
+    assert len(bos_checks) == 2 and all(c["ok"] and c["gating"] for c in bos_checks)
     models = report["models"]
     assert set(models) == {"adapter", "merged", "gguf-f16", "gguf-f16-served", "gguf-q8_0", "gguf-q8_0-served"}
     n = len(report["questions"])
@@ -146,6 +148,29 @@ def test_export_all_targets_and_verify(run_copy):
         models["gguf-q8_0"]["average_score"] - models["adapter"]["average_score"], abs=1e-3
     )
     assert "merged == adapter, token for token" in result.stdout
+
+
+def test_a_gguf_that_would_add_a_bos_is_set_not_to(tmp_path):
+    # molting prompts with the rendered template alone; a GGUF whose add_bos_token is true (as llama.cpp's
+    # converter left Gemma 3 270M's) would make llama.cpp and Ollama serve <bos><bos>
+    import gguf
+    import numpy as np
+
+    from molting.export.llama_cpp_tools import prompt_without_added_bos
+
+    path = tmp_path / "m.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_add_bos_token(True)
+    writer.add_tensor("x", np.arange(4, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert prompt_without_added_bos(path) is True
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["tokenizer.ggml.add_bos_token"].contents() is False
+    assert list(reader.tensors[0].data) == [0, 1, 2, 3]  # the rest of the file untouched
+    assert prompt_without_added_bos(path) is False  # already false: nothing to do
 
 
 def test_q4_k_m_on_a_tiny_model_says_what_llama_cpp_did(run_copy):

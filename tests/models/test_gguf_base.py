@@ -118,6 +118,30 @@ def test_one_training_step_moves_the_lora_b_matrices(tmp_path, gemma_base):
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
     assert len(lora_b) == 18 * 7  # 18 layers × q, k, v, o, gate, up, down
     assert all(torch.count_nonzero(w) > 0 for w in lora_b), "PEFT starts B at zero; one step must move it"
+    # the turn tokens' rows, never trained in the pretrained base, train beside LoRA (lora.trainable_tokens:
+    # auto); the tied output head follows them
+    assert manifest["train"]["trainable_tokens"]["train_tokens"] == ["<start_of_turn>", "<end_of_turn>"]
+    rows = weights["base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta"]
+    base_rows = load_file(gemma_base / "model.safetensors")["model.embed_tokens.weight"][[105, 106]]
+    assert rows.shape == base_rows.shape and not torch.equal(rows.float(), base_rows.float())
+
+
+def test_preflight_finds_the_untrained_turn_token_rows(tmp_path, gemma_base):
+    result = run_molt("check", REAL_CONFIG, "--runs-dir", tmp_path, "--name", "g", "--json")
+    plan = json.loads(result.stdout)["trainable_tokens"]
+    checked = {c["token"]: c for c in plan["checked"]}
+    assert checked["<start_of_turn>"]["untrained"] and checked["<end_of_turn>"]["untrained"]
+    assert checked["<end_of_turn>"]["similar_rows"] > 1000  # one cluster with the <unusedN> rows
+    assert not checked["<bos>"]["untrained"] and checked["<bos>"]["similar_rows"] < 32
+    assert plan["train_tokens"] == ["<start_of_turn>", "<end_of_turn>"]
+    # nothing trains the end-of-turn row: the preflight says what that does, and how to fix it
+    result = run_molt(
+        "check", REAL_CONFIG, "--runs-dir", tmp_path, "--name", "g", *set_args(["lora.trainable_tokens=none"])
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = " ".join(result.stdout.split())
+    assert "the end-of-turn token looks never trained in this base: '<end_of_turn>' (id 106)" in text
+    assert "Set lora.trainable_tokens to auto" in text
 
 
 def test_bad_gguf_files_are_user_errors_that_leave_nothing_in_the_cache(tmp_path, molting_cache, gemma_base):

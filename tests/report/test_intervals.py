@@ -52,13 +52,24 @@ def test_the_report_gives_the_compare_verdict_of_trained_against_base(tmp_path):
     section = report.split("### Trained vs untrained base", 1)[1].split("###", 1)[0]
     assert "Verdict: **IMPROVEMENT**" in section
     assert "| **Average** |" in section and "| **IMPROVEMENT** |" in section
+    # the HTML run page (report.html and molt serve) gives the same verdict, from the same numbers
+    from molting.report.html import write_run_html
+
+    page = write_run_html(run).read_text()
+    assert 'Trained vs untrained base: <span class="v-IMPROVEMENT">IMPROVEMENT</span>' in page
+    versus = run_context(run)["versus_base"]
+    assert versus["verdict"] == "IMPROVEMENT" and len(versus["questions"]) == len(refs)
+    assert all(q["verdict"] in ("IMPROVEMENT", "NO SIGNIFICANT CHANGE") for q in versus["questions"])
 
     # the same answers the other way round: the "trained" adapter is the one that says it is ChatGPT
     worse = make_run(tmp_path, "worse", {q: [BAD] * 3 for q in refs}, LOSSES)
     write_eval(worse, {q: [refs[q]] * 3 for q in refs}, eval_id="base")
     assert "Verdict: **REGRESSION**" in build_report(read_run(worse))
+    assert run_context(worse)["versus_base"]["verdict"] == "REGRESSION"
 
     # one answer per question cannot give a verdict, however far apart the two averages are
     single = make_run(tmp_path, "single", {q: [refs[q]] for q in refs}, LOSSES)
     write_eval(single, {q: [BAD] for q in refs}, eval_id="base")
     assert "Verdict: **NO VERDICT (1 sample)**" in build_report(read_run(single))
+    # a run evaluated once has no comparison to show on its page
+    assert run_context(make_run(tmp_path, "alone", {q: [refs[q]] * 3 for q in refs}, LOSSES))["versus_base"] is None

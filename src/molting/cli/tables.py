@@ -40,6 +40,7 @@ def print_preflight(report: PreflightReport) -> None:
         f"{tp['eos_token']!r}: {tp['turns_checked'] - tp['turns_not_ending_in_eos']}/"
         f"{tp['turns_checked']} assistant turns end with it",
     )
+    table.add_row("turn-token rows", token_rows_text(report.get("trainable_tokens")))
     table.add_row("optimizer steps", f"{st['total_steps']} ({st['steps_per_epoch']} per epoch × {st['epochs']} epochs)")
     mem = report.get("memory")
     if mem:
@@ -53,6 +54,27 @@ def print_preflight(report: PreflightReport) -> None:
     for f in report["findings"]:
         console.print(f"[{styles[f['level']]}]{f['level']}[/]: {f['message']}", highlight=False)
     console.print("[green]preflight passed[/]" if report["ok"] else "[bold red]preflight failed[/]")
+
+
+def token_rows_text(plan: dict | None) -> str:
+    """The preflight's finding on the chat template's token rows, and what `lora.trainable_tokens` trains."""
+    if not plan:
+        return "–"
+    if plan.get("embeddings_in_full"):
+        return "every row trains (the embedding is in lora.modules_to_save)"
+    trained = ", ".join(plan["train_tokens"])
+    if plan["checked"] is None:
+        checked = "not checked here (the weights are not on this machine; molt train checks the loaded model)"
+    else:
+        untrained = [c["token"] for c in plan["checked"] if c["untrained"]]
+        checked = (
+            f"{', '.join(untrained)} look never trained in this base"
+            if untrained
+            else f"all {len(plan['checked'])} look trained"
+        )
+    if plan["setting"] == "none":
+        return f"{checked}; none trained (lora.trainable_tokens: none)"
+    return f"{checked}; trained beside LoRA: {trained}" if trained else checked
 
 
 def ci_text(ci: list[float] | None) -> str:

@@ -116,7 +116,28 @@ def convert_to_gguf(model_dir: Path, out_file: Path, outtype: str = "f16", say=p
         partial.unlink(missing_ok=True)
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-6:])
         raise UserError(f"llama.cpp's converter ({script}) could not convert {model_dir}:\n{tail}")
+    prompt_without_added_bos(partial)
     os.replace(partial, out_file)
+
+
+def prompt_without_added_bos(path: Path) -> bool:
+    """Set the GGUF's `tokenizer.ggml.add_bos_token` to false, in place; True when it was true.
+
+    molting trains and evaluates on the rendered chat template alone: a BOS is in the prompt only where the
+    template writes one (Gemma's does). llama.cpp, llama-server and Ollama add another one when this flag
+    is true, and the converter can leave it true whatever tokenizer_config.json says (it did for Gemma 3
+    270M): the served prompt then starts <bos><bos>, a prompt the model never saw. The flag is a one-byte
+    field, so it is rewritten where it lies."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path), "r+")
+    field = reader.get_field("tokenizer.ggml.add_bos_token")
+    if field is None or not bool(field.parts[field.data[0]][0]):
+        return False
+    field.parts[field.data[0]][0] = False
+    reader.data.flush()
+    del reader
+    return True
 
 
 def import_llama_cpp():

@@ -32,7 +32,7 @@ from molting.card.persona import load_persona
 from molting.card.suite import load_suite
 from molting.config import load_resolved_config
 from molting.errors import UserError
-from molting.evaluate.rubric import score_responses
+from molting.evaluate.rubric import score_responses, special_token_texts
 from molting.export.export import RECORD, load_adapter_model
 from molting.export.llama_cpp_tools import import_llama_cpp
 from molting.export.ollama_modelfile import chat_segments, parse_modelfile, template_mismatches
@@ -138,6 +138,14 @@ def _leaks(text: str, markers: list[str]) -> list[str]:
     return [m for m in markers if m in text]
 
 
+def _leading(ids: list[int], token: int) -> int:
+    return next((k for k, t in enumerate(ids) if t != token), len(ids))
+
+
+def _found(rows: list[dict]) -> list[str]:
+    return sorted({m for a in rows for m in a["leaked_template_tokens"]})
+
+
 def verify_export(
     run_dir: str | Path, target: str, max_new_tokens: int | None = None, show_progress: bool = True
 ) -> dict:
@@ -190,14 +198,19 @@ def verify_export(
             extra[name] = extra[f"{name}-served"] = info
 
     segments = chat_segments(tokenizer)
-    markers = sorted({p.strip() for p in (*segments.before.values(), *segments.after.values()) if p.strip()})
+    # the turn markup, and every special token of the base (Gemma's 6,000-odd <unusedN> among them: what a
+    # model whose turn-end row is untrained writes where its turn should end)
+    special = special_token_texts(tokenizer)
+    markers = sorted(
+        {p.strip() for p in (*segments.before.values(), *segments.after.values()) if p.strip()} | set(special)
+    )
     per_model: dict[str, dict] = {}
     for name, rows in answers.items():
         scored = [
             {"id": q.id, "response": a["text"], "finish_reason": a["finish_reason"]}
             for q, a in zip(suite.questions, rows, strict=True)
         ]
-        scores = score_responses(persona, suite.by_id, scored)
+        scores = score_responses(persona, suite.by_id, scored, special)
         for a, s in zip(rows, scores["questions"], strict=True):
             a["score"] = s["total"]
             a["leaked_template_tokens"] = _leaks(a["text"], markers)
@@ -261,6 +274,24 @@ def verify_export(
             + f", {served['identical_answers']}/{n} answers identical, fewest matching first tokens "
             f"{served['fewest_matching_first_tokens']}, score {served['score_change']:+.2f}"
         )
+        bos = merged_tokenizer.bos_token_id
+        extra_bos = [
+            q.id
+            for q, r, a in zip(suite.questions, reference, answers[f"{name}-served"], strict=True)
+            if bos is not None and _leading(a["prompt_tokens"], bos) != _leading(r["prompt_tokens"], bos)
+        ]
+        check(
+            f"{name} served prompt begins as the training prompt (no BOS added or lost)",
+            not extra_bos,
+            f"{n - len(extra_bos)}/{n} served prompts begin with the trained prompt's "
+            f"{_leading(reference[0]['prompt_tokens'], bos) if bos is not None else 0} BOS"
+            + (
+                f"; {', '.join(extra_bos)} differ (the GGUF's tokenizer.ggml.add_bos_token adds one the template "
+                "already writes)"
+                if extra_bos
+                else ""
+            ),
+        )
         if name == "gguf-f16":
             check(
                 f"gguf f16 matches the adapter on the first {F16_PREFIX} tokens of every answer",
@@ -286,7 +317,8 @@ def verify_export(
         check(
             f"{name} writes no template tokens or second turn",
             summary["answers_with_template_tokens"] == 0,
-            f"{summary['answers_with_template_tokens']}/{n} answers contain any of {', '.join(markers)}",
+            f"{summary['answers_with_template_tokens']}/{n} answers contain template or special tokens"
+            + (f" ({', '.join(found[:8])})" if (found := _found(answers[name])) else ""),
         )
         # And it ends at an end-of-turn token where the adapter does. Required where the export is fed the
         # adapter's own prompt tokens (the answers are comparable); as served, the prompt may tokenize

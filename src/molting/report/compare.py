@@ -122,6 +122,8 @@ def run_facts(run: RunRecord) -> dict:
         lora_text += f" targets={lora.get('target_modules')}"
         if lora.get("modules_to_save"):
             lora_text += f" + full: {', '.join(lora['modules_to_save'])}"
+        if rows := (t.get("trainable_tokens") or {}).get("train_tokens"):
+            lora_text += f" + token rows: {', '.join(rows)}"
     return {
         "base_model": c.get("base_model"),
         "max_length": train.get("max_length"),

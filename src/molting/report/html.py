@@ -31,6 +31,7 @@ from molting.report.compare import (
     run_facts,
     verdict_lines,
 )
+from molting.report.markdown import VERDICT_RULE, trained_vs_base
 from molting.report.run_record import RunRecord, eval_ids, load_run
 
 # Detectors whose evidence names what is missing or describes the answer, rather than quoting it:
@@ -76,6 +77,7 @@ def environment() -> jinja2.Environment:
     env.filters["highlight"] = highlight
     env.globals["dims"] = DIMENSIONS
     env.globals["dimension_names"] = DIMENSION_NAMES
+    env.globals["ci"] = lambda ci: f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
     return env
 
 
@@ -115,6 +117,10 @@ def run_context(run_dir: str | Path) -> dict:
         "config_text": config_path.read_text(encoding="utf-8") if config_path.is_file() else "",
         "loss_png": png_b64(loss_curves_png({run_dir.name: first.log}, f"{run_dir.name}")) if first.log else None,
         "evals": evals,
+        "versus_base": trained_vs_base(
+            *(next((r.scores for r in evals if r.eval_id == i), None) for i in ("final", "base"))
+        ),
+        "verdict_rule": VERDICT_RULE,
         "questions_text": texts,
         "open_answers": True,
         "score_url": None,

@@ -73,6 +73,49 @@ def _verdict(base_ci: list[float] | None, other_ci: list[float] | None, base_n: 
     return verdict(tuple(base_ci) if base_ci else None, tuple(other_ci) if other_ci else None, base_n, other_n)
 
 
+VERDICT_RULE = (
+    "as `molt compare` decides it: the trained adapter's 95% interval wholly above the base's is an IMPROVEMENT, "
+    "wholly below a REGRESSION, overlapping NO SIGNIFICANT CHANGE; one answer per question gives NO VERDICT"
+)
+
+
+def trained_vs_base(final: dict | None, base: dict | None) -> dict | None:
+    """The trained adapter's scores against the untrained base's, per question and overall, with the
+    compare verdict of each; None unless both evaluations exist and have an average. For report.md and
+    the HTML run page."""
+    if not final or not base or final.get("average") is None or base.get("average") is None:
+        return None
+    base_by_id = {q["id"]: q for q in _per_question(base)}
+    questions = []
+    for q in _per_question(final):
+        bq = base_by_id.get(q["id"])
+        questions.append(
+            {
+                "id": q["id"],
+                "base_mean": bq["mean"] if bq else None,
+                "base_ci95": bq.get("ci95") if bq else None,
+                "mean": q["mean"],
+                "ci95": q.get("ci95"),
+                "delta": round(q["mean"] - bq["mean"], 3) if bq else None,
+                "verdict": _verdict(bq.get("ci95"), q.get("ci95"), bq["samples"], q["samples"]) if bq else "–",
+            }
+        )
+    return {
+        "questions": questions,
+        "base_average": base["average"],
+        "base_ci95": base.get("average_ci95"),
+        "average": final["average"],
+        "ci95": final.get("average_ci95"),
+        "delta": round(final["average"] - base["average"], 3),
+        "verdict": _verdict(
+            base.get("average_ci95"),
+            final.get("average_ci95"),
+            min((q["samples"] for q in _per_question(base)), default=1),
+            min((q["samples"] for q in _per_question(final)), default=1),
+        ),
+    }
+
+
 def _per_question(scores: dict) -> list[dict]:
     """Per-question summaries; a scores.json from before samples existed has one answer per question."""
     if "per_question" in scores:
@@ -216,6 +259,11 @@ def build_report(run: RunFiles) -> str:
                             f" + trained in full: {', '.join(lora['modules_to_save'])}"
                             if lora.get("modules_to_save")
                             else ""
+                        )
+                        + (
+                            f" + token rows: {', '.join(f'`{x}`' for x in rows)}"
+                            if (rows := (t.get("trainable_tokens") or {}).get("train_tokens"))
+                            else ""
                         ),
                     ],
                     ["max_length", train["max_length"]],
@@ -330,42 +378,31 @@ def build_report(run: RunFiles) -> str:
             _sampling_note(evals),
             "",
         ]
-        if "final" in evals and "base" in evals and None not in (evals["final"]["average"], evals["base"]["average"]):
-            f, b = evals["final"], evals["base"]
-            base_by_id = {q["id"]: q for q in _per_question(b)}
-            rows = []
-            for q in _per_question(f):
-                bq = base_by_id.get(q["id"])
-                rows.append(
-                    [
-                        q["id"],
-                        f"{bq['mean']:g} {_ci(bq.get('ci95'))}" if bq else "–",
-                        f"{q['mean']:g} {_ci(q.get('ci95'))}",
-                        f"{q['mean'] - bq['mean']:+g}" if bq else "–",
-                        _verdict(bq.get("ci95"), q.get("ci95"), bq["samples"], q["samples"]) if bq else "–",
-                    ]
-                )
-            overall = _verdict(
-                b.get("average_ci95"),
-                f.get("average_ci95"),
-                min((q["samples"] for q in _per_question(b)), default=1),
-                min((q["samples"] for q in _per_question(f)), default=1),
-            )
+        versus = trained_vs_base(evals.get("final"), evals.get("base"))
+        if versus:
+            rows = [
+                [
+                    r["id"],
+                    f"{r['base_mean']:g} {_ci(r['base_ci95'])}" if r["base_mean"] is not None else "–",
+                    f"{r['mean']:g} {_ci(r['ci95'])}",
+                    f"{r['delta']:+g}" if r["delta"] is not None else "–",
+                    r["verdict"],
+                ]
+                for r in versus["questions"]
+            ]
             rows.append(
                 [
                     "**Average**",
-                    f"{b['average']:.2f} {_ci(b.get('average_ci95'))}",
-                    f"{f['average']:.2f} {_ci(f.get('average_ci95'))}",
-                    f"**{f['average'] - b['average']:+.2f}**",
-                    f"**{overall}**",
+                    f"{versus['base_average']:.2f} {_ci(versus['base_ci95'])}",
+                    f"{versus['average']:.2f} {_ci(versus['ci95'])}",
+                    f"**{versus['delta']:+.2f}**",
+                    f"**{versus['verdict']}**",
                 ]
             )
             out += [
                 "### Trained vs untrained base",
                 "",
-                f"Verdict: **{overall}** (as `molt compare` decides it: the trained adapter's 95% interval wholly "
-                "above the base's is an IMPROVEMENT, wholly below a REGRESSION, overlapping NO SIGNIFICANT CHANGE; "
-                "one answer per question gives NO VERDICT).",
+                f"Verdict: **{versus['verdict']}** ({VERDICT_RULE}).",
                 "",
                 _table(["Question", "Untrained base", "Trained", "Δ", "Verdict"], rows),
                 "",

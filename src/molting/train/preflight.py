@@ -102,6 +102,7 @@ class PreflightReport(TypedDict):
     token_budget: TokenBudget
     inference_budget: InferenceBudget
     template: TemplateCheck
+    trainable_tokens: dict[str, Any]  # molting.models.token_rows.plan_trainable_tokens: evidence, rows trained
     steps: StepCount
     memory: dict[str, Any] | None  # molting.train.memory_estimate's estimate, with the device and budget
     preference: dict[str, Any] | None  # the preference pairs' part (molting.data.preference_pairs)
@@ -288,6 +289,37 @@ def check_template(
         "rendered_example": sample,
     }
     return report, findings
+
+
+def embeddings_in_full(config: RunConfig) -> bool:
+    """`lora.modules_to_save` trains the whole embedding matrix (the builtin bases' setting)."""
+    return any(
+        name in ("embed_tokens", "wte", "word_embeddings", "tok_embeddings") for name in config.lora.modules_to_save
+    )
+
+
+def check_token_rows(config: RunConfig, tokenizer) -> tuple[dict, list[Finding]]:
+    """The chat template's tokens whose embedding row the base never trained, read from the local weights,
+    and which `lora.trainable_tokens` will train; a warning when the end-of-turn row looks untrained and
+    nothing would train it: LoRA alone cannot teach such a base to end a turn."""
+    from molting.models.token_rows import local_embedding_matrices, plan_trainable_tokens
+
+    in_full = embeddings_in_full(config)  # every row trains: nothing to check
+    matrices = None if in_full else local_embedding_matrices(resolve_base(config.base_model))
+    plan = plan_trainable_tokens(config.lora.trainable_tokens, tokenizer, matrices, in_full)
+    findings = []
+    untrained_eos = plan["untrained_end_of_turn"]
+    if untrained_eos and tokenizer.eos_token_id not in plan["train_ids"]:
+        findings.append(
+            Finding(
+                "warning",
+                "template",
+                f"the end-of-turn token looks never trained in this base: {untrained_eos[0]}. LoRA cannot move "
+                "an embedding row, so the trained model would rarely end a turn and run on to max_new_tokens. "
+                "Set lora.trainable_tokens to auto (the default) or list the token.",
+            )
+        )
+    return plan, findings
 
 
 def inference_budget(
@@ -522,6 +554,8 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
 
     budget, examples, findings = token_budget(tokenizer, conversations, config.train.max_length, config.data, allow)
     template, template_findings = check_template(tokenizer, eos_ids, examples, conversations)
+    trainable_tokens, token_findings = check_token_rows(config, tokenizer)
+    findings += token_findings
     infer, infer_findings = inference_budget(
         tokenizer, persona, suite, config.train.max_length, config.generation.max_new_tokens, context_window
     )
@@ -563,6 +597,7 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
         "token_budget": budget,
         "inference_budget": infer,
         "template": template,
+        "trainable_tokens": trainable_tokens,
         "steps": steps,
         "memory": memory,
         "preference": preference,

@@ -193,6 +193,41 @@ def train_run(
         return _train(config, run_dir, show_progress, allow_truncation, overwrite, resume)
 
 
+def _trainable_tokens(config: RunConfig, tokenizer, model) -> dict:
+    """`lora.trainable_tokens` decided on the loaded weights (the preflight could only read local files),
+    with PEFT's `trainable_token_indices` under "peft_indices": the input embedding's rows, and the output
+    head's too when it is not tied to them (a tied head follows the embedding in PEFT)."""
+    from molting.models.token_rows import model_embedding_matrices, plan_trainable_tokens
+    from molting.train.preflight import embeddings_in_full
+
+    in_full = embeddings_in_full(config)
+    matrices = None if in_full else model_embedding_matrices(model)
+    plan = plan_trainable_tokens(config.lora.trainable_tokens, tokenizer, matrices, in_full)
+    ids = plan["train_ids"]
+    indices = None
+    if ids:
+        names = {id(m): n for n, m in model.named_modules()}
+        indices = {names[id(model.get_input_embeddings())].rsplit(".", 1)[-1]: ids}
+        if matrices and "output" in matrices:
+            indices[names[id(model.get_output_embeddings())].rsplit(".", 1)[-1]] = ids
+    plan["peft_indices"] = indices
+    return plan
+
+
+def _give_token_wrappers_a_bias(model) -> None:
+    """TRL 1.16's fused LM-head loss reads `lm_head.weight` and `lm_head.bias`; PEFT 0.21's
+    TrainableTokensWrapper around an output head answers `weight` (the rows merged with their trained
+    deltas) but raises AttributeError on `bias`. Its own forward applies no bias, so a head without one
+    gets `bias = None` as a plain attribute (no parameter is registered: the adapter's files are unchanged)."""
+    import torch
+    from peft.utils.other import TrainableTokensWrapper
+
+    for module in model.modules():
+        if isinstance(module, TrainableTokensWrapper) and isinstance(module.original_module, torch.nn.Linear):
+            if module.original_module.bias is None:
+                object.__setattr__(module, "bias", None)
+
+
 def _train(
     config: RunConfig, run_dir: Path, show_progress: bool, allow_truncation: bool | None, overwrite: bool, resume: bool
 ) -> dict:
@@ -264,6 +299,7 @@ def _train(
         # casts norms to fp32 and enables input grads, so LoRA trains on the frozen quantised base
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.train.gradient_checkpointing)
     dropout = config.lora.dropout if config.lora.dropout is not None else (0.05 if device == "cuda" else 0.0)
+    token_plan = _trainable_tokens(config, tokenizer, model)
     lora = LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,
@@ -271,6 +307,7 @@ def _train(
         target_modules=config.lora.target_modules,
         task_type="CAUSAL_LM",
         modules_to_save=config.lora.modules_to_save or None,
+        trainable_token_indices=token_plan.pop("peft_indices"),
     )
     steps = report["steps"]["total_steps"]  # for orpo the preflight counts the joined dataset
     callback = _log_and_progress_callback(
@@ -330,6 +367,7 @@ def _train(
             peft_config=lora,
             callbacks=callbacks,
         )
+    _give_token_wrappers_a_bias(trainer.model)
     trainer.remove_callback(PrinterCallback)  # our progress bar and train_log.jsonl replace its dict dumps
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in trainer.model.parameters())
@@ -406,6 +444,7 @@ def _train(
             "quantization": config.train.quantization,
             "mixed_precision": precision,
             "lora_dropout": dropout,
+            "trainable_tokens": token_plan,
             "examples": len(conversations),
             "trainable_parameters": trainable,
             "total_parameters": total_params,
