@@ -65,8 +65,11 @@ def template_token_ids(tokenizer) -> list[int]:
 
 def row_evidence(weight, ids: list[int], tokenizer) -> list[RowEvidence]:
     """The evidence for each id in `ids` from one embedding (or output) matrix, vocabulary × hidden."""
+    import torch
+
     w = weight.detach()
-    norms = w.float().norm(dim=1)
+    step = 32768  # rows at a time: a float copy of a 128k-row matrix would be GBs
+    norms = torch.cat([w[k : k + step].float().norm(dim=1) for k in range(0, w.shape[0], step)])
     median = float(norms.median())
     out = []
     for i in ids:
@@ -76,9 +79,9 @@ def row_evidence(weight, ids: list[int], tokenizer) -> list[RowEvidence]:
         similar = 0
         if not zero:
             row = w[i].float()
-            for start in range(0, w.shape[0], 32768):  # in chunks: a float copy of a 128k-row matrix is GBs
-                chunk = w[start : start + 32768].float()
-                cos = (chunk @ row) / (norms[start : start + 32768] * norms[i]).clamp_min(1e-12)
+            for start in range(0, w.shape[0], step):
+                chunk = w[start : start + step].float()
+                cos = (chunk @ row) / (norms[start : start + step] * norms[i]).clamp_min(1e-12)
                 similar += int((cos > SIMILAR_COSINE).sum())
             similar -= 1  # the row itself
         out.append(RowEvidence(tokenizer.convert_ids_to_tokens(i), i, similar, zero))
