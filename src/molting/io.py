@@ -99,13 +99,23 @@ def read_json(path: Path) -> Any:
         raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}). Re-run the stage that writes it.") from None
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text, split on "\n" only (a trailing "\r" dropped). Never `str.splitlines()`:
+    it also splits on U+2028, U+2029, U+0085 and other separators, which JSON strings may hold unescaped
+    (json.dumps(..., ensure_ascii=False) writes them as they are), and cuts such a row in two."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def read_jsonl_rows(path: Path) -> list[dict]:
     """Every row of a JSONL file molting wrote ([] if it is absent); a bad line is reported as file:line."""
     path = Path(path)
     if not path.is_file():
         return []
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(jsonl_lines(path.read_text(encoding="utf-8")), start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))

@@ -37,7 +37,7 @@ from typing import Literal, TypedDict
 from molting.card.text_match import fold
 from molting.errors import UserError
 from molting.evaluate.rubric import LANGUAGE_NAMES, detect_language
-from molting.io import write_jsonl_atomic
+from molting.io import jsonl_lines, write_jsonl_atomic
 from molting.yaml_source import is_placeholder
 
 FORMATS = ("openai", "sharegpt", "chatgpt", "claude", "prompt_completion")
@@ -423,7 +423,7 @@ def _records(path: Path, malformed: list[str]) -> Iterator[tuple[str, str, objec
             )
             yield f"{path}: conversation #{i}" + (f" (id {ident})" if ident else ""), str(ident or i), item
         return
-    for n, raw in enumerate(text.splitlines(), start=1):
+    for n, raw in enumerate(jsonl_lines(text), start=1):
         if not raw.strip():
             continue
         try:

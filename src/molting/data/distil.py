@@ -26,7 +26,7 @@ from molting.card.persona import Persona
 from molting.card.suite import Question
 from molting.errors import UserError
 from molting.evaluate.rubric import Scorer
-from molting.io import read_jsonl, sha256_text, write_json_atomic, write_jsonl_atomic
+from molting.io import jsonl_lines, read_jsonl, sha256_text, write_json_atomic, write_jsonl_atomic
 from molting.openai_client import ChatCache, ChatError, ChatReply, Endpoint, chat_many
 from molting.yaml_source import PLACEHOLDER, is_placeholder
 
@@ -210,7 +210,7 @@ def load_questions(path: str | Path) -> list[DistilQuestion]:
         if problems:
             raise UserError(problems)
     else:
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for n, line in enumerate(jsonl_lines(path.read_text(encoding="utf-8")), start=1):
             if line.strip() and not line.lstrip().startswith("#"):
                 out.append(DistilQuestion(f"line{n}", line.strip(), f"file:{n}"))
     ids = [q.id for q in out]
@@ -241,7 +241,7 @@ def _read_partial(path: Path) -> dict[str, dict]:
     """Finished questions of an interrupted run. A torn last line (killed mid-write) is ignored."""
     done = {}
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in jsonl_lines(path.read_text(encoding="utf-8")):
             try:
                 row = json.loads(line)
                 done[row["key"]] = row

@@ -39,7 +39,7 @@ from pathlib import Path
 from molting.errors import UserError
 from molting.evaluate.rubric import DIMENSIONS, answer_ids
 from molting.evaluate.statistics import agreement_by_dimension
-from molting.io import write_json_atomic, write_text_atomic
+from molting.io import jsonl_lines, write_json_atomic, write_text_atomic
 from molting.paths import EvalPaths, RunPaths
 
 MANUAL_VERSION = 1
@@ -137,7 +137,7 @@ def _scored_eval(run_dir: str | Path, eval_id: str) -> EvalPaths:
 
 
 def _read_responses(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in jsonl_lines(path.read_text(encoding="utf-8")) if line.strip()]
 
 
 def write_sheet(run_dir: str | Path, eval_id: str = "final", out: str | Path | None = None) -> Path:
@@ -291,7 +291,7 @@ def read_preference_pairs(eval_dir: str | Path) -> list[dict]:
     path = EvalPaths(Path(eval_dir)).preference_pairs
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in jsonl_lines(path.read_text(encoding="utf-8")) if line.strip()]
 
 
 def save_preference_pair(

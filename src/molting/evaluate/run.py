@@ -37,7 +37,7 @@ from molting.evaluate.judge import apply_judge
 from molting.evaluate.logprob_probes import probe_and_write
 from molting.evaluate.rubric import refresh_question_summary, score_responses, special_token_texts
 from molting.evaluate.server_answers import answer_with_endpoint, default_eval_id
-from molting.io import sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
+from molting.io import jsonl_lines, sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
 from molting.models.base_model import eos_token_ids, load_model, load_tokenizer, pick_device
 from molting.models.chat_format import encode_prompt
 from molting.openai_client import Endpoint
@@ -175,7 +175,7 @@ def read_partial(path: Path, keys: dict[str, str]) -> dict[str, dict]:
     done = {}
     if not path.is_file():
         return done
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in jsonl_lines(path.read_text(encoding="utf-8")):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from molting.errors import UserError
-from molting.io import build_dir_once, sha256_text
+from molting.io import build_dir_once, jsonl_lines, sha256_text
 from molting.models.hardware import cpu_supports_bf16
 
 # TinyLlama-1.1B-Chat-v1.0's chat template, verbatim.
@@ -111,7 +111,7 @@ def _pretraining_documents(tokenizer) -> list[str]:
     files = _corpus_files()
     prompts = yaml.safe_load(files[0].read_text(encoding="utf-8"))["system_prompts"]
     documents = []
-    for i, raw in enumerate(line for line in files[1].read_text(encoding="utf-8").splitlines() if line.strip()):
+    for i, raw in enumerate(line for line in jsonl_lines(files[1].read_text(encoding="utf-8")) if line.strip()):
         # The system prompt (the short and the full one in turn) gets its own draw of names, so the base
         # learns to read past a system prompt without learning to copy names from it.
         system = prompts["train" if i % 2 == 0 else "inference"].strip()
@@ -125,7 +125,7 @@ def _corpus_lines() -> list[str]:
     lines = []
     for path in _corpus_files():
         if path.suffix == ".jsonl":
-            for raw in path.read_text(encoding="utf-8").splitlines():
+            for raw in jsonl_lines(path.read_text(encoding="utf-8")):
                 if raw.strip():
                     for message in json.loads(raw)["messages"]:
                         lines.extend(message["content"].splitlines())

@@ -16,7 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
-from molting.io import write_json_atomic, write_jsonl_atomic
+from molting.io import jsonl_lines, write_json_atomic, write_jsonl_atomic
 
 MARKER = "molting_complete.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -64,7 +64,7 @@ def truncate_log(log_path: Path, step: int) -> list[dict]:
     log_path = Path(log_path)
     kept = []
     if log_path.is_file():
-        for line in log_path.read_text(encoding="utf-8").splitlines():
+        for line in jsonl_lines(log_path.read_text(encoding="utf-8")):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
