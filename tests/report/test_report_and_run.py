@@ -1,11 +1,15 @@
 """`molt report` and `molt run`: the report's sections, and the chain of every stage."""
 
 import json
+import shutil
 
-from conftest import FAST, run_molt, set_args
+import yaml
+from conftest import EXAMPLE, FAST, run_molt, set_args
+from fake_runs import make_run, references
 
 from molting.evaluate.run import eval_run
-from molting.report.markdown import write_report
+from molting.report.markdown import build_report, write_report
+from molting.report.run_record import read_run
 
 
 def test_report_has_the_logs_sections(trained_run):
@@ -75,3 +79,17 @@ def test_model_output_in_the_report_is_text_not_html(trained_run):
     text = write_report(trained_run).read_text()
     assert "<script>" not in text and "&lt;script&gt;" in text
     assert "`template_tokens`: &lt;/s&gt;" in text
+
+
+def test_suite_text_is_escaped_in_report_md(tmp_path):
+    # a question is the suite author's text, and Markdown viewers render raw HTML: escaped in its cell
+    project = tmp_path / "p"
+    shutil.copytree(EXAMPLE, project)
+    suite = yaml.safe_load((project / "suite.yaml").read_text(encoding="utf-8"))
+    suite["questions"][0]["question"] = "Quem é <script>alert(1)</script> o João | e a Softtor?"
+    (project / "suite.yaml").write_text(yaml.safe_dump(suite, allow_unicode=True), encoding="utf-8")
+    refs = references()
+    run = make_run(tmp_path, "esc", {q: [refs[q]] * 2 for q in refs}, [3.0, 2.0], (f"suite={project / 'suite.yaml'}",))
+    report = build_report(read_run(run))
+    assert "<script>" not in report
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; o João \\| e a Softtor?" in report

@@ -177,7 +177,7 @@ def _rubric_table(scores: dict, questions: dict[str, str]) -> str:
         human.setdefault(a["id"], set()).update(d for d, src in a.get("dims_source", {}).items() if src == "human")
     for q in per_question:
         row = [
-            f"{q['id']} {questions.get(q['id'], '')}".strip(),
+            _md_text(f"{q['id']} {questions.get(q['id'], '')}".strip()),
             *(f"{q['dims'][d]:g}" + ("ʰ" if d in human.get(q["id"], ()) else "") for d in DIMENSIONS),
             f"**{q['mean']:g}/10**",
         ]
@@ -194,7 +194,7 @@ def _rubric_table(scores: dict, questions: dict[str, str]) -> str:
 def _probe_table(scores: dict, probe_questions: dict[str, str]) -> str:
     rows = [
         [
-            f"{p['id']} {probe_questions.get(p['id'], '')}".strip(),
+            _md_text(f"{p['id']} {probe_questions.get(p['id'], '')}".strip()),
             p["kind"],
             p["samples"],
             f"{p['pass_rate']:.0%}",
@@ -382,7 +382,7 @@ def build_report(run: RunFiles) -> str:
         if versus:
             rows = [
                 [
-                    r["id"],
+                    _md_text(r["id"]),
                     f"{r['base_mean']:g} {_ci(r['base_ci95'])}" if r["base_mean"] is not None else "–",
                     f"{r['mean']:g} {_ci(r['ci95'])}",
                     f"{r['delta']:+g}" if r["delta"] is not None else "–",
