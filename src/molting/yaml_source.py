@@ -7,6 +7,7 @@ default are required; `__post_init__` raises ValueError for values that are the 
 """
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -56,21 +57,34 @@ def load_yaml(path: str | Path) -> YamlDoc:
         problem = getattr(e, "problem", None) or str(e)
         raise UserError(f"{path}{line}: invalid YAML: {problem}. Fix the syntax at that line.") from None
     lines: dict[tuple, int] = {}
+    duplicates: list[str] = []
     if root is not None:
-        _record_lines(root, (), lines)
+        _record_lines(root, (), lines, duplicates)
+    if duplicates:
+        raise UserError([f"{path}:{d}" for d in duplicates])
     return YamlDoc(path=path, data=data, lines=lines)
 
 
-def _record_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
+def _record_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], duplicates: list[str]) -> None:
+    """The line of every key and item; a key given twice in one mapping is a problem (PyYAML keeps the later
+    one silently: a second `train:` block would drop every field of the first)."""
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
         for key, value in node.value:
+            line = key.start_mark.line + 1
+            if key.value in seen and key.tag != "tag:yaml.org,2002:merge":
+                duplicates.append(
+                    f"{line}: {dotted(path + (key.value,))}: given twice (first at line {seen[key.value]}); the "
+                    "second would silently replace the first. Keep one, with every field in it."
+                )
+            seen.setdefault(key.value, line)
             child = path + (key.value,)
-            lines[child] = key.start_mark.line + 1
-            _record_lines(value, child, lines)
+            lines[child] = line
+            _record_lines(value, child, lines, duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _record_lines(item, path + (i,), lines)
+            _record_lines(item, path + (i,), lines, duplicates)
 
 
 def build(cls: type, doc: YamlDoc, value: Any = dataclasses.MISSING, path: tuple = ()) -> Any:
@@ -137,10 +151,13 @@ def _build(tp: Any, value: Any, doc: YamlDoc, path: tuple, problems: list[str]) 
     if tp is float and isinstance(value, str):
         # PyYAML reads "2e-4" (no dot) as text; users write learning rates that way.
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
     if tp is Any:
+        return value
+    if tp is float and isinstance(value, float) and not math.isfinite(value):  # .nan, .inf, "nan", "1e999"
+        problems.append(f"{doc.where(path)}: {dotted(path)}: expected a finite number, got {value!r}.")
         return value
     if tp in (str, int, float, bool):
         if isinstance(value, bool) and tp is not bool or not isinstance(value, tp):

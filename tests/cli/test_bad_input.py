@@ -35,7 +35,7 @@ def test_bad_yaml_names_the_line(project, tmp_path):
 
 
 def test_unknown_field_names_line_and_allowed_fields(project, tmp_path):
-    text = (project / "molt.yaml").read_text() + "train:\n  epochz: 3\n"
+    text = (project / "molt.yaml").read_text().replace("train:\n", "train:\n  epochz: 3\n", 1)
     (project / "molt.yaml").write_text(text)
     line = text.splitlines().index("  epochz: 3") + 1
     _fails_cleanly(
@@ -46,14 +46,42 @@ def test_unknown_field_names_line_and_allowed_fields(project, tmp_path):
 
 
 def test_wrong_type_names_the_field(project):
-    (project / "molt.yaml").write_text((project / "molt.yaml").read_text() + "lora:\n  r: sixteen\n")
+    (project / "molt.yaml").write_text((project / "molt.yaml").read_text().replace("  r: 32\n", "  r: sixteen\n"))
     with pytest.raises(UserError, match=r"lora\.r: expected a whole number, got 'sixteen'"):
         load_run_config(project / "molt.yaml")
 
 
 def test_learning_rate_in_e_notation_is_a_number(project):
-    (project / "molt.yaml").write_text((project / "molt.yaml").read_text() + "train:\n  learning_rate: 2e-4\n")
+    text = (project / "molt.yaml").read_text()
+    (project / "molt.yaml").write_text(text.replace("  learning_rate: 2e-3", "  learning_rate: 2e-4"))
     assert load_run_config(project / "molt.yaml").train.learning_rate == 2e-4
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_override(project, tmp_path):
+    # PyYAML keeps the later of two `train:` blocks: the first one's learning_rate would be dropped unseen
+    text = (project / "molt.yaml").read_text() + "train:\n  epochs: 3\n"
+    (project / "molt.yaml").write_text(text)
+    lines = text.splitlines()
+    first, second = lines.index("train:") + 1, len(lines) - 1
+    _fails_cleanly(
+        run_molt("check", project / "molt.yaml", "--runs-dir", tmp_path / "runs"),
+        f"molt.yaml:{second}: train: given twice (first at line {first})",
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("value", [".nan", "nan", ".inf", "-.inf"])
+def test_a_number_that_is_not_finite_is_an_error(project, tmp_path, value):
+    text = (project / "molt.yaml").read_text()
+    (project / "molt.yaml").write_text(text.replace("  learning_rate: 2e-3", f"  learning_rate: {value}"))
+    line = text.splitlines().index("  learning_rate: 2e-3") + 1
+    with pytest.raises(UserError, match=rf"molt.yaml:{line}: train.learning_rate: expected a finite number"):
+        load_run_config(project / "molt.yaml")
+    (project / "molt.yaml").write_text(text)
+    _fails_cleanly(
+        run_molt("check", project / "molt.yaml", *set_args([f"train.learning_rate={value}"])),
+        "train.learning_rate: expected a finite number",
+    )
 
 
 def test_unknown_base_model(project, tmp_path):

@@ -207,3 +207,17 @@ def test_one_answer_id_rule_for_scores_sheet_and_compare():
         ("Q2#0", "b"),
         ("Q1", "a"),
     ]
+
+
+@pytest.mark.parametrize("value", [1.0, True, 2.5, "1"])
+def test_a_score_is_a_whole_number_0_1_or_2(run_dir, value):
+    # 1.0 == 1 and True == 1 in Python: neither may pass for a score
+    from molting.errors import UserError
+
+    eval_dir = run_dir / "eval" / "final"
+    with pytest.raises(UserError, match="expected 0, 1 or 2"):
+        set_human_score(eval_dir, "Q1", "D1", value)
+    path = eval_dir / "manual_scores.json"
+    path.write_text(json.dumps({"version": 1, "answers": {"Q1": {"dims": {"D1": value}}}}))
+    with pytest.raises(UserError, match=r"answers\.Q1\.dims\.D1: .* is not 0, 1 or 2"):
+        load_manual_scores(path)

@@ -81,11 +81,16 @@ def load_manual_scores(path: str | Path) -> dict:
         for dim, value in dims.items():
             if dim not in DIMENSIONS:
                 problems.append(f"{path}: answers.{aid}.dims.{dim}: unknown dimension (use {', '.join(DIMENSIONS)}).")
-            elif value not in (0, 1, 2) or isinstance(value, bool):
+            elif not is_score_level(value):
                 problems.append(f"{path}: answers.{aid}.dims.{dim}: {value!r} is not 0, 1 or 2.")
     if problems:
         raise UserError(problems)
     return data
+
+
+def is_score_level(value) -> bool:
+    """0, 1 or 2 as a whole number: not 1.0 (== 1 in Python) and not true (also == 1)."""
+    return type(value) is int and value in (0, 1, 2)
 
 
 def _merge_manual_scores(path: Path, changes: dict[str, dict]) -> dict:
@@ -123,7 +128,7 @@ def set_human_score(
     Returns the answer's entry as saved."""
     if dim is not None and dim not in DIMENSIONS:
         raise UserError(f"unknown dimension {dim!r}: expected one of {', '.join(DIMENSIONS)}.")
-    if value is not None and (isinstance(value, bool) or value not in (0, 1, 2)):  # JSON true == 1 in Python
+    if value is not None and not is_score_level(value):
         raise UserError(f"score {value!r} for {dim}: expected 0, 1 or 2.")
     change = {"dims": {dim: value} if dim is not None else {}, "note": note}
     return _merge_manual_scores(EvalPaths(Path(eval_dir)).manual_scores, {answer_id: change})[answer_id]

@@ -860,7 +860,9 @@ def load_labelled(path: str | Path):
         item = LabelledAnswer(**raw)
         if item.question not in questions:
             problems.append(f"{where}: question {item.question!r} is in none of the suites.")
-        if set(item.dims) != set(DIMENSIONS) or any(v not in LABEL_LEVELS for v in item.dims.values()):
+        if set(item.dims) != set(DIMENSIONS) or any(
+            type(v) is not int or v not in LABEL_LEVELS for v in item.dims.values()
+        ):
             problems.append(f"{where}: dims must give D1–D5, each 0, 1 or 2.")
         answers.append(item)
     if problems:
