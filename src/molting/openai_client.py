@@ -15,6 +15,7 @@ import os
 import random
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +74,27 @@ def _request_body(endpoint: Endpoint, request: dict) -> dict:
     return body
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+class _NoCrossOriginRedirect(urllib.request.HTTPRedirectHandler):
+    """urllib follows a redirect with the request's headers, Authorization included: an endpoint answering
+    302 to another host would receive the API key. A redirect to another origin is refused instead."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if _origin(newurl) != _origin(req.full_url):
+            raise ChatError(
+                f"{req.full_url} redirected (HTTP {code}) to {newurl}, another origin; molting does not follow it, "
+                "so the API key is not sent there. Set the endpoint's url to the address that answers."
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_NoCrossOriginRedirect)
+
+
 def _post_once(endpoint: Endpoint, body: dict) -> ChatReply:
     headers = {"Content-Type": "application/json"}
     key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
@@ -80,7 +102,7 @@ def _post_once(endpoint: Endpoint, body: dict) -> ChatReply:
         headers["Authorization"] = f"Bearer {key}"
     req = urllib.request.Request(endpoint.chat_url, data=json.dumps(body).encode(), headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(req, timeout=endpoint.timeout_s) as resp:
+        with _OPENER.open(req, timeout=endpoint.timeout_s) as resp:
             payload = resp.read()
     except urllib.error.HTTPError as e:
         detail = e.read()[:200].decode("utf-8", "replace").strip()

@@ -106,3 +106,50 @@ def test_cache_ignores_a_corrupt_file(tmp_path):
         (tmp_path / f"{cache.key(endpoint, request)}.json").write_text('{"text": "half')
         assert chat_many(endpoint, [request], cache=cache)[0].text == "fresh"
         assert cache.get(endpoint, request).text == "fresh"
+
+
+def test_a_redirect_to_another_origin_does_not_get_the_key(monkeypatch):
+    # urllib would follow a 302 with every header: the key would reach whatever host the endpoint names
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Catcher(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _record(self):
+            seen.append(dict(self.headers))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _record
+
+    catcher = ThreadingHTTPServer(("127.0.0.1", 0), Catcher)
+    threading.Thread(target=catcher.serve_forever, daemon=True).start()
+    other = f"http://localhost:{catcher.server_address[1]}/v1/chat/completions"
+
+    class Redirector(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(302)
+            self.send_header("Location", other)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    redirector = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
+    threading.Thread(target=redirector.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MOLT_TEST_KEY", "sk-secret")
+    try:
+        url = f"http://127.0.0.1:{redirector.server_address[1]}/v1"
+        with pytest.raises(ChatError, match="redirected \\(HTTP 302\\) to http://localhost:.*another origin"):
+            chat(fast(url, api_key_env="MOLT_TEST_KEY", max_retries=0), MESSAGES)
+    finally:
+        redirector.shutdown()
+        catcher.shutdown()
+    assert seen == []  # the other origin got no request at all, so no key
