@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -240,6 +241,43 @@ def test_bad_requests_are_refused(server):
     assert status("/api/runs/phase7/eval/final/score", b'{"answer_id": "Q1#0", "dim": "D1", "value": true}') == 400
     assert status("/api/runs/phase7/eval/final/score", b"not json") == 400
     assert status("/api/runs/phase7/eval/final/reject", b'{"answer_id": "Q1#0", "chosen": "  "}') == 400
+
+
+def test_no_request_reaches_a_folder_outside_runs_dir(tmp_path):
+    refs = references()
+    outside = make_run(tmp_path / "elsewhere", "secret", {q: ["SEGREDO de fora"] for q in refs}, [3.0, 2.0])
+    runs = tmp_path / "runs"
+    make_run(runs, "a", {q: [refs[q]] for q in refs}, [3.0, 2.0])
+    make_run(runs, "b", {q: [BAD] for q in refs}, [3.0, 2.0])
+    (runs / "escape").symlink_to(outside, target_is_directory=True)  # a run folder that is a link outside
+    make_run(runs, "c", {q: [refs[q]] for q in refs}, [3.0, 2.0])
+    shutil.rmtree(runs / "c" / "eval" / "final")
+    (runs / "c" / "eval" / "final").symlink_to(outside / "eval" / "final", target_is_directory=True)
+    server = Server(runs)
+    try:
+
+        def get(path: str, body: bytes | None = None) -> tuple[int, str]:
+            req = urllib.request.Request(server.url + path, data=body, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+
+        assert get("/compare?run=a&run=b")[0] == 200
+        for eval_param in (str(outside / "eval" / "final"), "../../elsewhere/secret/eval/final", "..", "nope"):
+            status, text = get("/compare?run=a&run=b&eval=" + urllib.parse.quote(eval_param, safe=""))
+            assert status == 404 and "SEGREDO" not in text, eval_param
+        status, listing = get("/")
+        assert status == 200 and "/runs/a" in listing and "/runs/escape" not in listing
+        assert get("/runs/escape")[0] == 404
+        assert get("/runs/c/score/final")[0] == 404
+        score = b'{"answer_id": "Q1", "dim": "D1", "value": 0}'
+        assert get("/api/runs/escape/eval/final/score", score)[0] == 404
+        assert get("/api/runs/c/eval/final/score", score)[0] == 404
+        assert not (outside / "eval" / "final" / "manual_scores.json").exists(), "a write went outside RUNS_DIR"
+    finally:
+        server.stop()
 
 
 def test_molt_serve_cli_binds_loopback_and_refuses_other_hosts_without_the_flag(runs_dir):

@@ -4,8 +4,9 @@ Reached through `create_app(runs_dir)` (a Starlette app; tests serve it with uvi
 `serve(runs_dir, host, port)`. Pages are rendered on the server from the same Jinja2 templates as
 report.html, with autoescaping; the scoring page has a few lines of plain JavaScript that post each
 change as it is made, so closing the browser loses nothing. Writes go through `molting.evaluate.human_scores`
-(file lock + atomic rename). Only names of existing run and eval folders are accepted in URLs, so no
-request reaches a file outside RUNS_DIR.
+(file lock + atomic rename). Only names of existing run and eval folders are accepted in URLs and query
+parameters (`/compare?eval=` too), and a folder that is a symlink to somewhere outside RUNS_DIR is refused,
+so no request reads or writes a file outside RUNS_DIR.
 
 Binds 127.0.0.1 by default: the dashboard has no authentication, and anyone who reaches it can write
 scores. Another address needs `allow_remote=True` (`--allow-remote`), and a warning is printed.
@@ -30,9 +31,15 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _child(parent: Path, name: str, what: str) -> Path:
-    """`parent/name` if `name` is a plain folder name that exists there; never a path outside `parent`."""
-    if not _SAFE_NAME.match(name) or not (parent / name).is_dir():
+def _inside(path: Path, root: Path) -> bool:
+    """`path`, every symlink on the way resolved, lies in `root` (itself resolved)."""
+    return path.resolve().is_relative_to(root)
+
+
+def _child(parent: Path, name: str, what: str, root: Path) -> Path:
+    """`parent/name` if `name` is a plain folder name that exists there and, symlinks resolved, lies inside
+    `root` (RUNS_DIR): a link in the runs folder to a folder elsewhere is refused, for reads and writes."""
+    if not _SAFE_NAME.match(name) or not (parent / name).is_dir() or not _inside(parent / name, root):
         raise LookupError(f"no {what} named {name!r} in {parent}")
     return parent / name
 
@@ -40,7 +47,8 @@ def _child(parent: Path, name: str, what: str) -> Path:
 def list_runs(runs_dir: Path) -> list[dict]:
     """One row per run directory: base model, dataset, average score of its first evaluation, date."""
     rows = []
-    for path in sorted(p for p in runs_dir.iterdir() if p.is_dir() and _SAFE_NAME.match(p.name)):
+    root = runs_dir.resolve()
+    for path in sorted(p for p in runs_dir.iterdir() if p.is_dir() and _SAFE_NAME.match(p.name) and _inside(p, root)):
         if not any((path / f).exists() for f in ("manifest.json", "config.yaml", "eval")):
             continue
         ids = eval_ids(path)
@@ -99,15 +107,15 @@ def create_app(runs_dir: str | Path) -> Starlette:
         return page("dash_error.html", status, heading=heading, problems=problems)
 
     def eval_dir(request: Request) -> tuple[Path, Path]:
-        run = _child(runs_dir, request.path_params["run"], "run")
-        return run, _child(run / "eval", request.path_params["eval_id"], "evaluation")
+        run = _child(runs_dir, request.path_params["run"], "run", runs_dir)
+        return run, _child(run / "eval", request.path_params["eval_id"], "evaluation", runs_dir)
 
     async def runs_list(request: Request):
         return page("dash_runs.html", runs=await run_in_threadpool(list_runs, runs_dir))
 
     async def run_page(request: Request):
         try:
-            run = _child(runs_dir, request.path_params["run"], "run")
+            run = _child(runs_dir, request.path_params["run"], "run", runs_dir)
             context = await run_in_threadpool(run_context, run)
         except LookupError as e:
             return error_page("Not found", [str(e)], 404)
@@ -120,7 +128,9 @@ def create_app(runs_dir: str | Path) -> Starlette:
         names = request.query_params.getlist("run")
         eval_id = request.query_params.get("eval") or "final"
         try:
-            dirs = [_child(runs_dir, n, "run") for n in names]
+            dirs = [_child(runs_dir, n, "run", runs_dir) for n in names]
+            for d in dirs:  # the eval id is a folder name too, never a path
+                _child(d / "eval", eval_id, "evaluation", runs_dir)
             context = await run_in_threadpool(compare_context, dirs, eval_id)
         except LookupError as e:
             return error_page("Not found", [str(e)], 404)
