@@ -136,6 +136,19 @@ def test_molt_check_cli_writes_preflight_and_exits_1_on_errors(project, tmp_path
     assert json.loads((runs / "bad" / "preflight.json").read_text())["ok"] is False
 
 
+def test_molt_check_leaves_a_trained_runs_preflight_as_it_was_trained(project, tmp_path):
+    # the run's report reads preflight.json: a later check at other settings must not rewrite its history
+    runs = tmp_path / "runs"
+    assert run_molt("check", project / "molt.yaml", *set_args(TINY), "--runs-dir", runs, "--name", "r").returncode == 0
+    (runs / "r" / "adapter").mkdir()  # what makes a run trained
+    before = (runs / "r" / "preflight.json").read_bytes()
+    again = run_molt(
+        "check", project / "molt.yaml", *set_args(TINY + ["train.max_length=300"]), "--runs-dir", runs, "--name", "r"
+    )
+    assert "is a trained run, and its preflight.json is the check it was trained with" in " ".join(again.stdout.split())
+    assert (runs / "r" / "preflight.json").read_bytes() == before
+
+
 def test_example_default_steps_clear_the_floor():
     report = run_preflight(load_run_config(EXAMPLE / "molt.yaml", TINY))
     assert report["steps"]["total_steps"] >= 100

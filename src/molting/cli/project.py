@@ -47,8 +47,10 @@ def check(config, overrides, name, runs_dir, allow_truncation, as_json):
     Validates the data (every bad line as file:line), counts tokens with the real tokenizer and chat
     template against max_length, checks that every assistant turn ends with the EOS the model stops on,
     counts optimizer steps, and predicts the peak memory of loading and training against this machine's
-    GPU or RAM (or check.memory_gb), saying what would make it fit. Loads no model weights. Exits 1 when
-    a check fails, 2 on bad input.
+    GPU or RAM (or check.memory_gb), saying what would make it fit, and finds the chat template's token rows
+    the base never trained. Loads no model (of the weights, only the embedding matrix, when it is on this
+    machine). A trained run's preflight.json is left as it was trained. Exits 1 when a check fails, 2 on
+    bad input.
     """
     from molting.train.preflight import run_preflight
     from molting.train.sft import write_preflight
@@ -56,12 +58,22 @@ def check(config, overrides, name, runs_dir, allow_truncation, as_json):
     quiet_libraries()
     report = run_preflight(load_config(config, overrides), allow_truncation)
     run_dir = run_dir_for(config, name, runs_dir)
-    write_preflight(report, run_dir)
+    # a trained run's preflight.json records the settings it was trained with; its report reads it
+    trained = RunPaths(run_dir).adapter.exists()
+    if not trained:
+        write_preflight(report, run_dir)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:
         tables.print_preflight(report)
-        console.print(f"wrote {RunPaths(run_dir).preflight}")
+        if trained:
+            console.print(
+                f"not written: {run_dir} is a trained run, and its preflight.json is the check it was trained "
+                "with. Pass --name to keep this one.",
+                highlight=False,
+            )
+        else:
+            console.print(f"wrote {RunPaths(run_dir).preflight}")
     sys.exit(0 if report["ok"] else 1)
 
 
