@@ -241,6 +241,13 @@ def test_bad_requests_are_refused(server):
     assert status("/api/runs/phase7/eval/final/score", b'{"answer_id": "Q1#0", "dim": "D1", "value": true}') == 400
     assert status("/api/runs/phase7/eval/final/score", b"not json") == 400
     assert status("/api/runs/phase7/eval/final/reject", b'{"answer_id": "Q1#0", "chosen": "  "}') == 400
+    # bodies no client of the dashboard sends: too large, nested past Python's recursion limit, not Unicode
+    assert status("/api/runs/phase7/eval/final/score", b'{"note": "' + b"x" * 2_000_000 + b'"}') == 413
+    assert status("/api/runs/phase7/eval/final/score", b"[" * 100_000) == 400
+    lone = b'{"answer_id": "Q1#0", "dim": "D1", "value": 1, "note": "\\ud800"}'
+    assert status("/api/runs/phase7/eval/final/score", lone) == 400
+    long_note = json.dumps({"answer_id": "Q1#0", "dim": "D1", "value": 1, "note": "n" * 20_000}).encode()
+    assert status("/api/runs/phase7/eval/final/score", long_note) == 400
 
 
 def test_no_request_reaches_a_folder_outside_runs_dir(tmp_path):
@@ -253,6 +260,8 @@ def test_no_request_reaches_a_folder_outside_runs_dir(tmp_path):
     make_run(runs, "c", {q: [refs[q]] for q in refs}, [3.0, 2.0])
     shutil.rmtree(runs / "c" / "eval" / "final")
     (runs / "c" / "eval" / "final").symlink_to(outside / "eval" / "final", target_is_directory=True)
+    (runs / "broken").mkdir()
+    (runs / "broken" / "config.yaml").write_text("just a line of text\n")  # YAML, but not a mapping
     server = Server(runs)
     try:
 
@@ -270,6 +279,7 @@ def test_no_request_reaches_a_folder_outside_runs_dir(tmp_path):
             assert status == 404 and "SEGREDO" not in text, eval_param
         status, listing = get("/")
         assert status == 200 and "/runs/a" in listing and "/runs/escape" not in listing
+        assert "/runs/broken" in listing and "expected the run&#39;s settings (a mapping)" in listing  # one broken
         assert get("/runs/escape")[0] == 404
         assert get("/runs/c/score/final")[0] == 404
         score = b'{"answer_id": "Q1", "dim": "D1", "value": 0}'

@@ -12,6 +12,7 @@ Binds 127.0.0.1 by default: the dashboard has no authentication, and anyone who 
 scores. Another address needs `allow_remote=True` (`--allow-remote`), and a warning is printed.
 """
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,11 +164,11 @@ def create_app(runs_dir: str | Path) -> Starlette:
         """(run dir, eval dir, request body, the answer it names) or a JSON error response."""
         try:
             run, edir = eval_dir(request)
-            body = await request.json()
         except LookupError as e:
             return JSONResponse({"error": str(e)}, status_code=404)
-        except ValueError:
-            return JSONResponse({"error": "the request body is not JSON"}, status_code=400)
+        body = await _json_body(request)
+        if isinstance(body, JSONResponse):
+            return body
         if not isinstance(body, dict) or not isinstance(body.get("answer_id"), str):
             return JSONResponse({"error": "answer_id (a string) is required"}, status_code=400)
         try:
@@ -187,6 +188,8 @@ def create_app(runs_dir: str | Path) -> Starlette:
         value, note = body.get("value"), body.get("note")
         if note is not None and not isinstance(note, str):
             return JSONResponse({"error": "note must be text"}, status_code=400)
+        if note is not None and len(note) > MAX_NOTE_CHARS:
+            return JSONResponse({"error": f"a note holds at most {MAX_NOTE_CHARS:,} characters"}, status_code=400)
         try:
             entry = await run_in_threadpool(set_human_score, edir, answer.answer_id, body.get("dim"), value, note)
         except UserError as e:
@@ -221,6 +224,32 @@ def create_app(runs_dir: str | Path) -> Starlette:
         Route("/api/runs/{run}/eval/{eval_id}/reject", api_reject, methods=["POST"]),
     ]
     return Starlette(routes=routes)
+
+
+MAX_BODY_BYTES = 1_000_000  # a score, a note or a corrected answer: far below this
+MAX_NOTE_CHARS = 10_000
+
+
+async def _json_body(request: Request):
+    """The request's JSON body, or a 4xx JSONResponse: too large (413), not JSON, nested too deep, or holding
+    text that is not Unicode (a lone surrogate, which no file can store) (400)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        return JSONResponse({"error": f"the request body is over {MAX_BODY_BYTES:,} bytes"}, status_code=413)
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            return JSONResponse({"error": f"the request body is over {MAX_BODY_BYTES:,} bytes"}, status_code=413)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return JSONResponse({"error": "the request body is not JSON (or is nested too deep)"}, status_code=400)
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return JSONResponse({"error": "the request body holds text that is not valid Unicode"}, status_code=400)
+    return body
 
 
 def check_host(host: str, allow_remote: bool) -> str | None:

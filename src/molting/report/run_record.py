@@ -160,9 +160,12 @@ def load_config(run_dir: Path, manifest: dict | None) -> dict:
     path = RunPaths(run_dir).config
     if path.is_file():
         try:
-            return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise UserError(f"{path}: not valid YAML ({e}).") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected the run's settings (a mapping), got {type(data).__name__}.")
+        return data
     return {}
 
 
