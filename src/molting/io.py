@@ -36,12 +36,40 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
+def write_set_atomic(files: dict[Path, str], marker: Path) -> None:
+    """Write several files that belong together so that no old one is ever left beside a new one: every
+    file is written in full to a temporary name first; then `marker` (the file whose presence says the
+    set is complete) is removed, the others are moved into place, and `marker` comes last. A crash leaves
+    the old set whole, or no `marker`: never the old marker beside new data."""
+    staged: dict[Path, str] = {}
+    try:
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged[path] = tmp
+            with os.fdopen(fd, "wb") as f:
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+        marker.unlink(missing_ok=True)
+        for path in sorted(staged, key=lambda p: p == marker):
+            os.replace(staged[path], path)
+            del staged[path]
+    finally:
+        for tmp in staged.values():
+            Path(tmp).unlink(missing_ok=True)
+
+
+def jsonl_text(rows: Iterable[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
 def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_text_atomic(path, jsonl_text(rows))
 
 
 def replace_dir_atomic(staging: Path, final: Path) -> None:

@@ -137,3 +137,29 @@ def test_cli_exit_codes_and_json(tmp_path):
     assert json.loads(result.stdout)["train"] == 6
     result = run_molt("data", "curate", data, "--persona", EXAMPLE / "persona.yaml")
     assert result.returncode == 2 and "--suite" in result.stderr
+
+
+def test_a_crashed_overwrite_never_leaves_the_old_train_beside_the_new_held_out(tmp_path, monkeypatch):
+    import os
+
+    data = write_data(tmp_path, BASE_ROWS)
+    out = tmp_path / "out"
+    options = dict(held_out=0.3, near_duplicate=None)
+    curate(data, CARD, SUITE, out, CurateOptions(seed=0, **options))
+    real_replace = os.replace
+
+    def crash_on_train(src, dst):  # the process dies as the last file is moved into place
+        if str(dst).endswith("train.jsonl"):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_train)
+    with pytest.raises(KeyboardInterrupt):
+        curate(data, CARD, SUITE, out, CurateOptions(seed=3, **options), overwrite=True)
+    monkeypatch.setattr(os, "replace", real_replace)
+    held = {json.dumps(r["messages"]) for r in map(json.loads, (out / "held_out.jsonl").read_text().splitlines())}
+    if (out / "train.jsonl").exists():  # the old set whole, or no train.jsonl: never old train, new held-out
+        train = {json.dumps(r["messages"]) for r in map(json.loads, (out / "train.jsonl").read_text().splitlines())}
+        assert not train & held
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "no temporary file left"
+    curate(data, CARD, SUITE, out, CurateOptions(seed=3, **options))  # incomplete: a plain run completes it

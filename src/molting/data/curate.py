@@ -2,7 +2,7 @@
 
 Reached through `curate(data, card, suite, out_dir, CurateOptions(...))`, which writes `train.jsonl`,
 `held_out.jsonl`, `removed.jsonl` (every dropped conversation with its reason) and `curate.json` (the
-summary) into `out_dir`, each atomically:
+summary) into `out_dir`, as one set (an old train.jsonl is never left beside a new held_out.jsonl):
 
 - duplicates: exact (the same user and assistant text once accents, case, punctuation and spacing are
   normalised away) and near (cosine similarity of all-MiniLM-L6-v2 sentence embeddings, the offline
@@ -18,6 +18,7 @@ summary) into `out_dir`, each atomically:
 """
 
 import difflib
+import json
 import random
 import re
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from molting.card.suite import Suite
 from molting.card.text_match import find_first, fold
 from molting.data.dataset import load_dataset
 from molting.errors import UserError
-from molting.io import write_json_atomic, write_jsonl_atomic
+from molting.io import jsonl_text, write_set_atomic
 
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 
@@ -347,8 +348,14 @@ def curate(
     }
     if not train:
         raise UserError(f"{data}: no training example left after curation; lower --held-out or check the data.")
-    write_jsonl_atomic(outputs["held_out"], [data_row(r) for r in held_out])
-    write_jsonl_atomic(outputs["removed"], [{**data_row(r), "line": r["line"], "reason": r["reason"]} for r in removed])
-    write_json_atomic(out_dir / "curate.json", summary)
-    write_jsonl_atomic(outputs["train"], [data_row(r) for r in train])  # last: its presence means complete
+    # one set: an old train.jsonl must never sit beside a new held_out.jsonl (they would share examples)
+    write_set_atomic(
+        {
+            outputs["held_out"]: jsonl_text(data_row(r) for r in held_out),
+            outputs["removed"]: jsonl_text({**data_row(r), "line": r["line"], "reason": r["reason"]} for r in removed),
+            out_dir / "curate.json": json.dumps(summary, ensure_ascii=False, indent=2) + "\n",
+            outputs["train"]: jsonl_text(data_row(r) for r in train),
+        },
+        marker=outputs["train"],  # its presence means complete
+    )
     return summary
