@@ -95,6 +95,15 @@ class TrainSettings:
         default="cosine", metadata={"help": "Learning-rate schedule after the warm-up."}
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow", "trackio"] = field(
+        default="none",
+        metadata={
+            "help": "Experiment tracker the trainer logs to, beside train_log.jsonl. tensorboard writes event "
+            "files into RUN/tensorboard (pip install 'molting[tracking]'); wandb, mlflow and trackio use their "
+            "own package, installed by you, and their own settings from the environment (WANDB_API_KEY, "
+            "MLFLOW_TRACKING_URI, …), which molting never writes into a run file."
+        },
+    )
     seed: int = field(
         default=42, metadata={"help": "Seed of the data order, the adapter's initialisation and dropout."}
     )

@@ -8,7 +8,7 @@ Every stage reads and writes the files of `runs/<name>/` (DESIGN.md, "The run di
       adapter/  checkpoints/  export/<target>/
       eval/<eval-id>/  responses.jsonl  responses.partial.jsonl  scores.json  manual_scores.json
                        logprob.json  preference_pairs.jsonl  judge_cache/
-      report.md  report.html  loss.png
+      report.md  report.html  loss.png  tensorboard/ (train.report_to: tensorboard)
 """
 
 from dataclasses import dataclass
@@ -129,3 +129,7 @@ class RunPaths:
     @property
     def loss_png(self) -> Path:
         return self.dir / "loss.png"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.dir / "tensorboard"

@@ -135,3 +135,35 @@ def test_overwrite_replaces_the_run_and_drops_its_stale_evals(project, tmp_path)
     assert run_molt(*args, "--overwrite").returncode == 0
     assert not (runs / "r" / "eval").exists()
     assert (runs / "r" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_report_to_tensorboard_writes_events_tensorboard_reads(project, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from molting.config import load_run_config
+    from molting.train.sft import train_run
+
+    config = load_run_config(project / "molt.yaml", FAST + ["train.epochs=0.25", "train.report_to=tensorboard"])
+    train_run(config, tmp_path / "run", show_progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == [r["step"] for r in logged]
+    assert [round(e.value, 4) for e in losses] == pytest.approx([r["loss"] for r in logged], abs=1e-4)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # the events are not under the pruned folder
+
+
+def test_report_to_a_tracker_that_is_not_installed_says_what_to_install(project, tmp_path, monkeypatch):
+    import importlib.util
+
+    from molting.config import load_run_config
+    from molting.errors import UserError
+    from molting.train.sft import train_run
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    config = load_run_config(project / "molt.yaml", FAST + ["train.epochs=0.25", "train.report_to=wandb"])
+    with pytest.raises(UserError, match="train.report_to: wandb: its package is not installed. pip install wandb"):
+        train_run(config, tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run" / "adapter").exists()

@@ -214,6 +214,28 @@ def _trainable_tokens(config: RunConfig, tokenizer, model) -> dict:
     return plan
 
 
+def _check_tracker(config: RunConfig) -> None:
+    """A tracker whose package is missing is a UserError saying what to install, before anything loads."""
+    import importlib.util
+
+    tracker = config.train.report_to
+    if tracker != "none" and importlib.util.find_spec(tracker) is None:
+        extra = " (or: pip install 'molting[tracking]')" if tracker == "tensorboard" else ""
+        raise UserError(f"train.report_to: {tracker}: its package is not installed. pip install {tracker}{extra}.")
+
+
+def _tracker_callbacks(config: RunConfig, paths: RunPaths, main_process: bool) -> list:
+    """`train.report_to`: TensorBoard writes into RUN/tensorboard (transformers' own default is under the
+    output directory, which molting prunes when training succeeds); the other trackers go through the
+    trainer's `report_to`."""
+    if config.train.report_to != "tensorboard" or not main_process:
+        return []
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(paths.tensorboard)))]
+
+
 def _give_token_wrappers_a_bias(model) -> None:
     """TRL 1.16's fused LM-head loss reads `lm_head.weight` and `lm_head.bias`; PEFT 0.21's
     TrainableTokensWrapper around an output head answers `weight` (the rows merged with their trained
@@ -265,13 +287,21 @@ def _train(
     errors = preflight_errors(report)
     if errors:
         raise UserError(["molt check found errors; fix them before training:", *errors])
+    _check_tracker(config)
 
     log_path = paths.train_log
     checkpoint = newest_complete_checkpoint(checkpoints) if resume else None
     kept_rows: list[dict] = []
     if main_process:
         if overwrite:  # results of the old adapter must not sit beside the new one
-            for path in (paths.evals, paths.report_md, paths.loss_png, paths.manifest, paths.checkpoints):
+            for path in (
+                paths.evals,
+                paths.report_md,
+                paths.loss_png,
+                paths.manifest,
+                paths.checkpoints,
+                paths.tensorboard,
+            ):
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         if checkpoint:
             remove_incomplete_checkpoints(checkpoints)
@@ -320,6 +350,7 @@ def _train(
         stage,
     )
     callbacks = [callback, checkpoint_marker_callback(checkpoints, config.train.save_total_limit)]
+    callbacks += _tracker_callbacks(config, paths, main_process)
     save_steps = config.train.save_steps
     common_args = dict(
         output_dir=str(checkpoints),
@@ -335,7 +366,7 @@ def _train(
         save_strategy="steps" if save_steps else "no",
         save_steps=save_steps or 500,
         save_total_limit=None,  # CheckpointMarker prunes, after marking, so a complete checkpoint always remains
-        report_to=[],
+        report_to=[] if config.train.report_to in ("none", "tensorboard") else [config.train.report_to],
         seed=config.train.seed,
         data_seed=config.train.seed,
         max_length=config.train.max_length,
