@@ -210,7 +210,7 @@ def verify_export(
             {"id": q.id, "response": a["text"], "finish_reason": a["finish_reason"]}
             for q, a in zip(suite.questions, rows, strict=True)
         ]
-        scores = score_responses(persona, suite.by_id, scored, special)
+        scores = score_responses(persona, suite.by_id, scored, special_tokens=special)
         for a, s in zip(rows, scores["questions"], strict=True):
             a["score"] = s["total"]
             a["leaked_template_tokens"] = _leaks(a["text"], markers)
