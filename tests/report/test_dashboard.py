@@ -6,6 +6,7 @@ Chromium comes from the system (`apt-get install chromium`, which `make setup` a
 `playwright install` downloads browsers, which cannot be done here.
 """
 
+import http.client
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from conftest import EXAMPLE, run_molt
 from fake_runs import BAD, make_run, references
 
 from molting.errors import UserError
-from molting.report.dashboard import check_host, create_app
+from molting.report.dashboard import MAX_BODY_BYTES, check_host, create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HOSTILE = "Sou o Cláudio. <script>alert('xss')</script><img src=x onerror=\"window.__xss=1; alert(2)\"> fim."
@@ -224,6 +225,28 @@ def test_two_writers_never_lose_or_corrupt_scores(server, runs_dir):
         second.stop()
 
 
+def oversized(url: str, path: str, declared: bool) -> int:
+    """The status of a POST whose body is over MAX_BODY_BYTES: declared in Content-Length (answered from the
+    header, no body sent), or streamed as a chunk without a length (answered once one byte too many has arrived).
+    The client then waits for the answer instead of sending on, as urllib would: a server that refuses a body
+    it has not read closes the connection, and the client's next write races that close (broken pipe)."""
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=30)
+    try:
+        conn.putrequest("POST", path)
+        conn.putheader("Content-Type", "application/json")
+        if declared:
+            conn.putheader("Content-Length", str(MAX_BODY_BYTES + 1))
+            conn.endheaders()
+        else:
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            chunk = b'{"note": "' + b"x" * (MAX_BODY_BYTES - 9)  # MAX_BODY_BYTES + 1 bytes
+            conn.send(b"%x\r\n%s" % (len(chunk), chunk))  # not even the chunk's closing CRLF: the server reads all
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 def test_bad_requests_are_refused(server):
     def status(path: str, body: bytes | None = None) -> int:
         req = urllib.request.Request(server.url + path, data=body, headers={"Content-Type": "application/json"})
@@ -242,7 +265,8 @@ def test_bad_requests_are_refused(server):
     assert status("/api/runs/phase7/eval/final/score", b"not json") == 400
     assert status("/api/runs/phase7/eval/final/reject", b'{"answer_id": "Q1#0", "chosen": "  "}') == 400
     # bodies no client of the dashboard sends: too large, nested past Python's recursion limit, not Unicode
-    assert status("/api/runs/phase7/eval/final/score", b'{"note": "' + b"x" * 2_000_000 + b'"}') == 413
+    assert oversized(server.url, "/api/runs/phase7/eval/final/score", declared=True) == 413
+    assert oversized(server.url, "/api/runs/phase7/eval/final/score", declared=False) == 413
     assert status("/api/runs/phase7/eval/final/score", b"[" * 100_000) == 400
     lone = b'{"answer_id": "Q1#0", "dim": "D1", "value": 1, "note": "\\ud800"}'
     assert status("/api/runs/phase7/eval/final/score", lone) == 400
