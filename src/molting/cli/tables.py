@@ -146,7 +146,18 @@ def print_verify(report: dict) -> None:
     for c in report["checks"]:
         mark = "[green]ok[/]" if c["ok"] else "[bold red]FAILED[/]" if c.get("gating", True) else "[yellow]note[/]"
         console.print(f"{mark} {c['check']}: {c['detail']}", highlight=False)
-    console.print("[green]export verified[/]" if report["ok"] else "[bold red]export verification failed[/]")
+    failed = {c.get("of", "export") for c in report["checks"] if c.get("gating", True) and not c["ok"]}
+    if not failed:
+        console.print("[green]export verified[/]")
+    elif failed == {"answers"}:
+        console.print(
+            "[bold red]export verification failed[/]: the export's own checks hold, but its answers fail "
+            "the checks above. Where the adapter's own answers do too, the model needs more "
+            "training (more steps or data), not another export.",
+            highlight=False,
+        )
+    else:
+        console.print("[bold red]export verification failed[/]: the export does not match the trained model.")
 
 
 def print_summary(title: str, rows: list[tuple[str, object]]) -> None:

@@ -17,10 +17,11 @@ token where they differ, whether the prompt tokens were identical (and where the
 rubric scores (molting.evaluate.rubric) of each answer. Checks: merged == adapter token for token; every GGUF f16
 answer from the adapter's prompt tokens matches the adapter for its first `F16_PREFIX` tokens (or all of
 it when shorter), with the served run's prompt and answer differences reported beside it; a quantised
-GGUF reports its score change; no answer contains template tokens or a second turn, and at least one
-ended at an end-of-turn token (so the stop was seen to work); for Ollama,
-the Modelfile's TEMPLATE renders every suite prompt identically to the chat template and its stops
-cover every end-of-turn token. Results go to RUN/export/<target>/verify.json.
+GGUF reports its score change; for Ollama, the Modelfile's TEMPLATE renders every suite prompt identically
+to the chat template and its stops cover every end-of-turn token. Those are checks of the export ("of":
+"export" in verify.json). Checks of the answers ("of": "answers", `answer_checks`): no answer contains
+template tokens or a second turn, and at least one ended at an end-of-turn token (so the stop was seen to
+work). Results go to RUN/export/<target>/verify.json.
 """
 
 import json
@@ -39,6 +40,7 @@ from molting.export.ollama_modelfile import chat_segments, parse_modelfile, temp
 from molting.io import write_json_atomic
 from molting.models.chat_format import encode_prompt
 from molting.paths import RunPaths
+from molting.train.run_lock import holds_run_lock
 
 F16_PREFIX = 8  # an f16 GGUF answer must match the adapter's for at least this many first tokens
 
@@ -146,6 +148,51 @@ def _found(rows: list[dict]) -> list[str]:
     return sorted({m for a in rows for m in a["leaked_template_tokens"]})
 
 
+def answer_checks(per_model: dict[str, dict], answers: dict[str, list[dict]], max_new: int) -> list[dict]:
+    """The checks of what each exported model answered ("of": "answers"), beside those of the export's files
+    ("of": "export"): no template tokens or second turn, and an end of turn where the adapter ends its turns.
+    An export can be faithful and still fail these (a barely trained model quantised, or served from a
+    prompt tokenized a little differently, takes another greedy path); the detail then says how the adapter
+    itself did, so a model problem is not taken for an export problem."""
+    checks = []
+    adapter = per_model["adapter"]
+    n = len(answers["adapter"])
+    adapter_stopped = adapter["stopped_at_end_of_turn"]
+    for name, summary in per_model.items():
+        if name == "adapter":
+            continue
+        # No template tokens and no second turn in any answer: always required.
+        checks.append(
+            {
+                "check": f"{name} writes no template tokens or second turn",
+                "ok": summary["answers_with_template_tokens"] == 0,
+                "detail": f"{summary['answers_with_template_tokens']}/{n} answers contain template or special tokens"
+                + (f" ({', '.join(found[:8])})" if (found := _found(answers[name])) else "")
+                + f" (adapter: {adapter['answers_with_template_tokens']}/{n})",
+                "gating": True,
+                "of": "answers",
+            }
+        )
+        # And it ends at an end-of-turn token where the adapter does. Required where the export is fed the
+        # adapter's own prompt tokens (the answers are comparable); as served, the prompt may tokenize
+        # differently (see the served detail), the answers differ from there, and a model that rambles
+        # past max_new_tokens on other answers says nothing either way: reported, not gating.
+        ended = summary["stopped_at_end_of_turn"]
+        checks.append(
+            {
+                "check": f"{name} stops at end of turn",
+                "ok": ended > 0 or adapter_stopped == 0,
+                "detail": f"{ended}/{n} answers ended at an end-of-turn token (adapter: {adapter_stopped}/{n}), "
+                f"{summary['hit_max_new_tokens']} hit max_new_tokens ({max_new})"
+                + (", none ended: raise --max-new-tokens to confirm" if not ended else ""),
+                "gating": not name.endswith("-served"),
+                "of": "answers",
+            }
+        )
+    return checks
+
+
+@holds_run_lock("molt export --verify")
 def verify_export(
     run_dir: str | Path, target: str, max_new_tokens: int | None = None, show_progress: bool = True
 ) -> dict:
@@ -246,7 +293,7 @@ def verify_export(
 
     def check(name: str, ok: bool, detail: str, gating: bool = True) -> None:
         # A non-gating check is reported (as a note when it does not hold) but does not fail the export.
-        checks.append({"check": name, "ok": bool(ok), "detail": detail, "gating": gating})
+        checks.append({"check": name, "ok": bool(ok), "detail": detail, "gating": gating, "of": "export"})
 
     n = len(prompts)
     merged_summary = per_model["merged"]
@@ -309,31 +356,6 @@ def verify_export(
                 f"({summary['score_change']:+.2f}), {summary['identical_answers']}/{n} answers identical; "
                 f"{served_detail}",
             )
-    adapter_stopped = per_model["adapter"]["stopped_at_end_of_turn"]
-    for name, summary in per_model.items():
-        if name == "adapter":
-            continue
-        # No template tokens and no second turn in any answer: always required.
-        check(
-            f"{name} writes no template tokens or second turn",
-            summary["answers_with_template_tokens"] == 0,
-            f"{summary['answers_with_template_tokens']}/{n} answers contain template or special tokens"
-            + (f" ({', '.join(found[:8])})" if (found := _found(answers[name])) else ""),
-        )
-        # And it ends at an end-of-turn token where the adapter does. Required where the export is fed the
-        # adapter's own prompt tokens (the answers are comparable); as served, the prompt may tokenize
-        # differently (see the served detail above), the answers differ from there, and a model that rambles
-        # past max_new_tokens on other answers says nothing either way: reported, not gating.
-        served = name.endswith("-served")
-        ended = summary["stopped_at_end_of_turn"]
-        check(
-            f"{name} stops at end of turn",
-            ended > 0 or adapter_stopped == 0,
-            f"{ended}/{n} answers ended at an end-of-turn token (adapter: {adapter_stopped}/{n}), "
-            f"{summary['hit_max_new_tokens']} hit max_new_tokens ({max_new})"
-            + (", none ended: raise --max-new-tokens to confirm" if not ended else ""),
-            gating=not served,
-        )
     if target == "ollama":
         modelfile = parse_modelfile((paths.export("ollama") / "Modelfile").read_text(encoding="utf-8"))
         mismatches = template_mismatches(modelfile["TEMPLATE"], merged_tokenizer, prompts)
@@ -354,6 +376,7 @@ def verify_export(
             modelfile.get("SYSTEM") == system,
             f"{len(modelfile.get('SYSTEM', ''))} characters",
         )
+    checks += answer_checks(per_model, answers, max_new)
 
     questions = []
     for i, q in enumerate(suite.questions):
