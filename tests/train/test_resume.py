@@ -13,6 +13,7 @@ import time
 import pytest
 from conftest import EXAMPLE, FAST, run_molt, set_args
 
+from molting.io import sha256_file
 from molting.train.checkpoints import MARKER, newest_complete_checkpoint, remove_incomplete_checkpoints, truncate_log
 
 
@@ -127,3 +128,68 @@ def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
         holder.wait()
     with run_lock(tmp_path):
         pass
+
+
+def _files(run_dir) -> dict[str, bytes]:
+    """Every file of a run directory but its lock and an overwrite in progress, with its bytes."""
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and p.name != ".molt.lock" and ".overwrite" not in p.relative_to(run_dir).parts
+    }
+
+
+def test_an_interrupted_overwrite_leaves_the_old_run_whole(project, tmp_path, trained_run):
+    """`molt train --overwrite` SIGKILLed mid-run: the old adapter, its evaluation, report and config are as
+    they were; `molt eval` is refused while the overwrite runs; `--resume` completes it, and only then is
+    the old run replaced. An evaluation of the old adapter put back beside the new one is refused by
+    `molt report`."""
+    from molting.evaluate.run import eval_run
+
+    runs = tmp_path / "runs"
+    run_dir = runs / "r"
+    shutil.copytree(trained_run, run_dir, ignore=shutil.ignore_patterns("eval", "report.md", "export"))
+    eval_run(run_dir, "old", samples=1, probes=False, overrides=["generation.max_new_tokens=8"], show_progress=False)
+    assert run_molt("report", run_dir).returncode == 0
+    old = _files(run_dir)
+    assert "eval/old/scores.json" in old and "report.md" in old
+    kept_eval = tmp_path / "old-eval"
+    shutil.copytree(run_dir / "eval" / "old", kept_eval)
+
+    settings = FAST + ["train.save_steps=5", "train.seed=7"]
+    args = ["train", project / "molt.yaml", *set_args(settings), "--runs-dir", runs, "--name", "r"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "molting", *map(str, args), "--overwrite"],
+        env={**os.environ, "COLUMNS": "200"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = run_dir / ".overwrite" / "checkpoints" / "checkpoint-5" / MARKER
+        assert _wait_for(first.is_file, 600, proc), f"no complete checkpoint appeared: {proc.stderr.read()}"
+        proc.send_signal(signal.SIGSTOP)  # holding the lock: an evaluation must wait for it
+        refused = run_molt("eval", run_dir, "--id", "during")
+        assert refused.returncode == 2 and "in use by another molt train" in refused.stderr, refused.stderr
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert _files(run_dir) == old  # nothing of the old run changed or went missing
+    assert (run_dir / ".overwrite" / "train_log.jsonl").is_file()
+    assert run_molt("report", run_dir).returncode == 0  # still a consistent run
+
+    resumed = run_molt(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from the checkpoint at step" in resumed.stdout
+    assert not (run_dir / ".overwrite").exists() and not (run_dir / ".replaced").exists()
+    assert not (run_dir / "eval").exists() and not (run_dir / "report.md").exists()
+    new = _files(run_dir)
+    assert new["adapter/adapter_model.safetensors"] != old["adapter/adapter_model.safetensors"]
+    manifest = json.loads(new["manifest.json"])
+    assert manifest["run"] == "r" and manifest["config"]["train"]["seed"] == 7
+    assert manifest["train"]["adapter_sha256"] == sha256_file(run_dir / "adapter" / "adapter_model.safetensors")
+
+    shutil.copytree(kept_eval, run_dir / "eval" / "old")  # the old adapter's answers, beside the new adapter
+    report = run_molt("report", run_dir)
+    assert report.returncode == 2 and "answered by the adapter with sha256" in report.stderr, report.stderr
+    assert "molt eval" in report.stderr

@@ -25,7 +25,10 @@ runs_dir_option = click.option(
     help="Folder holding run directories.",
 )
 overwrite_option = click.option(
-    "--overwrite", is_flag=True, help="Replace an earlier run of the same name (its evals and report go with it)."
+    "--overwrite",
+    is_flag=True,
+    help="Replace an earlier run of the same name once the new one is complete (its evals, report and exports go "
+    "with it; until then the old run stays whole).",
 )
 truncation_option = click.option(
     "--allow-truncation",

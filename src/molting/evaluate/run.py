@@ -43,6 +43,7 @@ from molting.models.chat_format import encode_prompt
 from molting.openai_client import Endpoint
 from molting.paths import RunPaths
 from molting.train.manifest import peak_memory_mb
+from molting.train.run_lock import holds_run_lock
 from molting.yaml_source import YamlDoc, build
 
 PARTIAL = "responses.partial.jsonl"
@@ -148,15 +149,14 @@ def plan_asks(suite: Suite, probes: list, settings: GenerationSettings) -> list[
     return asks
 
 
-def answer_fingerprint(run_dir: Path, use_adapter: bool, config, settings, system: str, asks: list[Ask]) -> str:
+def answer_fingerprint(adapter_sha256: str | None, config, settings, system: str, asks: list[Ask]) -> str:
     """Hash of everything that shapes an answer besides its own prompt and seed: the model (base and
     adapter weights), the inference prompt, the generation settings and the batch plan (which answers
     share a batch). A partial answer is reused only when this matches."""
-    adapter = run_dir / "adapter" / "adapter_model.safetensors"
     settings_without_samples = {k: v for k, v in dataclasses.asdict(settings).items() if k != "samples"}
     fingerprint = {
         "base_model": config.base_model,
-        "adapter": sha256_file(adapter) if use_adapter and adapter.is_file() else None,
+        "adapter": adapter_sha256,
         "chat_template": config.chat_template,
         "system": system,
         "generation": settings_without_samples,
@@ -265,6 +265,7 @@ def answer_all(
     return rows, len(asks) - generated
 
 
+@holds_run_lock("molt eval")
 def eval_run(
     run_dir: str | Path,
     eval_id: str | None = None,
@@ -304,7 +305,9 @@ def eval_run(
 
     # 1. Answers (resumed from the partial file when an earlier attempt was interrupted).
     asks = plan_asks(suite, probe_list, settings)
-    fingerprint = answer_fingerprint(run_dir, use_adapter and endpoint is None, config, settings, system, asks)
+    weights = RunPaths(run_dir).adapter_weights
+    adapter_sha = sha256_file(weights) if use_adapter and endpoint is None and weights.is_file() else None
+    fingerprint = answer_fingerprint(adapter_sha, config, settings, system, asks)
     if endpoint is not None:
         fingerprint = sha256_text(f"{fingerprint}|{endpoint.url}|{endpoint.model}")
     started = time.time()
@@ -373,6 +376,7 @@ def eval_run(
                 if r["response"] is None
             ],
             "base_model": config.base_model,
+            "adapter_sha256": adapter_sha,  # the adapter that answered: a report refuses it beside another
             "generation": dataclasses.asdict(settings),
             "samples": settings.samples,
             "seeds": [settings.seed + k for k in range(settings.samples)],
@@ -409,6 +413,7 @@ def write_evaluation(out: Path, all_rows: list[dict], scores: dict) -> None:
         (out / PARTIAL).unlink(missing_ok=True)
 
 
+@holds_run_lock("molt probe")
 def probe_run(run_dir: str | Path, eval_id: str | None = None, use_adapter: bool = True, show_progress=True) -> dict:
     """`molt probe RUN [--base]`: load the run's model (or the untrained base) and write
     RUN/eval/<id>/logprob.json (molting.evaluate.logprob_probes)."""

@@ -37,6 +37,7 @@ from molting.io import replace_dir_atomic, sha256_file, write_json_atomic, write
 from molting.models.base_model import eos_token_ids, load_model
 from molting.paths import RunPaths
 from molting.train.manifest import versions
+from molting.train.run_lock import holds_run_lock
 
 TARGETS = ("merged", "gguf", "ollama")
 RECORD = "molting_export.json"
@@ -232,6 +233,7 @@ def export_ollama(run_dir: Path, merged: Path, gguf_file: Path, say=print) -> Pa
     return out
 
 
+@holds_run_lock("molt export")
 def export_run(run_dir: str | Path, target: str, quant: str | None = None, say=print) -> dict:
     """Export RUN to `target`; returns where everything went (the CLI prints it)."""
     run_dir = Path(run_dir)

@@ -205,20 +205,37 @@ def with_human_scores(scores: dict, eval_dir: EvalPaths) -> dict:
     return out
 
 
+def check_same_adapter(eval_dir: EvalPaths, manifest: dict | None, scores: dict | None) -> None:
+    """UserError when an evaluation was answered by another adapter than the one the run holds (its
+    scores.json and the manifest each record the adapter's sha256; older files without it pass)."""
+    trained = ((manifest or {}).get("train") or {}).get("adapter_sha256")
+    answered = (scores or {}).get("adapter_sha256")
+    if trained and answered and trained != answered:
+        run_dir, eval_id = eval_dir.dir.parent.parent, eval_dir.dir.name
+        raise UserError(
+            f"{eval_dir.scores}: answered by the adapter with sha256 {answered[:12]}…, but {run_dir}/adapter is "
+            f"{trained[:12]}… (the run was trained again): these scores are not this adapter's. Evaluate it again "
+            f"(molt eval {run_dir} --id {eval_id}), or delete {eval_dir.dir}."
+        )
+
+
 def read_run(run_dir: str | Path) -> RunFiles:
     paths = RunPaths(run_dir)
     if not paths.dir.is_dir():
         raise UserError(f"{paths.dir}: no such run directory.")
+    manifest = read_json(paths.manifest)
     evals = {}
     for eval_id in eval_ids(paths.dir):
         eval_dir = paths.eval(eval_id)
+        scores = read_json(eval_dir.scores)
+        check_same_adapter(eval_dir, manifest, scores)
         evals[eval_id] = EvalFiles(
-            eval_id, with_human_scores(read_json(eval_dir.scores), eval_dir), read_jsonl_rows(eval_dir.responses)
+            eval_id, with_human_scores(scores, eval_dir), read_jsonl_rows(eval_dir.responses, required=("id",))
         )
     return RunFiles(
         path=paths.dir,
         config_text=paths.config.read_text(encoding="utf-8") if paths.config.is_file() else "",
-        manifest=read_json(paths.manifest),
+        manifest=manifest,
         preflight=read_json(paths.preflight),
         log=read_jsonl_rows(paths.train_log),
         evals=evals,
@@ -238,11 +255,12 @@ def load_run(run_dir: str | Path, eval_id: str = "final", require_scores: bool =
     manifest = read_json(paths.manifest)
     eval_dir = paths.eval(eval_id)
     scores = read_json(eval_dir.scores)
+    check_same_adapter(eval_dir, manifest, scores)
     if scores is None and require_scores:
         have = eval_ids(run_dir)
         hint = f" It has: {', '.join(have)} (choose with --eval)." if have else f" Evaluate it: molt eval {run_dir}."
         raise UserError(f"{eval_dir.scores}: not found.{hint}")
-    responses = read_jsonl_rows(eval_dir.responses)
+    responses = read_jsonl_rows(eval_dir.responses, required=("id",))
     manual = load_manual_scores(eval_dir.manual_scores)["answers"]
     answers: list[Answer] = []
     entries = (scores or {}).get("questions", [])

@@ -22,7 +22,7 @@ from molting.card.persona import load_persona
 from molting.config import RunConfig
 from molting.data.dataset import load_dataset
 from molting.errors import UserError
-from molting.io import replace_dir_atomic, write_json_atomic, write_text_atomic
+from molting.io import replace_dir_atomic, sha256_file, write_json_atomic, write_text_atomic
 from molting.models.base_model import load_model, load_tokenizer, mixed_precision, pick_device
 from molting.models.chat_format import tokenize_conversation
 from molting.paths import RunPaths
@@ -35,7 +35,7 @@ from molting.train.checkpoints import (
 )
 from molting.train.manifest import git_commit, inputs_record, machine, peak_memory_mb, versions
 from molting.train.preflight import run_preflight
-from molting.train.run_lock import run_lock
+from molting.train.run_lock import LOCK_NAME, run_lock
 
 
 def write_preflight(report: dict, run_dir: Path) -> None:
@@ -175,6 +175,9 @@ def _check_same_config(config: RunConfig, run_dir: Path) -> None:
         )
 
 
+OVERWRITE_STAGING = ".overwrite"  # RUN/.overwrite: where `--overwrite` trains the run that will replace RUN's
+
+
 def train_run(
     config: RunConfig,
     run_dir: Path,
@@ -184,13 +187,49 @@ def train_run(
     resume: bool = False,
 ) -> dict:
     """Train, or with `resume` continue from the newest complete checkpoint. Under torchrun / accelerate
-    launch every rank trains; only rank 0 holds the run-directory lock and writes run files."""
+    launch every rank trains; only rank 0 holds the run-directory lock and writes run files.
+
+    `overwrite` on a run directory that holds anything trains the new run in RUN/.overwrite and moves it in
+    only once it is complete (`_replace_run`): a crash, a Ctrl-C or a config that fails leaves the old run
+    whole (adapter, evaluations, report and the config they came from). `resume` continues such an
+    interrupted overwrite from its newest checkpoint."""
+    if resume and overwrite:
+        raise UserError("--resume continues a run and --overwrite starts it over: pass one of them.")
     rank, _ = process_rank()
     run_dir = Path(run_dir)
+    staging = run_dir / OVERWRITE_STAGING
+    staged = (overwrite and _holds_a_run(run_dir)) or (resume and bool(complete_checkpoints(staging / "checkpoints")))
+    target = staging if staged else run_dir
+    in_place_overwrite = overwrite and not staged  # nothing there to keep
     if rank != 0:
-        return _train(config, run_dir, False, allow_truncation, overwrite, resume)
+        return _train(config, target, False, allow_truncation, in_place_overwrite, resume, run_dir.name)
     with run_lock(run_dir):
-        return _train(config, run_dir, show_progress, allow_truncation, overwrite, resume)
+        if overwrite and staged:
+            shutil.rmtree(staging, ignore_errors=True)  # an earlier overwrite that never completed
+        manifest = _train(config, target, show_progress, allow_truncation, in_place_overwrite, resume, run_dir.name)
+        if staged:
+            _replace_run(staging, run_dir)
+        return manifest
+
+
+def _holds_a_run(run_dir: Path) -> bool:
+    return run_dir.is_dir() and any(p.name not in (LOCK_NAME, OVERWRITE_STAGING) for p in run_dir.iterdir())
+
+
+def _replace_run(staging: Path, run_dir: Path) -> None:
+    """Move the complete new run from `staging` into `run_dir` in place of everything there (the lock file
+    stays: its holder is this process). The old entries go to RUN/.replaced first, deleted last; every move
+    is a rename within one folder, so this takes milliseconds."""
+    trash = run_dir / ".replaced"
+    shutil.rmtree(trash, ignore_errors=True)
+    trash.mkdir()
+    for entry in list(run_dir.iterdir()):
+        if entry.name not in (LOCK_NAME, OVERWRITE_STAGING, trash.name):
+            os.replace(entry, trash / entry.name)
+    for entry in list(staging.iterdir()):
+        os.replace(entry, run_dir / entry.name)
+    staging.rmdir()
+    shutil.rmtree(trash)
 
 
 def _trainable_tokens(config: RunConfig, tokenizer, model) -> dict:
@@ -251,7 +290,13 @@ def _give_token_wrappers_a_bias(model) -> None:
 
 
 def _train(
-    config: RunConfig, run_dir: Path, show_progress: bool, allow_truncation: bool | None, overwrite: bool, resume: bool
+    config: RunConfig,
+    run_dir: Path,
+    show_progress: bool,
+    allow_truncation: bool | None,
+    overwrite: bool,
+    resume: bool,
+    name: str,
 ) -> dict:
     import torch
     from datasets import Dataset
@@ -267,11 +312,9 @@ def _train(
         raise UserError(
             f"{run_dir} already holds a trained run"
             + (" (training finished; there is nothing to resume)" if resume else "")
-            + ". Choose another --name, or pass --overwrite to replace it (its evaluations and report are removed "
-            "with it)."
+            + ". Choose another --name, or pass --overwrite to replace it (its evaluations, report and exports "
+            "go with it, once the new run is complete)."
         )
-    if resume and overwrite:
-        raise UserError("--resume continues a run and --overwrite starts it over: pass one of them.")
     if complete_checkpoints(checkpoints) and not (resume or overwrite):
         raise UserError(
             f"{run_dir} holds checkpoints of an interrupted run. Continue it with --resume, or start over "
@@ -293,16 +336,6 @@ def _train(
     checkpoint = newest_complete_checkpoint(checkpoints) if resume else None
     kept_rows: list[dict] = []
     if main_process:
-        if overwrite:  # results of the old adapter must not sit beside the new one
-            for path in (
-                paths.evals,
-                paths.report_md,
-                paths.loss_png,
-                paths.manifest,
-                paths.checkpoints,
-                paths.tensorboard,
-            ):
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         if checkpoint:
             remove_incomplete_checkpoints(checkpoints)
             kept_rows = truncate_log(log_path, checkpoint[0])
@@ -462,7 +495,7 @@ def _train(
 
     by_epoch = loss_by_epoch(callback.rows)  # the SFT (or ORPO) stage's rows; a DPO stage has its own callback
     manifest = {
-        "run": run_dir.name,
+        "run": name,
         "config": config.to_dict(),
         "inputs": inputs_record(config.persona, config.data, config.suite),
         "versions": versions(),
@@ -476,6 +509,7 @@ def _train(
             "mixed_precision": precision,
             "lora_dropout": dropout,
             "trainable_tokens": token_plan,
+            "adapter_sha256": sha256_file(paths.adapter_weights),  # what every evaluation is checked against
             "examples": len(conversations),
             "trainable_parameters": trainable,
             "total_parameters": total_params,
