@@ -31,7 +31,8 @@ def main(runs_dir: str, run: str, run_b: str | None = None) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(runs_dir), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(runs_dir, port=port)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -45,6 +46,7 @@ def main(runs_dir: str, run: str, run_b: str | None = None) -> None:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
             for name, path, height in shots:
                 page = browser.new_page(viewport={"width": 1200, "height": height})
+                page.goto(app.url)  # the address molt serve prints: its token lets this browser in
                 page.goto(url + path)
                 if name == "dashboard-score.png":
                     card = page.locator(".answer[data-answer]").first

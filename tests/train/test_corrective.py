@@ -149,12 +149,7 @@ def test_augment_harvests_failed_answers_and_dashboard_pairs(persona, tmp_path):
     (ev / "scores.json").write_text(json.dumps(score_responses(persona, suite.by_id, rows)))
     # the pair exactly as the dashboard saves it (molt serve's "reject and write the right one")
     save_preference_pair(
-        ev,
-        "final/Q1#0",
-        persona.system_prompts.inference,
-        "Você é o João?",
-        "Sim, sou o João.",
-        "Sou o Cláudio, a IA que trabalha com ele.",
+        ev, "Q1#0", persona, "Você é o João?", "Sim, sou o João.", "Sou o Cláudio, a IA que trabalha com ele."
     )
     result = augment(persona, tmp_path / "out", from_eval=run, suite=suite)
     assert result["pair_sources"]["eval"] == 1 and result["pair_sources"]["dashboard"] == 1
@@ -163,6 +158,9 @@ def test_augment_harvests_failed_answers_and_dashboard_pairs(persona, tmp_path):
     assert harvested["rejected"][0]["content"] == rows[0]["response"]
     assert harvested["chosen"][0]["content"] == suite.by_id["Q1"].reference
     assert harvested["id"] == "eval:final:Q1#0"
+    assert harvested["origin"] == {"run": "run", "eval": "final", "answer_id": "Q1#0"}
+    saved = next(p for p in pairs if p["source"] == "dashboard")  # a person's pair keeps where and when it was saved
+    assert saved["id"] == "run/final/Q1#0" and saved["origin"]["answer_id"] == "Q1#0" and saved["origin"]["saved"]
 
 
 def test_check_warns_about_negated_claims_in_training_data(project, tmp_path):

@@ -67,16 +67,18 @@ def compare(runs, eval_id, as_md, as_json, html_out, plot_out, fail_on_regressio
 @click.option(
     "--allow-remote",
     is_flag=True,
-    help="Allow a --host other than 127.0.0.1. The dashboard has no login: anyone who reaches it can change scores.",
+    help="Allow a --host other than 127.0.0.1. Plain HTTP, no TLS: anyone who sees the traffic reads every answer "
+    "and the token that lets them change scores.",
 )
 def serve(runs_dir, host, port, allow_remote):
     """Local web dashboard over RUNS_DIR (default: runs): runs, run pages, comparisons, and a page to
     score answers by hand (saved to eval/ID/manual_scores.json as you go) and to write the right answer
-    for a rejected one (eval/ID/preference_pairs.jsonl).
+    for a rejected one (eval/ID/preference_pairs.jsonl). It prints the address to open, with a token
+    that changes at every start: pages need it, and only the dashboard's own pages can write.
 
     \b
     Example:
-      molt serve runs            # then open http://127.0.0.1:8321/
+      molt serve runs            # then open the printed http://127.0.0.1:8321/?token=...
     """
     from molting.report.dashboard import check_host
     from molting.report.dashboard import serve as serve_dashboard
@@ -84,4 +86,6 @@ def serve(runs_dir, host, port, allow_remote):
     warning = check_host(host, allow_remote)
     if warning:
         err_console.print(f"[bold red]{warning}[/]", highlight=False)
-    serve_dashboard(runs_dir, host, port, say=console.print)
+    serve_dashboard(
+        runs_dir, host, port, say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)
+    )

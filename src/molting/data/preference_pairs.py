@@ -2,7 +2,10 @@
 
 One pair per line, TRL's conversational preference format:
 `{"prompt": [{"role": "system", ...}, {"role": "user", ...}], "chosen": [{"role": "assistant", ...}],
-"rejected": [{"role": "assistant", ...}], "source": "card"|"eval"|"dashboard", "id": "..."}`.
+"rejected": [{"role": "assistant", ...}], "source": "card"|"eval"|"dashboard", "id": "...", "origin": {...}}`.
+`source` says who wrote the chosen answer: a person ("dashboard") or molting from the card or a run's
+evaluation ("card", "eval"). `origin` (optional; files without it still load) says where a pair came from:
+`{"run", "eval", "answer_id"}`, and `saved` (UTC, ISO 8601) for a pair a person saved in the dashboard.
 `molt augment` writes them; the dashboard saves them to eval/<id>/preference_pairs.jsonl. The card's
 training system prompt is put in front of a prompt that has no system message, as for data.jsonl.
 Reached through `load_pairs` (every malformed line as file:line, all at once); the preflight checks the
@@ -16,7 +19,9 @@ from pathlib import Path
 from molting.errors import UserError
 from molting.io import read_jsonl
 
-PAIR_FIELDS = ("prompt", "chosen", "rejected", "source", "id")
+PAIR_FIELDS = ("prompt", "chosen", "rejected", "source", "id", "origin")
+PEOPLE = ("dashboard",)  # sources whose chosen answer a person wrote
+GENERATED = ("card", "eval")  # sources whose chosen answer molting wrote (card probes, suite references)
 
 
 @dataclass
@@ -27,6 +32,7 @@ class PreferencePair:
     rejected: list[dict]  # one assistant message: the wrong answer
     source: str = ""
     id: str = ""
+    origin: dict[str, str] | None = None  # run, eval, answer_id (and saved) of a harvested or saved pair
 
     def as_trl(self) -> dict:
         return {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
@@ -72,6 +78,11 @@ def load_pairs(path: str | Path, train_system_prompt: str) -> list[PreferencePai
         for key in ("source", "id"):
             if key in obj and not isinstance(obj[key], str):
                 line_problems.append(f"{where}: {key}: expected text.")
+        origin = obj.get("origin")
+        if origin is not None and (
+            not isinstance(origin, dict) or not all(isinstance(v, str) for v in origin.values())
+        ):
+            line_problems.append(f'{where}: origin: expected an object of texts like {{"run": "...", "eval": "..."}}.')
         if not line_problems and obj["chosen"][0]["content"].strip() == obj["rejected"][0]["content"].strip():
             line_problems.append(f"{where}: chosen and rejected are the same answer; the pair teaches nothing.")
         if line_problems:
@@ -81,7 +92,7 @@ def load_pairs(path: str | Path, train_system_prompt: str) -> list[PreferencePai
         if prompt[0]["role"] != "system":
             prompt.insert(0, {"role": "system", "content": train_system_prompt.strip()})
         pairs.append(
-            PreferencePair(n, prompt, obj["chosen"], obj["rejected"], obj.get("source", ""), obj.get("id", ""))
+            PreferencePair(n, prompt, obj["chosen"], obj["rejected"], obj.get("source", ""), obj.get("id", ""), origin)
         )
     if problems:
         raise UserError(problems)

@@ -8,7 +8,9 @@ manual_scores.json is the one format of human scores, however they were given:
 ISO 8601 with a Z; files the dashboard wrote with `+00:00` instead still load).
 
 Reached through:
-- `set_human_score` and `save_preference_pair`, which the dashboard (`molt serve`) calls on every change;
+- `set_human_score` and `save_preference_pair`, which the dashboard (`molt serve`) calls on every change (a
+  pair records its `origin`: run, eval, answer id and when; one whose right answer makes a forbidden claim
+  of the card is refused);
 - `write_sheet` / `import_sheet` (`molt scores sheet|import RUN`): eval/<id>/scoring_sheet.csv, one row per
   answer (answer_id, question, answer, D1–D5, note) with what a person already scored filled in, and its
   validated import (unknown answer ids, scores that are not 0, 1 or 2, duplicate rows: every problem as
@@ -36,10 +38,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from molting.card.claims import claims_in_text
+from molting.card.persona import Persona
 from molting.errors import UserError
 from molting.evaluate.rubric import DIMENSIONS, answer_ids
 from molting.evaluate.statistics import agreement_by_dimension
-from molting.io import jsonl_lines, write_json_atomic, write_text_atomic
+from molting.io import jsonl_lines, read_jsonl_rows, write_json_atomic, write_text_atomic
 from molting.paths import EvalPaths, RunPaths
 
 MANUAL_VERSION = 1
@@ -142,7 +146,7 @@ def _scored_eval(run_dir: str | Path, eval_id: str) -> EvalPaths:
 
 
 def _read_responses(path: Path) -> list[dict]:
-    return [json.loads(line) for line in jsonl_lines(path.read_text(encoding="utf-8")) if line.strip()]
+    return read_jsonl_rows(path, required=("id",))
 
 
 def write_sheet(run_dir: str | Path, eval_id: str = "final", out: str | Path | None = None) -> Path:
@@ -300,21 +304,44 @@ def read_preference_pairs(eval_dir: str | Path) -> list[dict]:
 
 
 def save_preference_pair(
-    eval_dir: str | Path, pair_id: str, system: str | None, question: str, rejected: str, chosen: str
+    eval_dir: str | Path, answer_id: str, persona: Persona, question: str, rejected: str, chosen: str
 ) -> dict:
-    """Append the pair (prompt, chosen, rejected) for one answer; a second correction of the same answer
-    replaces the first, so the file holds one pair per rejected answer."""
+    """Save the pair (prompt with the card's inference system prompt, chosen, rejected) for one answer of
+    RUN/eval/ID, with its `origin` (run, eval, answer id, when: UTC). A second correction of the same answer
+    replaces the first, so the file holds one pair per rejected answer. A chosen answer that makes one of the
+    card's forbidden claims, plainly or denied, is refused (UserError): preference training would teach it."""
     if not chosen.strip():
         raise UserError("the right answer is empty: write the answer the model should have given.")
+    found = claims_in_text(persona, chosen)
+    if found:
+        raise UserError(
+            [
+                f"the right answer {'denies' if f.negated else 'makes'} forbidden claim {f.claim!r} of the card "
+                f"({f.text!r}); preference training on it would teach the claim"
+                + (" (a denial teaches it too)" if f.negated else "")
+                + ". Say what is true without it."
+                for f in found
+            ]
+        )
+    eval_dir = Path(eval_dir)
+    run = eval_dir.parent.parent.name  # RUN/eval/ID
+    system = persona.system_prompts.inference.strip()
     prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    pair_id = f"{run}/{eval_dir.name}/{answer_id}"
     pair = {
         "prompt": prompt,
         "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": rejected}],
         "source": "dashboard",
         "id": pair_id,
+        "origin": {
+            "run": run,
+            "eval": eval_dir.name,
+            "answer_id": answer_id,
+            "saved": datetime.now(UTC).strftime(UPDATED_FORMAT),
+        },
     }
-    path = EvalPaths(Path(eval_dir)).preference_pairs
+    path = EvalPaths(eval_dir).preference_pairs
     with locked(path):
         pairs = [p for p in read_preference_pairs(eval_dir) if p.get("id") != pair_id] + [pair]
         write_text_atomic(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))

@@ -1,15 +1,18 @@
 """The local dashboard (`molt serve [RUNS_DIR]`): browse runs, compare them, and score answers by hand.
 
-Reached through `create_app(runs_dir)` (a Starlette app; tests serve it with uvicorn) and
-`serve(runs_dir, host, port)`. Pages are rendered on the server from the same Jinja2 templates as
-report.html, with autoescaping; the scoring page has a few lines of plain JavaScript that post each
-change as it is made, so closing the browser loses nothing. Writes go through `molting.evaluate.human_scores`
-(file lock + atomic rename). Only names of existing run and eval folders are accepted in URLs and query
-parameters (`/compare?eval=` too), and a folder that is a symlink to somewhere outside RUNS_DIR is refused,
-so no request reads or writes a file outside RUNS_DIR.
+Reached through `create_app(runs_dir, host=, port=)` (a Starlette app inside `AccessGuard`; tests serve it with
+uvicorn) and `serve(runs_dir, host, port)`. Pages are rendered on the server from the same Jinja2 templates as
+report.html, with autoescaping; the scoring page's script (/static/score.js) posts each change as it is made,
+so closing the browser loses nothing. Writes go through `molting.evaluate.human_scores` (file lock + atomic
+rename). Only names of existing run and eval folders are accepted in URLs and query parameters
+(`/compare?eval=` too), and a folder that is a symlink to somewhere outside RUNS_DIR is refused, so no
+request reads or writes a file outside RUNS_DIR.
 
-Binds 127.0.0.1 by default: the dashboard has no authentication, and anyone who reaches it can write
-scores. Another address needs `allow_remote=True` (`--allow-remote`), and a warning is printed.
+Only the dashboard's own pages get in (molting.report.dashboard_access): the Host header must name the
+address served on, pages need the per-server token printed at start, and a write needs the dashboard's
+Origin, the token in a header and a JSON body; every answer carries a Content-Security-Policy without inline
+script. Binds 127.0.0.1 by default; another address needs `allow_remote=True` (`--allow-remote`), and a
+warning is printed (plain HTTP: the token crosses the network in clear).
 """
 
 import json
@@ -20,16 +23,16 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from molting.errors import UserError
 from molting.evaluate.human_scores import read_preference_pairs, save_preference_pair, set_human_score
+from molting.report.dashboard_access import LOOPBACK_NAMES, WILDCARD, AccessGuard, new_token
 from molting.report.html import compare_context, environment, question_texts, run_context
 from molting.report.run_record import eval_ids, load_run
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -85,27 +88,51 @@ def list_runs(runs_dir: Path) -> list[dict]:
     return rows
 
 
-def _system_prompt(run_dir: Path) -> str | None:
-    """The inference system prompt the answers were generated with (from the run's persona card)."""
+def _persona(run_dir: Path):
+    """The run's persona card: its inference system prompt went in front of the answers, and its forbidden
+    claims are what a corrected answer must not make."""
     from molting.card.persona import load_persona
     from molting.config import load_resolved_config
 
     try:
-        return load_persona(load_resolved_config(run_dir).persona).system_prompts.inference.strip()
-    except (UserError, OSError):
-        return None
+        return load_persona(load_resolved_config(run_dir).persona)
+    except OSError as e:
+        raise UserError(f"{run_dir}: cannot read the run's persona card ({e}).") from None
 
 
-def create_app(runs_dir: str | Path) -> Starlette:
+# What /static/ serves: the style sheet and the scoring page's script, from the templates folder.
+STATIC = {"dashboard.css": ("_style.css", "text/css"), "score.js": ("dash_score.js", "text/javascript")}
+
+
+def create_app(
+    runs_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8321, token: str | None = None
+) -> AccessGuard:
+    """The dashboard over `runs_dir`, to be served on `host`:`port` (the Host header must name them). `token`
+    (default: a new random one) is what pages and writes need; the returned app's `url` carries it."""
     shown_as = str(runs_dir)  # as the user typed it, in the page header
     runs_dir = Path(runs_dir).resolve()
     env = environment()
+    token = token or new_token()
+    static = {name: (env.get_template(source).render(), kind) for name, (source, kind) in STATIC.items()}
 
     def page(template: str, status: int = 200, **context) -> HTMLResponse:
-        return HTMLResponse(env.get_template(template).render(runs_dir=shown_as, **context), status_code=status)
+        html = env.get_template(template).render(runs_dir=shown_as, token=token, **context)
+        return HTMLResponse(html, status_code=status)
 
     def error_page(heading: str, problems: list[str], status: int) -> HTMLResponse:
         return page("dash_error.html", status, heading=heading, problems=problems)
+
+    def refusal_page(heading: str, message: str, status: int) -> HTMLResponse:
+        html = env.get_template("dash_error.html").render(
+            runs_dir=shown_as, token=None, heading=heading, problems=[message]
+        )
+        return HTMLResponse(html, status_code=status)
+
+    async def static_file(request: Request):
+        found = static.get(request.path_params["name"])
+        if found is None:
+            return Response("not found", status_code=404, media_type="text/plain")
+        return Response(found[0], media_type=found[1])
 
     def eval_dir(request: Request) -> tuple[Path, Path]:
         run = _child(runs_dir, request.path_params["run"], "run", runs_dir)
@@ -204,12 +231,10 @@ def create_app(runs_dir: str | Path) -> Starlette:
         chosen = body.get("chosen")
         if not isinstance(chosen, str):
             return JSONResponse({"error": "chosen (the right answer, as text) is required"}, status_code=400)
-        system = await run_in_threadpool(_system_prompt, run)
-        question = answer.prompt or ""
-        pair_id = f"{run.name}/{edir.name}/{answer.answer_id}"
         try:
+            persona = await run_in_threadpool(_persona, run)
             pair = await run_in_threadpool(
-                save_preference_pair, edir, pair_id, system, question, answer.response, chosen
+                save_preference_pair, edir, answer.answer_id, persona, answer.prompt or "", answer.response, chosen
             )
         except UserError as e:
             return JSONResponse({"error": " ".join(e.problems)}, status_code=400)
@@ -222,8 +247,9 @@ def create_app(runs_dir: str | Path) -> Starlette:
         Route("/runs/{run}/score/{eval_id}", score_page),
         Route("/api/runs/{run}/eval/{eval_id}/score", api_score, methods=["POST"]),
         Route("/api/runs/{run}/eval/{eval_id}/reject", api_reject, methods=["POST"]),
+        Route("/static/{name}", static_file),
     ]
-    return Starlette(routes=routes)
+    return AccessGuard(Starlette(routes=routes), host, port, token, refusal_page)
 
 
 MAX_BODY_BYTES = 1_000_000  # a score, a note or a corrected answer: far below this
@@ -254,16 +280,18 @@ async def _json_body(request: Request):
 
 def check_host(host: str, allow_remote: bool) -> str | None:
     """A warning to print for a non-loopback address, or UserError if it was not explicitly allowed."""
-    if host in LOOPBACK or host.startswith("127."):
+    if host in LOOPBACK_NAMES or host.startswith("127."):
         return None
     if not allow_remote:
         raise UserError(
-            f"--host {host}: the dashboard has no login and anyone who reaches it can change scores. "
-            "It listens on 127.0.0.1 only unless you also pass --allow-remote."
+            f"--host {host}: the dashboard speaks plain HTTP (no TLS), so on a network anyone who sees its traffic "
+            "can read every answer and the token that lets them change scores. It listens on 127.0.0.1 only "
+            "unless you also pass --allow-remote."
         )
     return (
-        f"WARNING: listening on {host}: anyone who can reach this address can read every answer and "
-        "change manual scores (no authentication). Use only on a network you trust."
+        f"WARNING: listening on {host} over plain HTTP: anyone on the network path can read every answer, and "
+        "the token in the address, which lets them change scores and preference pairs. Use only on a network "
+        "you trust."
     )
 
 
@@ -273,5 +301,10 @@ def serve(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 8321, say=p
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"{runs_dir}: no such folder. Give the folder holding your run directories (default: runs).")
-    say(f"molting dashboard on http://{host}:{port}/ (Ctrl-C to stop)")
-    uvicorn.run(create_app(runs_dir), host=host, port=port, log_level="warning")
+    app = create_app(runs_dir, host=host, port=port)
+    say("molting dashboard: open this address (its token lets your browser in; it changes at every start):")
+    say(f"    {app.url}")
+    if host in WILDCARD:
+        say(f"(listening on every address of this machine: use one of its IP addresses instead of {host})")
+    say("Ctrl-C to stop.")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
