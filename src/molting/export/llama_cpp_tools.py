@@ -152,6 +152,32 @@ def import_llama_cpp():
     return llama_cpp
 
 
+def load_gguf(path: Path, n_ctx: int = 2048):
+    """A llama_cpp.Llama over a GGUF file, with llama.cpp's weight repacking ("extra buffer types") off.
+
+    On CPUs with AMX (Intel Sapphire Rapids and later) llama.cpp repacks quantised weights into an AMX buffer,
+    and its AMX matmul then segfaults in the first decode (ggml-org/llama.cpp#20824; seen here on a q8_0 GGUF):
+    the whole process dies, with no error to report. Without repacking the same kernels as on any other
+    CPU run, slower but identical in what they compute, which is what a verification compares. Llama() has no
+    argument for it, so its default model parameters are swapped for the duration of the load."""
+    import_llama_cpp()  # the install hint when it is missing
+    import llama_cpp.llama_cpp as bindings
+    from llama_cpp import Llama
+
+    defaults = bindings.llama_model_default_params
+
+    def without_repacking():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    bindings.llama_model_default_params = without_repacking
+    try:
+        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count() or 1, seed=0, verbose=False)
+    finally:
+        bindings.llama_model_default_params = defaults
+
+
 def quantize_gguf(source: Path, out_file: Path, quant: str) -> None:
     """llama.cpp's quantizer (llama_model_quantize) from an f16 GGUF."""
     import ctypes

@@ -25,7 +25,6 @@ work). Results go to RUN/export/<target>/verify.json.
 """
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from molting.config import load_resolved_config
 from molting.errors import UserError
 from molting.evaluate.rubric import score_responses, special_token_texts
 from molting.export.export import RECORD, load_adapter_model
-from molting.export.llama_cpp_tools import import_llama_cpp
+from molting.export.llama_cpp_tools import import_llama_cpp, load_gguf
 from molting.export.ollama_modelfile import chat_segments, parse_modelfile, template_mismatches
 from molting.io import write_json_atomic
 from molting.models.chat_format import encode_prompt
@@ -87,10 +86,9 @@ def _gguf_answers(
     """Answers from a GGUF through llama-cpp-python, twice: from the adapter's own prompt tokens (do the
     weights survive?) and as served (the GGUF's chat template, llama.cpp's tokenizer: does the template?)."""
     llama_cpp = import_llama_cpp()
-    from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=os.cpu_count() or 1, seed=0, verbose=False)
+    llm = load_gguf(path)
     template = llm.metadata.get("tokenizer.chat_template")
     if not template:
         raise UserError(f"{path}: the GGUF carries no chat template (tokenizer.chat_template).")
