@@ -712,6 +712,7 @@ class Scores(TypedDict):
     backend: NotRequired[str]
     no_answer: NotRequired[list[dict[str, Any]]]
     base_model: NotRequired[str]
+    adapter_sha256: NotRequired[str | None]  # the adapter that answered (None: the untrained base or a server)
     generation: NotRequired[dict[str, Any]]
     samples: NotRequired[int]
     seeds: NotRequired[list[int]]
