@@ -46,8 +46,10 @@ demo: setup
 demo-real: setup
 	$(BIN)/molt run examples/claudio/molt-gemma.yaml --name demo-real --overwrite
 
+# Two workers (pytest-xdist), one per core, each test file kept on one worker (its module fixtures build on
+# each other); the 15 slowest tests are listed at the end.
 test: setup-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 test-slow: setup-dev
 	$(BIN)/python -m pytest -q -m slow

@@ -6,11 +6,17 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # One core per worker: torch's default of a thread per core would have the workers (and the `molt`
+    # subprocesses they start, which inherit this) fight over the same cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 EXAMPLE = REPO / "examples" / "claudio"
 
 # Settings that keep a builtin:tiny run to seconds; the trainer still runs for real.
@@ -23,17 +29,36 @@ FAST = [
 ]
 
 
+def _shared_dir(tmp_path_factory) -> Path:
+    """A folder every pytest-xdist worker of this session sees (the parent of the workers' base temp
+    folders); without xdist, the session's own base temp folder."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextmanager
+def _once_per_session(tmp_path_factory, name: str):
+    """Serialise work that the xdist workers share (a base build, a GGUF conversion, the shared training
+    run): the first worker does it, the others wait for it, then find it done."""
+    from filelock import FileLock
+
+    with FileLock(str(_shared_dir(tmp_path_factory) / f"{name}.lock")):
+        yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def molting_cache(tmp_path_factory):
-    """Builtin bases are built once per session (or reused from MOLTING_TEST_CACHE when set)."""
-    cache = os.environ.get("MOLTING_TEST_CACHE") or str(tmp_path_factory.mktemp("molting-cache"))
+    """Builtin bases are built once per session, shared by the xdist workers (or reused from
+    MOLTING_TEST_CACHE when set)."""
+    cache = os.environ.get("MOLTING_TEST_CACHE") or str(_shared_dir(tmp_path_factory) / "molting-cache")
     os.environ["MOLTING_CACHE"] = cache
     os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
     # Build builtin:tiny here, in-process, once: otherwise the first test that needs it builds it inside a
     # subprocess with a timeout meant for the test's own work.
     from molting.models.builtin_base import builtin_path
 
-    builtin_path("builtin:tiny")
+    with _once_per_session(tmp_path_factory, "builtin-tiny"):
+        builtin_path("builtin:tiny")
     return Path(cache)
 
 
@@ -67,20 +92,26 @@ def set_args(overrides: list[str]) -> list[str]:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, molting_cache) -> Path:
-    """One real LoRA run on builtin:tiny over the whole example dataset (1 epoch, 32 optimizer steps)."""
+    """One real LoRA run on builtin:tiny over the whole example dataset (1 epoch, 32 optimizer steps),
+    trained once per session and copied into each xdist worker (tests add evaluations to it, and an
+    evaluation holds the run's lock)."""
     from molting.config import load_run_config
     from molting.train.sft import train_run
 
+    shared = _shared_dir(tmp_path_factory) / "trained-run" / "tiny"
+    with _once_per_session(tmp_path_factory, "trained-run"):
+        if not (shared / "manifest.json").is_file():
+            train_run(load_run_config(EXAMPLE / "molt.yaml", FAST), shared, show_progress=False)
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    config = load_run_config(EXAMPLE / "molt.yaml", FAST)
-    train_run(config, run_dir, show_progress=False)
+    shutil.copytree(shared, run_dir, ignore=shutil.ignore_patterns(".molt.lock"))
     return run_dir
 
 
 @pytest.fixture(scope="session")
-def gemma_base(molting_cache) -> Path:
+def gemma_base(tmp_path_factory, molting_cache) -> Path:
     """google/gemma-3-270m from the molting[gemma] packages, converted once per cache (a minute or two on
     2 cores; MOLTING_TEST_CACHE keeps it across test runs)."""
     from molting.models.resolve import resolve_base
 
-    return Path(resolve_base("packaged:gemma-3-270m"))
+    with _once_per_session(tmp_path_factory, "gemma-base"):
+        return Path(resolve_base("packaged:gemma-3-270m"))
