@@ -43,7 +43,7 @@ def augment(source, out, seed, per_fact, from_eval, overwrite):
       molt augment examples/claudio/molt.yaml --from-eval runs/demo --out corrective/ --overwrite
     Then set train.method: sft+dpo (or orpo) and preference_data: corrective/pairs.jsonl in molt.yaml.
     """
-    from molting.data.augment import augment_source
+    from molting.data.augment import PAIR_SOURCES, augment_source
 
     result = augment_source(source, out, seed, per_fact, from_eval, overwrite)
     for note in result["notes"]:
@@ -56,7 +56,9 @@ def augment(source, out, seed, per_fact, from_eval, overwrite):
             "forbidden claims in the card."
         )
     console.print(f"wrote {result['sft']} ({result['sft_examples']} SFT examples)")
-    console.print(f"wrote {result['pairs']} ({result['pair_count']} pairs: {result['pair_sources']})")
+    console.print(f"wrote {result['pairs']} ({result['pair_count']} pairs)")
+    for source, count in result["pair_sources"].items():
+        console.print(f"  {count:>5} {source:<9} {PAIR_SOURCES[source]}", highlight=False)
 
 
 @click.group()

@@ -42,6 +42,9 @@ def print_preflight(report: PreflightReport) -> None:
     )
     table.add_row("turn-token rows", token_rows_text(report.get("trainable_tokens")))
     table.add_row("optimizer steps", f"{st['total_steps']} ({st['steps_per_epoch']} per epoch × {st['epochs']} epochs)")
+    pref = report.get("preference")
+    if pref:
+        table.add_row("preference pairs", preference_pairs_text(pref))
     mem = report.get("memory")
     if mem:
         table.add_row(
@@ -54,6 +57,17 @@ def print_preflight(report: PreflightReport) -> None:
     for f in report["findings"]:
         console.print(f"[{styles[f['level']]}]{f['level']}[/]: {f['message']}", highlight=False)
     console.print("[green]preflight passed[/]" if report["ok"] else "[bold red]preflight failed[/]")
+
+
+def preference_pairs_text(pref: dict) -> str:
+    """How many pairs a person wrote (the dashboard) and how many molting generated (card, eval)."""
+    unmarked = pref["pairs"] - pref["from_people"] - pref["generated"]
+    sources = ", ".join(f"{s} {n}" for s, n in sorted(pref["sources"].items()))
+    return (
+        f"{pref['pairs']}: {pref['from_people']} from people, {pref['generated']} generated"
+        + (f", {unmarked} with no known source" if unmarked else "")
+        + f" ({sources})"
+    )
 
 
 def token_rows_text(plan: dict | None) -> str:

@@ -52,6 +52,12 @@ RELATIONSHIP_TEMPLATES = {
         ("What is your relationship with {alias}?", "{alias} is {relation}."),
     ],
 }
+# Where a pair's chosen answer comes from, as `molt augment` lists them: a person's or generated.
+PAIR_SOURCES = {
+    "card": "generated from the card's probes",
+    "eval": "generated from failed answers of the evaluations (the suite's reference as chosen)",
+    "dashboard": "written by a person in the dashboard",
+}
 FAILED_TOTAL = 5  # an eval answer at or below this total (of 10), or with a forbidden claim, is a failure
 
 
@@ -86,14 +92,17 @@ def restatement_examples(persona: Persona, seed: int, per_fact: int) -> list[dic
     return examples
 
 
-def _pair(system: str, question: str, chosen: str, rejected: str, source: str, pair_id: str) -> dict:
-    return {
+def _pair(
+    system: str, question: str, chosen: str, rejected: str, source: str, pair_id: str, origin: dict | None = None
+) -> dict:
+    pair = {
         "prompt": [{"role": "system", "content": system}, {"role": "user", "content": question}],
         "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": rejected}],
         "source": source,
         "id": pair_id,
     }
+    return {**pair, "origin": origin} if origin else pair
 
 
 def card_pairs(persona: Persona) -> list[dict]:
@@ -140,12 +149,14 @@ def eval_pairs(persona: Persona, suite, run_dir: Path) -> tuple[list[dict], list
                         row["response"],
                         "eval",
                         f"eval:{eval_dir.name}:{answer_id}",
+                        {"run": Path(run_dir).name, "eval": eval_dir.name, "answer_id": answer_id},
                     )
                 )
             notes.append(f"{eval_dir.name}: {failed} failed answers of {len(rows)}")
         saved = eval_dir.preference_pairs
         if saved.is_file():
-            for p in load_pairs(saved, system):
+            people = load_pairs(saved, system)
+            for p in people:
                 pairs.append(
                     _pair(
                         p.prompt[0]["content"],
@@ -154,9 +165,13 @@ def eval_pairs(persona: Persona, suite, run_dir: Path) -> tuple[list[dict], list
                         p.rejected[0]["content"],
                         "dashboard",
                         p.id or f"dashboard:{eval_dir.name}:{p.line}",
+                        p.origin,
                     )
                 )
-            notes.append(f"{eval_dir.name}: pairs saved in the dashboard read from {saved.name}")
+            n = len(people)
+            notes.append(
+                f"{eval_dir.name}: {n} pair{'' if n == 1 else 's'} a person saved in the dashboard ({saved.name})"
+            )
     return pairs, notes
 
 
@@ -220,7 +235,7 @@ def augment(
         "pairs": str(pairs_path),
         "sft_examples": len(sft),
         "pair_count": len(kept),
-        "pair_sources": {s: sum(p["source"] == s for p in kept) for s in ("card", "eval", "dashboard")},
+        "pair_sources": {s: sum(p["source"] == s for p in kept) for s in PAIR_SOURCES},
         "categories_with_pairs": sorted(with_pairs),
         "claims_without_probes": [c.id for c in persona.forbidden_claims if not c.probes],
         "dropped": dropped,

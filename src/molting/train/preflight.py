@@ -22,12 +22,12 @@ import math
 import statistics
 from typing import Any, TypedDict
 
+from molting.card.claims import claims_in_text
 from molting.card.persona import Persona, load_persona
 from molting.card.suite import Suite, load_suite
-from molting.card.text_match import find_first
 from molting.config import RunConfig
 from molting.data.dataset import Conversation, load_dataset
-from molting.data.preference_pairs import load_pairs
+from molting.data.preference_pairs import GENERATED, PEOPLE, load_pairs
 from molting.errors import UserError
 from molting.findings import Finding
 from molting.models.base_model import load_tokenizer
@@ -130,8 +130,6 @@ def optimizer_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: f
 def check_forbidden_in_training(persona: Persona, conversations: list[Conversation], data_path: str) -> list[Finding]:
     """A warning per training answer that makes a forbidden claim, even negated: training on "o João não é
     meu filho" teaches "meu filho" (Kassner & Schütze 2020: small models learn the words, not the negation)."""
-    from molting.card.claims import claims_in_text
-
     findings = []
     for conv in conversations:
         for m in conv.messages:
@@ -489,17 +487,17 @@ def preference_preflight(config, persona, tokenizer, conversations: int = 0, wor
             longest = max(longest, n)
             if n > config.train.max_length:
                 too_long.append((pair.line, n, prompt_tokens))
-        for claim in persona.forbidden_claims:
-            m = find_first(claim.compiled, pair.chosen[0]["content"])
-            if m:
-                findings.append(
-                    Finding(
-                        "error",
-                        "preference_data",
-                        f"{config.preference_data}:{pair.line}: the chosen answer makes forbidden claim "
-                        f"{claim.id!r} ({m.text!r}); preference training would teach it. Swap or fix the pair.",
-                    )
+        # the same test as the dashboard's at save time and augment's: a denial on the chosen side teaches too
+        for found in claims_in_text(persona, pair.chosen[0]["content"]):
+            findings.append(
+                Finding(
+                    "error",
+                    "preference_data",
+                    f"{config.preference_data}:{pair.line}: the chosen answer "
+                    f"{'denies' if found.negated else 'makes'} forbidden claim {found.claim!r} ({found.text!r}); "
+                    "preference training would teach it. Swap or fix the pair.",
                 )
+            )
     for line, n, prompt_tokens in too_long[:5]:
         findings.append(
             Finding(
@@ -530,6 +528,8 @@ def preference_preflight(config, persona, tokenizer, conversations: int = 0, wor
         "pairs": len(pairs),
         **({"conversations": conversations} if orpo else {}),
         "sources": sources,
+        "from_people": sum(pair.source in PEOPLE for pair in pairs),  # chosen written by a person (dashboard)
+        "generated": sum(pair.source in GENERATED for pair in pairs),  # from the card or a run's failed answers
         "max_tokens": longest,
         "too_long": len(too_long),
         "steps": steps,
