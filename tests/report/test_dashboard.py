@@ -1,6 +1,8 @@
 """`molt serve`: the dashboard served by a real uvicorn server on 127.0.0.1,
 driven in Debian's Chromium (headless) by Playwright; concurrent writers on manual_scores.json; the CLI
-refusing a non-loopback address without --allow-remote.
+refusing a non-loopback address without --allow-remote and printing the address with its token; every
+request that is not the dashboard's own page refused (another Host, no token, another Origin, a body not
+declared JSON), over raw HTTP and in Chromium from a page of another origin and a rebound name.
 
 Chromium comes from the system (`apt-get install chromium`, which `make setup` and .ci/run do):
 `playwright install` downloads browsers, which cannot be done here.

@@ -164,7 +164,12 @@ class AccessGuard:
         elif request.headers.get("sec-fetch-site") != "same-origin":
             return refuse(403, "", "a write needs the Origin header of the dashboard's own page.")
         if not _same(request.headers.get(TOKEN_HEADER), self.token):
-            return refuse(403, "", f"a write needs the server's token in the {TOKEN_HEADER} header.")
+            return refuse(
+                403,
+                "",
+                f"a write needs this server's token in the {TOKEN_HEADER} header; if molt serve was restarted, open "
+                "the address it printed (the token changes at every start).",
+            )
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             return refuse(415, "", f"expected Content-Type: application/json, not {media_type or 'none'!r}.")
