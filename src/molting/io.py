@@ -1,13 +1,16 @@
 """Reading and writing molting's files: atomic writes, JSONL with line numbers, sha256 of a file.
 
 Every stage writes through `write_*_atomic` (a temp file in the same folder, fsync, then rename), so a
-crash or Ctrl-C never leaves a half-written file that a later stage would trust. `read_jsonl` keeps each
-object's line number, so every error about a user's file names its line.
+crash or Ctrl-C never leaves a half-written file that a later stage would trust; a write the system refuses
+(a full disk, a read-only folder) raises OSError naming the file, not its temporary name. `read_jsonl` keeps
+each object's line number, so every error about a file names its line: JSON that does not parse, bytes that
+are not UTF-8, nesting too deep for Python's parser, a lone surrogate escape.
 """
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -23,17 +26,27 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as e:
+        raise _naming(e, path) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same error about the file being written, not its temporary name (".scores.json.x1y2.tmp" means
+    nothing to a user whose disk is full)."""
+    return OSError(e.errno, e.strerror, str(path)) if e.errno is not None else e
 
 
 def write_set_atomic(files: dict[Path, str], marker: Path) -> None:
@@ -42,6 +55,7 @@ def write_set_atomic(files: dict[Path, str], marker: Path) -> None:
     set is complete) is removed, the others are moved into place, and `marker` comes last. A crash leaves
     the old set whole, or no `marker`: never the old marker beside new data."""
     staged: dict[Path, str] = {}
+    path = marker
     try:
         for path, text in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +69,8 @@ def write_set_atomic(files: dict[Path, str], marker: Path) -> None:
         for path in sorted(staged, key=lambda p: p == marker):
             os.replace(staged[path], path)
             del staged[path]
+    except OSError as e:
+        raise _naming(e, path) from None
     finally:
         for tmp in staged.values():
             Path(tmp).unlink(missing_ok=True)
@@ -99,20 +115,82 @@ def sha256_text(data: str | bytes) -> str:
     return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
 
 
+class NotJson(ValueError):
+    """Why a text is not JSON molting can use; `line` is the line of the text where it fails."""
+
+    def __init__(self, reason: str, line: int = 1):
+        super().__init__(reason)
+        self.line = line
+
+
+_TOO_DEEP = "JSON nested too deep (arrays or objects inside each other hundreds of times)"
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
+
+
+def parse_json(text: str) -> Any:
+    """`json.loads` with every way a file can defeat it raised as NotJson: not JSON, nested deeper than
+    Python's parser recurses (RecursionError), or holding a lone surrogate escape ("\\ud800"), which parses
+    but is no character: writing it back, or handing it to a tokenizer, would fail later and far from here."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise NotJson(f"not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})", e.lineno) from None
+    except RecursionError:
+        raise NotJson(_TOO_DEEP) from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise NotJson(
+            f"{_surrogate_field(value)}: a lone surrogate escape (\\u{ord(e.object[e.start]):04x}) is no character; "
+            "write the character itself, or both halves of its surrogate pair"
+        ) from None
+    except RecursionError:
+        raise NotJson(_TOO_DEEP) from None
+    return value
+
+
+def _surrogate_field(value: Any) -> str:
+    """The dotted path (messages[0].content) of the first string, or key, holding a lone surrogate."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str) and _SURROGATE.search(v):
+            return path or "(top level)"
+        items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+        for k, child in reversed(list(items)):
+            if isinstance(k, str) and _SURROGATE.search(k):
+                return f"{path}.{k!r}".lstrip(".")
+            stack.append((f"{path}[{k}]" if isinstance(k, int) else f"{path}.{k}".lstrip("."), child))
+    return "(top level)"
+
+
 def read_jsonl(path: Path, missing_hint: str = "") -> tuple[list[tuple[int, Any]], list[str]]:
     """(line number, object) for every non-blank line that parses, and `file:line` problems for those
-    that do not. A missing file is a UserError at once."""
+    that do not (not UTF-8, not JSON, nested too deep, a lone surrogate). A missing file is a UserError at
+    once."""
     if not path.is_file():
         raise UserError(f"{path}: file not found.{' ' + missing_hint if missing_hint else ''}")
+    rows, problems = _parse_lines(path)
+    return rows, [f"{path}:{n}: {problem}." for n, problem in problems]
+
+
+def _parse_lines(path: Path) -> tuple[list[tuple[int, Any]], list[tuple[int, str]]]:
+    """(line number, object) for every non-blank line that parses, (line number, problem) for the others.
+    Lines are split on "\\n" only, as in `jsonl_lines`, and decoded one at a time, so that bytes that are not
+    UTF-8 are reported at their line."""
     rows, problems = [], []
-    with path.open(encoding="utf-8") as f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
+    for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8").removesuffix("\r")
+        except UnicodeDecodeError as e:
+            byte = f"byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line"
+            problems.append((n, f"not UTF-8 text ({byte}); save the file as UTF-8"))
+            continue
+        if line.strip():
             try:
-                rows.append((n, json.loads(raw)))
-            except json.JSONDecodeError as e:
-                problems.append(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}).")
+                rows.append((n, parse_json(line)))
+            except NotJson as e:
+                problems.append((n, str(e)))
     return rows, problems
 
 
@@ -121,10 +199,14 @@ def read_json(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
         return None
+    raw = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}). Re-run the stage that writes it.") from None
+        return parse_json(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line, reason = raw.count(b"\n", 0, e.start) + 1, "not UTF-8 text"
+    except NotJson as e:
+        line, reason = e.line, str(e)
+    raise UserError(f"{path}:{line}: {reason}. Re-run the stage that writes it.")
 
 
 def jsonl_lines(text: str) -> list[str]:
@@ -137,19 +219,27 @@ def jsonl_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def read_jsonl_rows(path: Path) -> list[dict]:
-    """Every row of a JSONL file molting wrote ([] if it is absent); a bad line is reported as file:line."""
+_JSON_KIND = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+
+
+def read_jsonl_rows(path: Path, required: tuple[str, ...] = ()) -> list[dict]:
+    """Every row of a JSONL file molting wrote ([] if it is absent), each an object holding the `required`
+    keys. A line that is not (not JSON, not UTF-8, not an object, a key missing) is a UserError naming
+    file:line, so a damaged file stops the command with a message instead of a traceback further on."""
     path = Path(path)
     if not path.is_file():
         return []
-    rows = []
-    for n, line in enumerate(jsonl_lines(path.read_text(encoding="utf-8")), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e.msg}).") from None
-    return rows
+    rows, problems = _parse_lines(path)
+    for n, row in rows:
+        if not isinstance(row, dict):
+            problems.append((n, f"expected a JSON object ({{...}}), got {_JSON_KIND.get(type(row), 'a number')}"))
+        elif missing := [key for key in required if key not in row]:
+            problems.append((n, f"{', '.join(missing)}: missing; every row of this file has it"))
+    if problems:
+        shown = [f"{path}:{n}: {problem}." for n, problem in sorted(problems)[:10]]
+        more = [f"{path}: {len(problems) - 10} more damaged line(s)."] if len(problems) > 10 else []
+        raise UserError(shown + more + [f"{path}: damaged; re-run the stage that writes it, or restore the file."])
+    return [row for _, row in rows]
 
 
 def build_dir_once(final: Path, build: Callable[[Path], None]) -> Path:

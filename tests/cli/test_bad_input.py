@@ -1,9 +1,19 @@
-"""Bad input: one clear message naming file, line and field, exit 2, no traceback, no output."""
+"""Bad input: one clear message naming file, line and field, exit 2, no traceback, no output. A system that
+refuses to write (a full disk, a read-only folder): one plain line, exit 1, the earlier output as it was."""
 
+import contextlib
+import ctypes
 import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from conftest import run_molt, set_args
+from conftest import EXAMPLE, run_molt, set_args
+from fake_runs import make_run, references
 
 from molting.config import load_run_config
 from molting.errors import UserError
@@ -186,3 +196,200 @@ def test_chat_template_file_that_does_not_exist(project, tmp_path):
         ),
         "missing.jinja not found",
     )
+
+
+# Bad bytes, hostile files and a system that refuses to write: a message, never a traceback. Each command
+# runs in a subprocess under the limits a test sets (see _run_limited).
+
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE = 24, 1  # <linux/prctl.h>, <linux/capability.h>
+MEMORY = 4 << 30  # an alias bomb that is not refused dies here (MemoryError), not in the machine's memory
+
+
+def _limits(file_size: int | None = None):
+    def apply():
+        if file_size is not None:  # writes past it fail with EFBIG, as they would on a full disk
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
+        if os.geteuid() == 0:  # root ignores a folder's mode unless it gives CAP_DAC_OVERRIDE up before exec
+            ctypes.CDLL(None, use_errno=True).prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0, 0)
+
+    return apply
+
+
+def _run_limited(*args, file_size: int | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`molt ARGS` as conftest's run_molt runs it, under a memory limit, an optional file-size limit, and with
+    no power to write where the file modes forbid it (even as root)."""
+    return subprocess.run(
+        [sys.executable, "-m", "molting", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=timeout,
+        preexec_fn=_limits(file_size),
+    )
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (temporary ones too) and its bytes: what a failed command must leave as it was."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _refused_by_the_system(result, *needles):
+    """Exit 1 with one plain line: a full disk or a read-only folder is not the user's mistake (that is 2)."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+    assert "Nothing half-written was kept" in result.stderr
+
+
+@contextlib.contextmanager
+def _read_only(folder: Path):
+    folder.chmod(0o555)
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", f"open({str(folder / 'probe')!r}, 'w')"], preexec_fn=_limits(), capture_output=True
+        )
+        if probe.returncode == 0:
+            pytest.skip("this user can write into a folder without write permission")
+        yield folder
+    finally:
+        folder.chmod(0o755)
+
+
+BAD_DATA_LINES = {
+    "bytes": (
+        b'{"messages": [{"role": "user", "content": "oi \xff"}, {"role": "assistant", "content": "Oi!"}]}',
+        "not UTF-8 text (byte 0xff at byte 47 of the line)",
+    ),
+    "surrogate": (
+        b'{"messages": [{"role": "user", "content": "oi \\ud800"}, {"role": "assistant", "content": "Oi!"}]}',
+        "messages[0].content: a lone surrogate escape (\\ud800) is no character",
+    ),
+    "deep": (b"[" * 5000 + b"]" * 5000, "JSON nested too deep"),
+}
+
+
+@pytest.mark.parametrize("command", ["check", "curate"])
+@pytest.mark.parametrize("bad", list(BAD_DATA_LINES))
+def test_a_data_line_that_is_not_text_or_is_nested_too_deep(project, tmp_path, bad, command):
+    line, message = BAD_DATA_LINES[bad]
+    data = project / "data.jsonl"
+    n = len(data.read_bytes().splitlines()) + 1
+    data.write_bytes(data.read_bytes() + line + b"\n")
+    if command == "check":
+        result = run_molt("check", project / "molt.yaml", *set_args(TINY), "--runs-dir", tmp_path / "out")
+    else:
+        card = ["--persona", project / "persona.yaml", "--suite", project / "suite.yaml"]
+        result = run_molt("data", "curate", data, *card, "--no-embeddings", "--out-dir", tmp_path / "out")
+    _fails_cleanly(result, f"data.jsonl:{n}: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+# Appended to an evaluation's responses.jsonl: each damaged line and what the message says about it.
+DAMAGED_RESPONSES = [
+    (b"\xff\xfe", "not UTF-8 text (byte 0xff"),
+    (b'{"id": "Q1", "resp', "not valid JSON (Unterminated string starting at column 14)"),
+    (b"[1, 2]", "expected a JSON object ({...}), got an array"),
+    (b'{"id": "Q1", "response": "a\\ud800"}', "response: a lone surrogate escape (\\ud800)"),
+    (b"[" * 5000 + b"]" * 5000, "JSON nested too deep"),
+    (b'{"response": "Sou o Claudio."}', "id: missing"),
+]
+
+
+@pytest.mark.parametrize("command", ["scores sheet", "scores import", "report", "augment --from-eval"])
+def test_a_damaged_responses_file(tmp_path, command):
+    run = make_run(tmp_path / "runs", "demo", {q: [r] for q, r in list(references().items())[:3]}, [2.0, 1.5, 1.0])
+    out = tmp_path / "corrective"
+    args = {
+        "scores sheet": ["scores", "sheet", run],
+        "scores import": ["scores", "import", run, "--csv", run / "eval" / "final" / "scoring_sheet.csv"],
+        "report": ["report", run],
+        "augment --from-eval": ["augment", EXAMPLE / "molt.yaml", "--from-eval", run, "--out", out, "--overwrite"],
+    }[command]
+    earlier = {"scores sheet": ["scores", "sheet", run], "report": ["report", run]}  # good outputs, to be kept
+    earlier["scores import"] = earlier["scores sheet"]
+    earlier["augment --from-eval"] = args[:-1]
+    run_molt(*earlier[command], check=True)
+    responses = run / "eval" / "final" / "responses.jsonl"
+    first = len(responses.read_bytes().splitlines()) + 1
+    responses.write_bytes(responses.read_bytes() + b"".join(line + b"\n" for line, _ in DAMAGED_RESPONSES))
+    before = _files(tmp_path)
+
+    result = run_molt(*args)
+    _fails_cleanly(
+        result,
+        *(f"responses.jsonl:{first + i}: {message}" for i, (_, message) in enumerate(DAMAGED_RESPONSES)),
+        "responses.jsonl: damaged; re-run the stage that writes it",
+    )
+    assert _files(tmp_path) == before
+
+
+def _answers(tmp_path: Path) -> Path:
+    path = tmp_path / "answers.jsonl"
+    path.write_text(json.dumps({"id": "Q1", "response": references()["Q1"]}, ensure_ascii=False) + "\n")
+    return path
+
+
+def test_score_into_a_read_only_folder(tmp_path):
+    card = ["--persona", EXAMPLE / "persona.yaml", "--suite", EXAMPLE / "suite.yaml"]
+    folder = tmp_path / "scores"
+    run_molt("score", *card, "--responses", _answers(tmp_path), "--out", folder / "scores.json", check=True)
+    before = _files(folder)
+    with _read_only(folder):
+        result = _run_limited("score", *card, "--responses", _answers(tmp_path), "--out", folder / "scores.json")
+    _refused_by_the_system(result, f"{folder / 'scores.json'}: Permission denied")
+    assert _files(folder) == before
+
+
+def test_augment_into_a_read_only_folder(tmp_path):
+    folder = tmp_path / "corrective"
+    run_molt("augment", EXAMPLE / "molt.yaml", "--out", folder, check=True)
+    before = _files(folder)
+    with _read_only(folder):
+        result = _run_limited("augment", EXAMPLE / "molt.yaml", "--out", folder, "--overwrite")
+    _refused_by_the_system(result, f"{folder / 'corrective.jsonl'}: Permission denied")
+    assert _files(folder) == before
+
+
+FULL = 512  # bytes a command may write per file: each of these writes more
+
+
+def test_score_on_a_full_disk(tmp_path):
+    card = ["--persona", EXAMPLE / "persona.yaml", "--suite", EXAMPLE / "suite.yaml"]
+    out = tmp_path / "scores" / "scores.json"
+    run_molt("score", *card, "--responses", _answers(tmp_path), "--out", out, check=True)
+    before = _files(out.parent)
+    result = _run_limited("score", *card, "--responses", _answers(tmp_path), "--out", out, file_size=FULL)
+    _refused_by_the_system(result, f"{out}: File too large", "ulimit -f")
+    assert _files(out.parent) == before
+
+
+def test_report_on_a_full_disk(tmp_path):
+    run = make_run(tmp_path / "runs", "demo", {q: [r] for q, r in list(references().items())[:3]}, [2.0, 1.5, 1.0])
+    run_molt("report", run, check=True)
+    before = _files(run)
+    result = _run_limited("report", run, file_size=FULL)
+    _refused_by_the_system(result, "File too large", "ulimit -f")
+    assert _files(run) == before
+
+
+def test_curate_on_a_full_disk(project, tmp_path):
+    card = ["--persona", project / "persona.yaml", "--suite", project / "suite.yaml", "--no-embeddings"]
+    out = tmp_path / "curated"
+    run_molt("data", "curate", project / "data.jsonl", *card, "--out-dir", out, check=True)
+    before = _files(out)
+    result = _run_limited(
+        "data", "curate", project / "data.jsonl", *card, "--out-dir", out, "--overwrite", file_size=FULL
+    )
+    _refused_by_the_system(result, "File too large", "ulimit -f")
+    assert _files(out) == before
+
+
+def test_export_on_a_full_disk(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    # The merged weights are written by safetensors' Rust code, which reports EFBIG in its own exception type.
+    result = _run_limited("export", run, "--to", "merged", file_size=64 << 10)
+    _refused_by_the_system(result, "File too large", "ulimit -f")
+    assert not (run / "export").exists() or not any((run / "export").iterdir())  # no staging folder left

@@ -13,7 +13,7 @@ from rich.markup import escape
 from molting import __version__
 from molting.cli import data, evaluate, export, project, report
 from molting.cli.options import err_console
-from molting.errors import UserError
+from molting.errors import UserError, as_os_error, os_error_message
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,3 +78,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; files already written are complete, nothing half-written was kept")
         sys.exit(130)
+    except Exception as e:
+        # A full disk, a read-only folder, a file-size limit: the system refused, and the message says so in
+        # one line. Anything else is a bug and keeps its traceback.
+        refused = as_os_error(e)
+        if refused is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(os_error_message(refused))}", highlight=False, soft_wrap=True)
+        sys.exit(1)

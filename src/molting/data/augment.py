@@ -131,7 +131,7 @@ def eval_pairs(persona: Persona, suite, run_dir: Path) -> tuple[list[dict], list
     for eval_dir in eval_dirs:
         if eval_dir.responses.is_file() and eval_dir.scores.is_file():
             # scores.json leaves unanswered rows out, so they are left out here too before pairing the two
-            rows = [r for r in read_jsonl_rows(eval_dir.responses) if r.get("response") is not None]
+            rows = [r for r in read_jsonl_rows(eval_dir.responses, required=("id",)) if r.get("response") is not None]
             questions = read_json(eval_dir.scores)["questions"]
             failed = 0
             for row, scored in zip(rows, questions, strict=False):
