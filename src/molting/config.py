@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
 from molting.errors import UserError
 from molting.evaluate.rubric import DIMENSIONS
 from molting.paths import RunPaths
-from molting.yaml_source import FieldValueError, YamlDoc, build, load_yaml, placeholder_problems
+from molting.yaml_source import FieldValueError, YamlDoc, build, load_yaml, parse_yaml_value, placeholder_problems
 
 
 @dataclass
@@ -382,7 +380,7 @@ def apply_overrides(data: dict, overrides: list[str], source: str = "--set") -> 
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise UserError(f"{source} {item!r}: {part} is not a section.")
-        target[parts[-1]] = yaml.safe_load(raw)
+        target[parts[-1]] = parse_yaml_value(raw, f"{source} {item!r}")
     return data
 
 

@@ -43,48 +43,166 @@ def dotted(path: tuple) -> str:
     return out or "(top level)"
 
 
+# Values that aliases (*name) may repeat in one file. A `<<: *defaults` under each of a few hundred questions
+# stays far below; a "billion laughs" (an alias of nine aliases of nine aliases …) would be 10^9 values, and
+# every reader that walks them (line numbers, the schema, the placeholder check) would run out of memory.
+MAX_ALIAS_VALUES = 10_000
+
+
+class _AliasRefused(yaml.composer.ComposerError):
+    """An alias refused by _BoundedLoader: the file's syntax is fine, what it expands to is not."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, counting what each alias repeats as it composes: past MAX_ALIAS_VALUES, or at an
+    alias inside the node it names (a structure that contains itself), it stops with the alias's line."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.alias_values = 0
+        self.sizes: dict[int, int] = {}  # id(node) -> values in it, aliases expanded
+        self.open_anchors: set[str] = set()
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        anchor = event.anchor
+        if isinstance(event, yaml.AliasEvent):
+            if anchor in self.open_anchors:
+                raise _AliasRefused(
+                    None,
+                    None,
+                    f"alias *{anchor} is inside the node &{anchor} it names, which would contain itself; write the "
+                    "values out",
+                    event.start_mark,
+                )
+            if anchor in self.anchors:
+                self.alias_values += _values_in(self.anchors[anchor], self.sizes)
+                if self.alias_values > MAX_ALIAS_VALUES:
+                    raise _AliasRefused(
+                        None,
+                        None,
+                        f"with alias *{anchor} the aliases repeat over {MAX_ALIAS_VALUES:,} values (aliases of "
+                        "aliases multiply); write the values out, or alias less",
+                        event.start_mark,
+                    )
+            return super().compose_node(parent, index)
+        if anchor is None:
+            return super().compose_node(parent, index)
+        self.open_anchors.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.open_anchors.discard(anchor)
+
+
+def _values_in(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values `node` holds with every alias in it expanded, counted once per node (memo `sizes`)
+    without recursion, so the count of a billion laughs costs as little as its text."""
+    stack = [node]
+    while stack:
+        top = stack[-1]
+        if id(top) in sizes:
+            stack.pop()
+            continue
+        if isinstance(top, yaml.MappingNode):
+            children = [n for pair in top.value for n in pair]
+        elif isinstance(top, yaml.SequenceNode):
+            children = list(top.value)
+        else:
+            children = []
+        pending = [c for c in children if id(c) not in sizes]
+        if pending:
+            stack.extend(pending)
+            continue
+        sizes[id(top)] = 1 + sum(sizes[id(c)] for c in children)
+        stack.pop()
+    return sizes[id(node)]
+
+
 def load_yaml(path: str | Path) -> YamlDoc:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found. Check the path (relative paths are taken from the config file).")
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as UTF-8.") from None
+    loader = _BoundedLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e)
+        if isinstance(e, _AliasRefused):
+            raise UserError(f"{path}{line}: {problem}.") from None
         raise UserError(f"{path}{line}: invalid YAML: {problem}. Fix the syntax at that line.") from None
+    except RecursionError:
+        raise UserError(
+            f"{path}:{loader.line + 1}: invalid YAML: lists or mappings nested too deep (hundreds of levels)."
+        ) from None
+    finally:
+        loader.dispose()
     lines: dict[tuple, int] = {}
-    duplicates: list[str] = []
+    problems: list[str] = []
     if root is not None:
-        _record_lines(root, (), lines, duplicates)
-    if duplicates:
-        raise UserError([f"{path}:{d}" for d in duplicates])
+        _record_lines(root, (), lines, problems)
+    if problems:
+        raise UserError([f"{path}:{d}" for d in problems])
     return YamlDoc(path=path, data=data, lines=lines)
 
 
-def _record_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], duplicates: list[str]) -> None:
-    """The line of every key and item; a key given twice in one mapping is a problem (PyYAML keeps the later
-    one silently: a second `train:` block would drop every field of the first)."""
+def parse_yaml_value(raw: str, source: str) -> Any:
+    """A value given on the command line (`--set train.epochs=2`), parsed as YAML like the file's own values,
+    with the file's limits; a value that is not YAML is a UserError naming `source`."""
+    loader = _BoundedLoader(raw)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e)
+        if isinstance(e, _AliasRefused):
+            raise UserError(f"{source}: {problem}.") from None
+        raise UserError(
+            f"{source}: the value is not YAML ({problem}); quote text that holds [ ] {{ }} : or #."
+        ) from None
+    except RecursionError:
+        raise UserError(f"{source}: the value nests lists or mappings too deep.") from None
+    finally:
+        loader.dispose()
+
+
+def _record_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], problems: list[str]) -> None:
+    """The line of every key and item. A key given twice in one mapping is a problem (PyYAML keeps the later
+    one silently: a second `train:` block would drop every field of the first), and so is a lone surrogate
+    escape ("\\ud800" in double quotes), which is no character and fails when the text is written out."""
     lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.ScalarNode) and (lone := _SURROGATE.search(node.value)):
+        problems.append(
+            f"{node.start_mark.line + 1}: {dotted(path)}: a lone surrogate escape (\\u{ord(lone.group()):04x}) "
+            "is no character; write the character itself."
+        )
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key, value in node.value:
             line = key.start_mark.line + 1
             if key.value in seen and key.tag != "tag:yaml.org,2002:merge":
-                duplicates.append(
+                problems.append(
                     f"{line}: {dotted(path + (key.value,))}: given twice (first at line {seen[key.value]}); the "
                     "second would silently replace the first. Keep one, with every field in it."
                 )
             seen.setdefault(key.value, line)
             child = path + (key.value,)
             lines[child] = line
-            _record_lines(value, child, lines, duplicates)
+            _record_lines(value, child, lines, problems)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _record_lines(item, path + (i,), lines, duplicates)
+            _record_lines(item, path + (i,), lines, problems)
+
+
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
 
 
 def build(cls: type, doc: YamlDoc, value: Any = dataclasses.MISSING, path: tuple = ()) -> Any:

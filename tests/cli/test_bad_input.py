@@ -18,6 +18,7 @@ from fake_runs import make_run, references
 from molting.config import load_run_config
 from molting.errors import UserError
 from molting.io import write_json_atomic
+from molting.yaml_source import load_yaml
 
 TINY = ["base_model=builtin:tiny"]
 
@@ -393,3 +394,73 @@ def test_export_on_a_full_disk(trained_run, tmp_path):
     result = _run_limited("export", run, "--to", "merged", file_size=64 << 10)
     _refused_by_the_system(result, "File too large", "ulimit -f")
     assert not (run / "export").exists() or not any((run / "export").iterdir())  # no staging folder left
+
+
+BILLION_LAUGHS = "\n".join(
+    [
+        'lol_a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]',
+        *(f"lol_{b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi", strict=True)),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("persona.yaml", "check"),
+        ("suite.yaml", "check"),
+        ("molt.yaml", "check"),
+        ("persona.yaml", "score"),
+        ("suite.yaml", "score"),
+        ("persona.yaml", "augment"),
+        ("molt.yaml", "augment"),
+    ],
+)
+def test_a_yaml_alias_bomb_is_refused(project, tmp_path, name, command):
+    path = project / name
+    first = len(path.read_text().splitlines()) + 1
+    path.write_text(path.read_text() + BILLION_LAUGHS + "\n")
+    args = {
+        "check": ["check", project / "molt.yaml", *set_args(TINY), "--runs-dir", tmp_path / "out"],
+        "score": ["score", "--persona", project / "persona.yaml", "--suite", project / "suite.yaml"]
+        + ["--responses", _answers(tmp_path), "--out", tmp_path / "out" / "scores.json"],
+        "augment": ["augment", project / "molt.yaml", "--out", tmp_path / "out"],
+    }[command]
+    result = _run_limited(*args)
+    # Counted as they come: lol_a to lol_d repeat 8,289 values; lol_e's first *d (7,381 more) passes 10,000.
+    _fails_cleanly(result, f"{name}:{first + 4}: with alias *d the aliases repeat over 10,000 values")
+    assert not (tmp_path / "out").exists()
+
+
+def test_yaml_aliases_used_with_measure_still_load(tmp_path):
+    path = tmp_path / "aliases.yaml"
+    lines = ["defaults: &defaults {area: relationships, must_mention: [a, b], must_not: [c]}", "questions:"]
+    lines += [f"  - {{<<: *defaults, id: Q{i}}}" for i in range(300)]
+    path.write_text("\n".join(lines) + "\n")
+    data = load_yaml(path).data
+    assert len(data["questions"]) == 300 and data["questions"][299]["must_mention"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"name: Claudio\nlist: &a [1, *a]\n", "persona.yaml:2: alias *a is inside the node &a it names"),
+        (b"name: Claudio\nlanguage: pt\nidentity: {summary: 'x \xff'}\n", "persona.yaml:3: not UTF-8 text (byte 0xff)"),
+        (b'name: "Cl\\ud800udio"\n', "persona.yaml:1: name: a lone surrogate escape (\\ud800) is no character"),
+        (
+            b"deep: " + b"[" * 3000 + b"]" * 3000 + b"\n",
+            "persona.yaml:1: invalid YAML: lists or mappings nested too deep",
+        ),
+    ],
+    ids=["recursive alias", "not UTF-8", "lone surrogate", "nested too deep"],
+)
+def test_a_card_that_is_not_yaml_text(project, tmp_path, text, message):
+    (project / "persona.yaml").write_bytes(text)
+    _fails_cleanly(run_molt("check", project / "molt.yaml", *set_args(TINY), "--runs-dir", tmp_path / "r"), message)
+
+
+def test_a_set_value_that_is_not_yaml(project, tmp_path):
+    _fails_cleanly(
+        run_molt("check", project / "molt.yaml", "--set", "train.epochs=[", "--runs-dir", tmp_path / "r"),
+        "--set 'train.epochs=[': the value is not YAML",
+    )

@@ -23,8 +23,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from molting.card.persona import load_persona
 from molting.card.probe_questions import generate_probes
 from molting.card.suite import Suite, load_suite
@@ -44,7 +42,7 @@ from molting.openai_client import Endpoint
 from molting.paths import RunPaths
 from molting.train.manifest import peak_memory_mb
 from molting.train.run_lock import holds_run_lock
-from molting.yaml_source import YamlDoc, build
+from molting.yaml_source import YamlDoc, build, parse_yaml_value
 
 PARTIAL = "responses.partial.jsonl"
 
@@ -118,7 +116,7 @@ def generation_settings(
                 f"--set {item!r}: molt eval only takes generation settings, e.g. --set generation.max_new_tokens=64 "
                 f"(fields: {', '.join(data)})."
             )
-        data[field_name] = yaml.safe_load(raw)
+        data[field_name] = parse_yaml_value(raw, f"--set {item!r}")
     if samples is not None:
         data["samples"] = samples
     if temperature is not None:
