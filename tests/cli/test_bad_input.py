@@ -464,3 +464,27 @@ def test_a_set_value_that_is_not_yaml(project, tmp_path):
         run_molt("check", project / "molt.yaml", "--set", "train.epochs=[", "--runs-dir", tmp_path / "r"),
         "--set 'train.epochs=[': the value is not YAML",
     )
+
+
+def test_a_key_given_twice_in_the_persona_card(project, tmp_path):
+    path = project / "persona.yaml"
+    lines = path.read_text().splitlines()
+    first = lines.index("language: pt") + 1
+    lines.insert(first, "language: en")  # PyYAML would keep this one, silently
+    path.write_text("\n".join(lines) + "\n")
+    _fails_cleanly(
+        run_molt("check", project / "molt.yaml", *set_args(TINY), "--runs-dir", tmp_path / "r"),
+        f"persona.yaml:{first + 1}: language: given twice (first at line {first})",
+    )
+
+
+def test_a_key_given_twice_in_the_suite(project, tmp_path):
+    path = project / "suite.yaml"
+    lines = path.read_text().splitlines()
+    first = lines.index('    question: "Quem é o João?"') + 1
+    lines.insert(first, '    question: "Quem é a Maria?"')
+    path.write_text("\n".join(lines) + "\n")
+    _fails_cleanly(
+        run_molt("check", project / "molt.yaml", *set_args(TINY), "--runs-dir", tmp_path / "r"),
+        f"suite.yaml:{first + 1}: questions[0].question: given twice (first at line {first})",
+    )
