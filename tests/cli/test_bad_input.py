@@ -9,6 +9,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -488,3 +489,37 @@ def test_a_key_given_twice_in_the_suite(project, tmp_path):
         run_molt("check", project / "molt.yaml", *set_args(TINY), "--runs-dir", tmp_path / "r"),
         f"suite.yaml:{first + 1}: questions[0].question: given twice (first at line {first})",
     )
+
+
+def _card_with_pattern(project: Path, pattern: str) -> int:
+    """The card with `pattern` added to its first forbidden claim; returns the pattern's line."""
+    path = project / "persona.yaml"
+    lines = path.read_text().splitlines()
+    at = lines.index("      - 'joao me (criou|gerou|programou)'") + 1
+    lines.insert(at, f"      - '{pattern}'")
+    path.write_text("\n".join(lines) + "\n")
+    return at + 1
+
+
+def test_a_card_pattern_that_backtracks_catastrophically_is_stopped_and_named(project, tmp_path):
+    line = _card_with_pattern(project, "(a|aa)+$")  # 2^n ways to split n a's: a search would never end
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"id": "Q1", "response": "Sou o Cláudio, " + "a" * 60 + "!"}) + "\n")
+    card = ["--persona", project / "persona.yaml", "--suite", project / "suite.yaml"]
+    started = time.monotonic()
+    result = _run_limited("score", *card, "--responses", answers, "--out", tmp_path / "scores.json", timeout=60)
+    _fails_cleanly(
+        result, f"persona.yaml:{line}: forbidden_claims[0].patterns[5]: pattern '(a|aa)+$' took over 2 s on one text"
+    )
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "scores.json").exists()
+
+
+def test_a_nested_quantifier_in_a_card_pattern_scores_in_time(project, tmp_path):
+    _card_with_pattern(project, "(a+)+$")  # Python's re takes 2^60 steps on the answer below
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"id": "Q1", "response": "Sou o Cláudio, " + "a" * 60 + "!"}) + "\n")
+    card = ["--persona", project / "persona.yaml", "--suite", project / "suite.yaml"]
+    result = _run_limited("score", *card, "--responses", answers, "--out", tmp_path / "scores.json", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "scores.json").is_file()

@@ -4,14 +4,15 @@ Reached through `load_persona(path)`. The schema is the dataclasses below; each 
 documentation a user sees in `molt init`'s template.
 """
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from molting.card.text_match import compile_any, compile_pattern, find_first, fold
+import regex
+
+from molting.card.text_match import BoundedPattern, compile_any, compile_pattern, find_first, fold
 from molting.errors import UserError
-from molting.yaml_source import FieldValueError, build, load_yaml, placeholder_problems
+from molting.yaml_source import FieldValueError, build, dotted, load_yaml, placeholder_problems
 
 # The eight kinds of wrong answer a persona's small model gives, each scored in one rubric dimension.
 ClaimCategory = Literal[
@@ -37,15 +38,15 @@ CATEGORY_DIMENSION = {
 DETECTOR_CATEGORIES = {"language", "prompt_leak"}
 
 
-def _compile_all(owner: str, patterns: list[str], field_name: str) -> list[re.Pattern]:
+def _compile_all(owner: str, patterns: list[str], field_name: str) -> list[BoundedPattern]:
     for p in patterns:
         try:
             compile_pattern(p)
-        except re.error as e:
+        except regex.error as e:
             raise FieldValueError(field_name, f"{owner}: pattern {p!r} is not a valid regex ({e}).") from None
     try:
         return compile_any(patterns)
-    except re.error as e:  # valid alone, not together: numbered backreferences shift in an alternation
+    except regex.error as e:  # valid alone, not together: numbered backreferences shift in an alternation
         raise FieldValueError(
             field_name, f"{owner}: patterns cannot be combined ({e}); avoid backreferences."
         ) from None
@@ -190,4 +191,11 @@ def load_persona(path: str | Path) -> Persona:
     problems = placeholder_problems(doc)
     if problems:
         raise UserError(problems)
-    return build(Persona, doc)
+    persona = build(Persona, doc)
+    # Where each pattern is written, for the message of a search that runs out of time (BoundedPattern).
+    for kind, field_name in (("facts", "shows"), ("traits", "shows"), ("forbidden_claims", "patterns")):
+        for i, item in enumerate(getattr(persona, kind)):
+            for bounded in item.compiled:
+                at = [(kind, i, field_name, j) for j in range(len(bounded.patterns))]
+                bounded.where = [f"{doc.where(path)}: {dotted(path)}" for path in at]
+    return persona

@@ -2,12 +2,16 @@
 
 The persona card's patterns are written without accents ("joao", "portabilidade"); answers come with
 them ("João"). `fold` maps every character to exactly one character, so a match found in the folded text
-has the same span in the original, and evidence can quote the user's own words.
+has the same span in the original, and evidence can quote the user's own words. Every search of a card
+pattern is bounded in time (`BoundedPattern`): a pattern can never hold a command for minutes on one answer.
 """
 
-import re
 import unicodedata
 from dataclasses import dataclass
+
+import regex
+
+from molting.errors import UserError
 
 
 class _FoldTable(dict):
@@ -27,17 +31,60 @@ def fold(text: str) -> str:
     return text if text.isascii() else text.translate(_FOLD)
 
 
-def compile_pattern(pattern: str) -> re.Pattern:
-    """Compile a card pattern: accents folded, case-insensitive. Raises re.error for a bad regex."""
-    return re.compile(fold(pattern), re.IGNORECASE)
+# The longest one search of the card's patterns may take. A legitimate pattern scans an answer in
+# microseconds; one that backtracks catastrophically ((a|aa)+$ on "aaaa…a!") takes time exponential in the
+# answer's length, and held `molt score` for minutes on one answer before this bound.
+SEARCH_TIMEOUT_S = 2.0
 
 
-def compile_any(patterns: list[str]) -> list[re.Pattern]:
-    """Several patterns as one alternation (one search instead of many), in a list for `find_first`.
-    Each pattern is compiled alone first, so a bad one raises re.error naming itself."""
-    for p in patterns:
-        compile_pattern(p)
-    return [compile_pattern("|".join(f"(?:{p})" for p in patterns))] if patterns else []
+def compile_pattern(pattern: str) -> regex.Pattern:
+    """Compile a card pattern: accents folded, case-insensitive. Raises regex.error for a bad regex.
+    `regex` rather than `re`: its searches take a timeout, and it does not backtrack exponentially on a
+    repeat inside a repeat such as (a+)+$, which `re` does."""
+    return regex.compile(fold(pattern), regex.IGNORECASE)
+
+
+class BoundedPattern:
+    """Several card patterns searched as one alternation (one search instead of many), each search stopped
+    after SEARCH_TIMEOUT_S. A search that runs out raises UserError naming the pattern that took the time,
+    at `where[i]` ("persona.yaml:14: facts[0].shows[1]", set by `load_persona`) when known."""
+
+    def __init__(self, patterns: list[str]):
+        for p in patterns:  # each alone first, so a bad one raises regex.error naming itself
+            compile_pattern(p)
+        self.patterns = patterns
+        self.where = [""] * len(patterns)
+        self.compiled = compile_pattern("|".join(f"(?:{p})" for p in patterns))
+        self.pattern = self.compiled.pattern
+
+    def search(self, text: str, pos: int = 0) -> regex.Match | None:
+        try:
+            return self.compiled.search(text, pos, timeout=SEARCH_TIMEOUT_S)
+        except TimeoutError:
+            raise UserError(self._too_slow(text)) from None
+
+    def _too_slow(self, text: str) -> str:
+        i = next((i for i, p in enumerate(self.patterns) if self._times_out(p, text)), 0)
+        where = f"{self.where[i]}: " if self.where[i] else ""
+        return (
+            f"{where}pattern {self.patterns[i]!r} took over {SEARCH_TIMEOUT_S:g} s on one text "
+            f"({len(text)} characters, {text[:40]!r}…) and was stopped: it backtracks catastrophically, its "
+            "alternatives or repeats splitting the same letters in many ways, as (a|aa)+ does. Rewrite it so "
+            "that each part of a text matches one way only (a+ for (a|aa)+)."
+        )
+
+    @staticmethod
+    def _times_out(pattern: str, text: str) -> bool:
+        try:
+            compile_pattern(pattern).search(text, timeout=SEARCH_TIMEOUT_S)
+        except TimeoutError:
+            return True
+        return False
+
+
+def compile_any(patterns: list[str]) -> list[BoundedPattern]:
+    """Several patterns as one BoundedPattern, in a list for `find_first` ([] for none)."""
+    return [BoundedPattern(patterns)] if patterns else []
 
 
 @dataclass(frozen=True)
@@ -47,7 +94,7 @@ class Match:
     text: str
 
 
-def find_first(patterns: list[re.Pattern], text: str, folded: str | None = None) -> Match | None:
+def find_first(patterns: list[BoundedPattern], text: str, folded: str | None = None) -> Match | None:
     folded = fold(text) if folded is None else folded
     for pattern in patterns:
         m = pattern.search(folded)

@@ -24,7 +24,7 @@ from typing import Any, NotRequired, TypedDict
 from molting.card.persona import Persona, load_persona
 from molting.card.probe_questions import Probe
 from molting.card.suite import Question, load_suite
-from molting.card.text_match import compile_any, find_first, fold
+from molting.card.text_match import BoundedPattern, compile_any, find_first, fold
 from molting.errors import UserError
 from molting.evaluate.statistics import agreement_by_dimension, group_summary
 from molting.yaml_source import load_yaml
@@ -40,7 +40,7 @@ DIMENSION_NAMES = {
 }
 
 
-def _compile(patterns: list[str]) -> list[re.Pattern]:
+def _compile(patterns: list[str]) -> list[BoundedPattern]:
     return compile_any(patterns)
 
 
@@ -367,7 +367,7 @@ def _spelling_variants(folded: str) -> list[str]:
     return variants
 
 
-def _shows(patterns: list[re.Pattern], variants: list[str]) -> bool:
+def _shows(patterns: list[BoundedPattern], variants: list[str]) -> bool:
     return any(p.search(v) for p in patterns for v in variants)
 
 
