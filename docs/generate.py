@@ -174,7 +174,8 @@ def cli_md() -> str:
         "Exit codes: 0 success; 1 a check failed (the preflight, `export --verify`, `doctor`, a leak left by",
         "`data curate`, questions `data distil` got no answer to, a regression with `compare --fail-on-regression`);",
         "2 a user mistake (missing file, bad YAML, unknown field or base model, malformed line: always with file,",
-        "line and field, never a traceback); 130 interrupted.",
+        "line and field, never a traceback); 130 interrupted. A write the system refuses (a full disk, a read-only",
+        "folder) also exits 1, with one line naming the file; the earlier file stays as it was.",
         "",
     ]
     out += [f"- [`{' '.join(path)}`](#{'-'.join(path)})" for path, _ in texts]
