@@ -19,6 +19,22 @@ from typing import Any
 
 from molting.errors import UserError
 
+# mkstemp and mkdtemp make files 0600 and folders 0700, to keep them private while they are unnamed. What
+# molting moves into place gets the permissions any other program would give it under the user's umask: a
+# run folder shared with a colleague, or an export that a model server running as another user reads.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
+
+def staging_dir(parent: Path, prefix: str) -> Path:
+    """A new empty folder in `parent` to build into before a rename puts it in place (with the umask's
+    permissions, not mkdtemp's private 0700)."""
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    path.chmod(DIR_MODE)
+    return path
+
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
@@ -30,6 +46,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -61,6 +78,7 @@ def write_set_atomic(files: dict[Path, str], marker: Path) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             staged[path] = tmp
+            os.fchmod(fd, FILE_MODE)
             with os.fdopen(fd, "wb") as f:
                 f.write(text.encode("utf-8"))
                 f.flush()
@@ -250,7 +268,7 @@ def build_dir_once(final: Path, build: Callable[[Path], None]) -> Path:
     if (final / "config.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    staging = staging_dir(final.parent, f".{final.name}.")
     try:
         build(staging)
         try:

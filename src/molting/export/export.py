@@ -33,7 +33,7 @@ from molting.export.ollama_modelfile import (
     sample_conversations,
     template_mismatches,
 )
-from molting.io import replace_dir_atomic, sha256_file, write_json_atomic, write_text_atomic
+from molting.io import replace_dir_atomic, sha256_file, staging_dir, write_json_atomic, write_text_atomic
 from molting.models.base_model import eos_token_ids, load_model
 from molting.paths import RunPaths
 from molting.train.manifest import versions
@@ -95,7 +95,7 @@ def export_merged(run_dir: Path, say=print) -> Path:
     )
     model.config.eos_token_id = eos[0] if len(eos) == 1 else eos
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=".merged."))
+    staging = staging_dir(out.parent, ".merged.")
     try:
         model.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
@@ -219,7 +219,7 @@ def export_ollama(run_dir: Path, merged: Path, gguf_file: Path, say=print) -> Pa
         ) from None
     out = RunPaths(run_dir).export("ollama")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=".ollama."))
+    staging = staging_dir(out.parent, ".ollama.")
     try:
         try:
             os.link(gguf_file, staging / gguf_file.name)  # no second copy of the weights where possible

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from molting.errors import UserError
+from molting.io import staging_dir
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # keep equal to the pin in pyproject.toml
 CONVERTER_ENV = "MOLTING_LLAMA_CPP_DIR"
@@ -77,7 +78,7 @@ def fetch_converter(say=print) -> Path:
                 f"Check the network, or set {CONVERTER_ENV} to a llama.cpp checkout."
             )
         home.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=home.parent, prefix=f".{home.name}."))
+        staging = staging_dir(home.parent, f".{home.name}.")
         try:
             prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}/vendor/llama.cpp/"
             wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
