@@ -36,8 +36,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=30) as response:
+def _get(opener, url: str) -> str:
+    with opener.open(url, timeout=30) as response:
         return response.read().decode()
 
 
@@ -86,18 +86,26 @@ def test_real_model_through_every_stage(tmp_path, gemma_base):
         [sys.executable, "-m", "molting", "serve", str(runs), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        text=True,
     )
     try:
+        printed = ""
+        while "Ctrl-C" not in printed:  # the address with the server's token comes first
+            line = server.stdout.readline()
+            assert line, f"molt serve stopped: {printed}{server.stderr.read()}"
+            printed += line
+        address = next(w for w in printed.split() if w.startswith(f"http://127.0.0.1:{port}/?token="))
+        browser_like = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())  # keeps the cookie
         deadline = time.monotonic() + 60
         while True:
             try:
-                listing = _get(f"http://127.0.0.1:{port}/")
+                listing = _get(browser_like, address)
                 break
             except OSError:
                 assert time.monotonic() < deadline and server.poll() is None, "molt serve did not start"
                 time.sleep(0.5)
         assert "gemma" in listing and "packaged:gemma-3-270m" in listing
-        assert "molting report — gemma" in _get(f"http://127.0.0.1:{port}/runs/gemma")
+        assert "molting report — gemma" in _get(browser_like, f"http://127.0.0.1:{port}/runs/gemma")
     finally:
         server.terminate()
         server.wait(10)

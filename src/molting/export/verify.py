@@ -9,7 +9,7 @@ the weights, not the samplers) by
 - every GGUF of the export, through llama-cpp-python (the llama.cpp the converter came from), twice: from
   the adapter's own prompt tokens (`gguf-f16`: did the weights survive?) and as served (`gguf-f16-served`:
   the prompt rendered with the chat template stored in the GGUF and tokenized as llama.cpp serves it,
-  special tokens parsed, BOS as the GGUF's metadata says: did the template and tokenizer survive?), each
+  special tokens parsed, one BOS as llama-server gives it: did the template and tokenizer survive?), each
   stopped at llama.cpp's end-of-generation tokens.
 
 Per question it records whether each exported model's tokens are identical to the adapter's, the first
@@ -116,10 +116,15 @@ def _gguf_answers(
     )
     same_prompt = [answer(list(ids)) for ids in reference_prompts]
     served = []
+    adds_bos = llm._model.add_bos_token()  # llama.cpp's own decision: it adds Gemma's whatever the GGUF says
+    bos_text = token_text(llm.token_bos())
     for messages in prompts:
         rendered = formatter(messages=messages).prompt
-        # As llama-server, llama-cli and Ollama do: special tokens parsed, and a BOS added when the GGUF's
-        # tokenizer.ggml.add_bos_token says so (llama_tokenize's add_special).
+        # As llama-server and llama-cli (--jinja) do: where llama.cpp adds a BOS itself, a BOS the template
+        # wrote at the very start is dropped (common/chat.cpp), so that the prompt has one; then special
+        # tokens are parsed and the BOS added (llama_tokenize's add_special).
+        if adds_bos and bos_text and rendered.startswith(bos_text):
+            rendered = rendered[len(bos_text) :]
         served.append(answer(llm.tokenize(rendered.encode("utf-8"), add_bos=True, special=True)))
     eog = [i for i in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)]
     info = {"end_of_generation_tokens": {str(i): token_text(i) for i in eog}}
