@@ -10,7 +10,7 @@ written to the run directory as config.yaml.
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from molting.errors import UserError
 from molting.evaluate.rubric import DIMENSIONS
@@ -141,6 +141,16 @@ class TrainSettings:
             "term on the chosen answer (preference.rpo_alpha); the DPO stage's settings are `preference:`. orpo: "
             "one stage from the base (ORPO, Hong et al. 2024) over the pairs and data.jsonl together, with train's "
             "epochs, learning_rate and batch_size, and preference.beta as ORPO's lambda."
+        },
+    )
+
+    extra_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Any other field of TRL's trainer config (SFTConfig; DPOConfig too for sft+dpo; ORPOConfig for "
+            "orpo), passed to each stage that has it, e.g. {optim: adafactor, max_grad_norm: 0.5, "
+            "neftune_noise_alpha: 5}. Checked when the config is loaded: an unknown field, or one molting sets "
+            "from its own setting (learning_rate is train.learning_rate), is an error."
         },
     )
 
@@ -405,6 +415,15 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
             f"{doc.where(('train', 'method'))}: train.method {config.train.method!r} needs preference pairs: set "
             "`preference_data: pairs.jsonl` (write them with `molt augment CONFIG`)."
         )
+    if config.train.extra_args:
+        from molting.train.trainer_args import check_extra_args
+
+        config.train.extra_args, bad = check_extra_args(config.train.extra_args, config.train.method)
+        if bad:
+            lines = []
+            for key, why in bad.items():
+                lines.append(f"{doc.where(('train', 'extra_args', key))}: train.extra_args.{key}: {why}")
+            raise UserError(lines)
     template = config.chat_template
     if template and "{" not in template:  # a file name, not an inline Jinja template
         template_path = base_dir / template

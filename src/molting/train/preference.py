@@ -21,6 +21,7 @@ def dpo_stage(model, tokenizer, config, persona, preflight: dict, common_args: d
     from trl import DPOConfig, DPOTrainer
 
     from molting.data.preference_pairs import load_pairs
+    from molting.train.trainer_args import as_the_trainer_holds, extra_args_for
 
     pref = config.preference
     pairs = load_pairs(config.preference_data, persona.system_prompts.train)
@@ -42,6 +43,7 @@ def dpo_stage(model, tokenizer, config, persona, preflight: dict, common_args: d
         beta=pref.beta,
         loss_type=["sigmoid", "sft"] if rpo else ["sigmoid"],
         loss_weights=[1.0, pref.rpo_alpha] if rpo else None,
+        **extra_args_for(DPOConfig, config.train.extra_args),
     )
     trainer = DPOTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[stage_callback]
@@ -66,6 +68,7 @@ def dpo_stage(model, tokenizer, config, persona, preflight: dict, common_args: d
         "rpo_alpha": pref.rpo_alpha,
         "loss_type": args.loss_type,
         "train_loss_mean": round(result.training_loss, 4),
+        "extra_args": as_the_trainer_holds(args, config.train.extra_args),
         "final": {k: v for k, v in last.items() if k == "loss" or k.startswith(("rewards/", "logps/"))},
         "seconds": round(seconds, 1),
     }
@@ -136,11 +139,14 @@ def orpo_trainer(model, tokenizer, config, rows: list[dict], lora, common_args: 
             nll = F.cross_entropy(chosen_logits.flatten(0, 1), labels.flatten().to(chosen_logits.device))
             return (*out[:4], nll, *out[5:])
 
+    from molting.train.trainer_args import extra_args_for
+
     args = ORPOConfig(
         **common_args,
         beta=config.preference.beta,
         disable_dropout=False,  # LoRA dropout as in SFT
         remove_unused_columns=False,
+        **extra_args_for(ORPOConfig, config.train.extra_args),
     )
     return Trainer(
         model=model,

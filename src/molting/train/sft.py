@@ -9,6 +9,8 @@ tokenizer and chat template, moved into place only when complete) and manifest.j
 train.method sft+dpo adds a DPO stage after SFT (preference_train.dpo_stage); train.method orpo trains in
 one stage with ORPOTrainer instead of SFTTrainer over the preference pairs and the conversations
 (preference_train.orpo_rows), with everything else (checkpoints, resume, ranks, log, saving) as for SFT.
+train.extra_args go to each stage's config (trainer_args); the manifest records them as the trainer held them,
+with the optimizer it built.
 """
 
 import json
@@ -36,6 +38,7 @@ from molting.train.checkpoints import (
 from molting.train.manifest import git_commit, inputs_record, machine, peak_memory_mb, versions
 from molting.train.preflight import run_preflight
 from molting.train.run_lock import LOCK_NAME, run_lock
+from molting.train.trainer_args import as_the_trainer_holds, extra_args_for
 
 
 def write_preflight(report: dict, run_dir: Path) -> None:
@@ -425,7 +428,7 @@ def _train(
             rows.append({"input_ids": tokenized.input_ids, "assistant_masks": tokenized.assistant_mask})
         trainer = SFTTrainer(
             model=model,
-            args=SFTConfig(**common_args),
+            args=SFTConfig(**common_args, **extra_args_for(SFTConfig, config.train.extra_args)),
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             peft_config=lora,
@@ -514,6 +517,8 @@ def _train(
             "trainable_parameters": trainable,
             "total_parameters": total_params,
             "train_loss_mean": round(result.training_loss, 4),
+            "optimizer": type(getattr(trainer.optimizer, "optimizer", trainer.optimizer)).__name__,
+            "extra_args": as_the_trainer_holds(trainer.args, config.train.extra_args),
             "final_loss": callback.rows[-1]["loss"] if callback.rows else None,
             "loss_by_epoch": by_epoch,
             "seconds": round(train_seconds, 1),
