@@ -96,7 +96,7 @@ def test_wrong_end_of_turn_token_is_caught(project):
     report = run_preflight(config)
     assert not report["ok"]
     errors = [m for level, m in _levels(report, "template") if level == "error"]
-    assert any("<|endoftext|>" in m and "do not end with the tokenizer's EOS '</s>'" in m for m in errors), errors
+    assert any("<|endoftext|>" in m and "not the end-of-turn token '</s>'" in m for m in errors), errors
     assert report["template"]["turns_not_ending_in_eos"] == report["template"]["turns_checked"]
 
 

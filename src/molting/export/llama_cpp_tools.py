@@ -63,6 +63,45 @@ def fetch_converter(say=print) -> Path:
         return found
     home = converter_home()
     say(f"fetching llama.cpp's converter from llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} (once, into {home})")
+    _extract_from_sdist(home, ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE"), "convert_hf_to_gguf.py")
+    return home / "convert_hf_to_gguf.py"
+
+
+# The real vocabularies (vocab-only GGUFs llama.cpp tests its tokenizers on) and chat templates of the families
+# users train, from the same sdist: what the `builtin:<family>` bases are built from (molting.models.family_base).
+SDIST_MODEL_FILES = (
+    "models/ggml-vocab-llama-spm.gguf",
+    "models/ggml-vocab-phi-3.gguf",
+    "models/ggml-vocab-qwen2.gguf",
+    "models/ggml-vocab-llama-bpe.gguf",
+    "models/templates/microsoft-Phi-3.5-mini-instruct.jinja",
+    "models/templates/Qwen-Qwen2.5-7B-Instruct.jinja",
+    "models/templates/meta-llama-Llama-3.2-3B-Instruct.jinja",
+    "models/templates/Qwen-Qwen3-0.6B.jinja",
+    "LICENSE",
+)
+
+
+def models_home() -> Path:
+    return converter_home().with_name(f"llama.cpp-models-from-llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}")
+
+
+def fetch_model_files(say=print) -> Path:
+    """The folder holding `SDIST_MODEL_FILES` (extracted from the pinned sdist once; `make setup-dev` does it)."""
+    home = models_home()
+    if all((home / name).is_file() for name in SDIST_MODEL_FILES):
+        return home
+    say(
+        f"fetching llama.cpp's vocabularies and chat templates from llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} "
+        f"(once, into {home})"
+    )
+    _extract_from_sdist(home, SDIST_MODEL_FILES, SDIST_MODEL_FILES[0])
+    return home
+
+
+def _extract_from_sdist(home: Path, wanted: tuple[str, ...], must_have: str) -> None:
+    """Download the pinned sdist and extract the files of vendor/llama.cpp/ that start with one of `wanted` into
+    `home` (staged, then renamed: an interrupted extraction leaves nothing)."""
     with tempfile.TemporaryDirectory() as download:
         result = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
@@ -74,14 +113,14 @@ def fetch_converter(say=print) -> Path:
         if result.returncode != 0 or not archives:
             raise UserError(
                 f"could not download llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}'s sources for llama.cpp's "
-                f"converter ({result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'no archive'}). "
-                f"Check the network, or set {CONVERTER_ENV} to a llama.cpp checkout."
+                f"files ({result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'no archive'}). "
+                f"Check the network (or run `make setup-dev` where there is one), or set {CONVERTER_ENV} to a "
+                "llama.cpp checkout for the converter."
             )
         home.parent.mkdir(parents=True, exist_ok=True)
         staging = staging_dir(home.parent, f".{home.name}.")
         try:
             prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}/vendor/llama.cpp/"
-            wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
             with tarfile.open(archives[0]) as tar:
                 members = []
                 for member in tar.getmembers():
@@ -90,8 +129,10 @@ def fetch_converter(say=print) -> Path:
                         member.name = rel
                         members.append(member)
                 tar.extractall(staging, members=members, filter="data")
-            if not (staging / "convert_hf_to_gguf.py").is_file():
-                raise RuntimeError(f"{archives[0].name} holds no vendor/llama.cpp/convert_hf_to_gguf.py")
+            if not (staging / must_have).is_file():
+                raise RuntimeError(f"{archives[0].name} holds no vendor/llama.cpp/{must_have}")
+            if home.exists() and not (home / must_have).is_file():
+                shutil.rmtree(home, ignore_errors=True)  # an older, incomplete extraction
             try:
                 os.replace(staging, home)
             except OSError:  # another process extracted the same files first
@@ -99,7 +140,6 @@ def fetch_converter(say=print) -> Path:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    return home / "convert_hf_to_gguf.py"
 
 
 def convert_to_gguf(model_dir: Path, out_file: Path, outtype: str = "f16", say=print) -> None:
@@ -241,5 +281,6 @@ def gguf_summary(path: Path) -> dict:
     }
 
 
-if __name__ == "__main__":  # `python -m molting.export.llama_cpp_tools`: fetch the converter now (make setup)
+if __name__ == "__main__":  # `python -m molting.export.llama_cpp_tools`: fetch the converter and files now (make setup)
     print(fetch_converter())
+    print(fetch_model_files())

@@ -141,7 +141,9 @@ def builtin_path(spec: str) -> Path:
         raise UserError(
             f"base_model {spec!r}: unknown builtin size. Use one of: "
             + ", ".join(f"builtin:{s}" for s in SIZES)
-            + ", or a Hugging Face id / local path."
+            + ", a family in miniature ("
+            + ", ".join(f"builtin:{s}" for s in ("tinyllama", "phi3", "qwen2.5", "llama3.2"))
+            + "), or a Hugging Face id / local path."
         )
     corpus = "\n".join(_corpus_lines())
     key = sha256_text(f"{RECIPE_VERSION}|{size_name}|{SIZES[size_name]}|{SEED}|{corpus}")

@@ -34,13 +34,29 @@ class TokenizedConversation:
     assistant_chars: list[tuple[int, int]] = field(default_factory=list)  # the same turns in `text`
 
 
+def closing_text(tokenizer) -> str:
+    """What the template writes after the last message when no generation prompt follows, and not when one does
+    (Phi-3's appends its EOS): not part of any turn, so neither a prefix of the next turn nor supervised."""
+    probe = [{"role": "user", "content": "x"}]
+    plain, prompt = render(tokenizer, probe), render(tokenizer, probe, add_generation_prompt=True)
+    if prompt.startswith(plain):
+        return ""
+    for token in tokenizer.all_special_tokens:
+        if token and plain.endswith(token) and prompt.startswith(plain[: -len(token)]):
+            return token
+    return ""
+
+
 def tokenize_conversation(tokenizer, messages: list[dict]) -> TokenizedConversation:
     full = render(tokenizer, messages)
+    closing = closing_text(tokenizer)
     role_spans: list[tuple[str, int, int]] = []
     assistant_chars: list[tuple[int, int]] = []
     previous_end = 0
     for i, message in enumerate(messages):
         upto = render(tokenizer, messages[: i + 1])
+        if closing and upto.endswith(closing):
+            upto = upto[: -len(closing)]
         if not full.startswith(upto):
             raise UserError(
                 "the chat template renders a conversation differently from its own prefixes, so assistant "

@@ -239,16 +239,18 @@ def check_template(
         for (start, end), (_, char_end) in zip(tokenized.assistant_turns, tokenized.assistant_chars, strict=True):
             last = tokenized.input_ids[end - 1] if end > start else None
             if last != tokenizer.eos_token_id:
-                bad_turns.append((conv.line, tokenized.text[max(0, char_end - 24) : char_end]))
+                found = "nothing" if last is None else f"{tokenizer.convert_ids_to_tokens(last)!r} ({last})"
+                bad_turns.append((conv.line, tokenized.text[max(0, char_end - 24) : char_end], found))
     if bad_turns:
-        line, tail = bad_turns[0]
+        line, tail, found = bad_turns[0]
         findings.append(
             Finding(
                 "error",
                 "template",
-                f"{len(bad_turns)} assistant turn(s) (first at data line {line}, ending {tail!r}) do not end with the "
-                f"tokenizer's EOS {eos!r}: the model would never learn to stop, and generation would run on to "
-                "max_new_tokens. Use the base's own chat template (drop `chat_template` from molt.yaml) or fix it.",
+                f"{len(bad_turns)} assistant turn(s) (first at data line {line}, ending {tail!r}) end with {found}, "
+                f"not the end-of-turn token {eos!r} ({tokenizer.eos_token_id}) generation stops on: the model would "
+                "never learn to stop, and generation would run on to max_new_tokens. Use the base's own chat "
+                "template (drop `chat_template` from molt.yaml) or fix it.",
             )
         )
     if tokenizer.eos_token_id not in model_eos_ids:

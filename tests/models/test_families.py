@@ -1,0 +1,157 @@
+"""The families users train, in miniature (`builtin:tinyllama`, `builtin:phi3`, `builtin:qwen2.5`,
+`builtin:llama3.2`): real architecture class, real tokenizer from llama.cpp's vocab GGUF, real chat template and
+end-of-turn list. One row per family: the preflight with the real tokenizer, masks, a wrong end token caught,
+the Ollama TEMPLATE rendering every suite prompt as the Jinja template, and a few LoRA steps."""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLE, _once_per_session
+
+from molting.models.family_base import FAMILIES
+
+# family -> (architecture, tokenizer EOS, every end-of-turn token, BOS the template writes)
+EXPECTED = {
+    "tinyllama": ("LlamaForCausalLM", "</s>", ["</s>"], None),
+    "phi3": ("Phi3ForCausalLM", "<|end|>", ["<|end|>", "<|endoftext|>"], None),
+    "qwen2.5": ("Qwen2ForCausalLM", "<|im_end|>", ["<|im_end|>", "<|endoftext|>"], None),
+    "llama3.2": (
+        "LlamaForCausalLM",
+        "<|eot_id|>",
+        ["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"],
+        "<|begin_of_text|>",
+    ),
+}
+# A wrong end token for each: the template ends assistant turns with it while generation stops on the family's.
+WRONG_END = {
+    "tinyllama": ("eos_token", "'<unk>'"),
+    "phi3": ("'<|end|>'", "'<|endoftext|>'"),
+    "qwen2.5": ("'<|im_end|>'", "'</s>'"),
+    "llama3.2": ("'<|eot_id|>'", "'<|end_of_text|>'"),
+}
+
+
+@pytest.fixture(scope="session")
+def family_bases(tmp_path_factory, molting_cache) -> dict[str, Path]:
+    from molting.models.resolve import resolve_base
+
+    with _once_per_session(tmp_path_factory, "family-bases"):
+        return {name: Path(resolve_base(f"builtin:{name}")) for name in FAMILIES}
+
+
+def _conversation() -> list[dict]:
+    return [
+        {"role": "system", "content": "Você é o Cláudio."},
+        {"role": "user", "content": "Oi, tudo bem?"},
+        {"role": "assistant", "content": "Tudo ótimo! E contigo?"},
+        {"role": "user", "content": "Em que você trabalha?"},
+        {"role": "assistant", "content": "Sou desenvolvedor full-stack."},
+    ]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_family_base_is_the_real_format(family, family_bases):
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    path = family_bases[family]
+    architecture, eos, end_of_turn, _ = EXPECTED[family]
+    config = AutoConfig.from_pretrained(path)
+    assert config.architectures == [architecture]
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert tokenizer.eos_token == eos
+    generation = GenerationConfig.from_pretrained(path)
+    assert sorted(generation.eos_token_id) == sorted(tokenizer.convert_tokens_to_ids(end_of_turn))
+    raw = json.loads((path / "config.json").read_text())
+    if family == "phi3":
+        assert raw["rope_scaling"]["type"] == "longrope"
+        assert len(raw["rope_scaling"]["long_factor"]) == config.hidden_size // config.num_attention_heads // 2
+    if family == "llama3.2":
+        assert raw["rope_scaling"]["rope_type"] == "llama3"
+        assert tokenizer.convert_tokens_to_ids(["<|eot_id|>", "<|eom_id|>"]) == [128009, 128008]
+    if family == "phi3":
+        assert tokenizer.convert_tokens_to_ids(["<|end|>", "<|endoftext|>"]) == [32007, 32000]
+    assert len(tokenizer) == config.vocab_size or family == "qwen2.5"  # Qwen pads its matrix past the vocabulary
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_masks_supervise_assistant_turns_ending_in_end_of_turn(family, family_bases):
+    from transformers import AutoTokenizer
+
+    from molting.models.chat_format import encode_prompt, tokenize_conversation
+
+    tokenizer = AutoTokenizer.from_pretrained(family_bases[family])
+    messages = _conversation()
+    tokenized = tokenize_conversation(tokenizer, messages)
+    assert len(tokenized.assistant_turns) == 2
+    for start, end in tokenized.assistant_turns:
+        assert tokenized.input_ids[end - 1] == tokenizer.eos_token_id
+        assert all(tokenized.assistant_mask[start:end])
+    supervised = [t for t, m in zip(tokenized.input_ids, tokenized.assistant_mask, strict=True) if m]
+    assert len(supervised) == sum(e - s for s, e in tokenized.assistant_turns)
+    text = tokenizer.decode(supervised)
+    for message in messages:
+        assert (message["content"] in text) == (message["role"] == "assistant")
+    # nothing of the generation prompt is supervised: the prompt is an unsupervised prefix of the sequence
+    prompt = encode_prompt(tokenizer, messages[:2])
+    assert tokenized.input_ids[: len(prompt)] == prompt
+    assert not any(tokenized.assistant_mask[: len(prompt)])
+    bos = EXPECTED[family][3]
+    assert (tokenized.input_ids[0] == tokenizer.convert_tokens_to_ids(bos)) if bos else True
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_check_passes_with_the_real_tokenizer_and_catches_a_wrong_end_token(family, family_bases):
+    from molting.config import load_run_config
+    from molting.train.preflight import run_preflight
+
+    fast = [f"base_model=builtin:{family}", "check.min_steps=1", "lora.modules_to_save=[]"]
+    report = run_preflight(load_run_config(EXAMPLE / "molt.yaml", fast))
+    assert report["ok"], [f for f in report["findings"] if f["level"] == "error"]
+    assert report["template"]["turns_not_ending_in_eos"] == 0
+    assert report["template"]["inference_prompt_is_training_prefix"]
+    assert report["template"]["eos_token"] == EXPECTED[family][1]
+
+    from transformers import AutoTokenizer
+
+    template = AutoTokenizer.from_pretrained(family_bases[family]).chat_template
+    right, wrong = WRONG_END[family]
+    if family == "tinyllama":  # Zephyr writes eos_token after every turn: end them with <unk> instead
+        template = template.replace("message['content'] + eos_token", "message['content'] + '<unk>'")
+    elif family == "qwen2.5":
+        template = template.replace("+ message.content + '<|im_end|>'", "+ message.content + '</s>'")
+    else:
+        template = template.replace(right[1:-1], wrong[1:-1])
+    config = load_run_config(EXAMPLE / "molt.yaml", fast)
+    config.chat_template = template
+    report = run_preflight(config)
+    errors = [f["message"] for f in report["findings"] if f["level"] == "error"]
+    assert not report["ok"]
+    expected_right = f"'{EXPECTED[family][1]}'"
+    assert any(expected_right in m and wrong.strip("'") in m for m in errors), errors
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_ollama_template_renders_every_suite_prompt_as_the_chat_template(family, family_bases):
+    from transformers import AutoTokenizer
+
+    from molting.card.persona import load_persona
+    from molting.card.suite import load_suite
+    from molting.export.ollama_modelfile import (
+        chat_segments,
+        go_template,
+        sample_conversations,
+        template_leaves_out,
+        template_mismatches,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(family_bases[family])
+    persona = load_persona(EXAMPLE / "persona.yaml")
+    suite = load_suite(EXAMPLE / "suite.yaml", persona)
+    system = persona.system_prompts.inference.strip()
+    prompts = [
+        [{"role": "system", "content": system}, {"role": "user", "content": q.question}] for q in suite.questions
+    ]
+    template = go_template(chat_segments(tokenizer))
+    assert template_mismatches(template, tokenizer, prompts + sample_conversations(system)) == []
+    assert (template_leaves_out(tokenizer.chat_template) is not None) == (family in ("qwen2.5", "llama3.2"))
