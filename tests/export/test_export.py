@@ -53,10 +53,20 @@ def test_modelfile_template_renders_as_the_chat_template():
     rendered = render(template, {"Messages": [{"Role": "user", "Content": "Oi"}]})
     assert rendered == "<|user|>\nOi</s>\n<|assistant|>\n"  # the Zephyr template, generation prompt last
 
-    # A template that slips in a default system prompt cannot be one Go TEMPLATE: refused, not approximated.
+    # A template that slips in a default system prompt when there is none (Qwen2.5's does) is written with that
+    # default in the first turn's place, and renders identically with and without a system message.
     tokenizer.chat_template = (
         "{% if messages[0]['role'] != 'system' %}<|system|>\nDefault</s>\n{% endif %}"
         "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+    template = go_template(chat_segments(tokenizer))
+    assert template_mismatches(template, tokenizer, conversations) == []
+    assert render(template, {"Messages": [{"Role": "user", "Content": "Oi"}]}).startswith("<|system|>\nDefault</s>")
+
+    # One that reorders turns cannot be one Go TEMPLATE: refused, not approximated.
+    tokenizer.chat_template = (
+        "{% for m in messages|reverse %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
     )
     with pytest.raises(TemplateNotPortable):

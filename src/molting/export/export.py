@@ -31,6 +31,7 @@ from molting.export.ollama_modelfile import (
     go_template,
     modelfile_text,
     sample_conversations,
+    template_leaves_out,
     template_mismatches,
 )
 from molting.io import replace_dir_atomic, sha256_file, staging_dir, write_json_atomic, write_text_atomic
@@ -211,7 +212,15 @@ def export_ollama(run_dir: Path, merged: Path, gguf_file: Path, say=print) -> Pa
                 f"  TEMPLATE:      {mismatches[0]['modelfile_template']!r}"
             )
         stops = [tokenizer.convert_ids_to_tokens(i) for i in _record(merged)["end_of_turn_token_ids"]]
-        text = modelfile_text(gguf_file.name, template, system, stops, config.generation, str(run_dir.resolve()))
+        text = modelfile_text(
+            gguf_file.name,
+            template,
+            system,
+            stops,
+            config.generation,
+            str(run_dir.resolve()),
+            leaves_out=template_leaves_out(tokenizer.chat_template),
+        )
     except TemplateNotPortable as e:
         raise UserError(
             f"{run_dir}: cannot write an Ollama Modelfile: {e}. The merged model and the GGUF are exported; "

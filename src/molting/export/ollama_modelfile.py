@@ -13,7 +13,7 @@ reorders turns, or changes a turn depending on its neighbours) is refused rather
 from dataclasses import dataclass
 
 from molting.export.go_template import render as render_go
-from molting.models.chat_format import render
+from molting.models.chat_format import closing_text, render
 
 # Stand-ins for message contents; no whitespace at either end, so a template that trims contents (Gemma's
 # `| trim`) prints them whole.
@@ -29,6 +29,11 @@ class ChatSegments:
     # The system prompt is folded into the first user turn (Gemma's templates): the system message opens the
     # user turn (before["system"] is the user turn's opening) and the user turn after it does not open again.
     system_folded: bool = False
+    # Templates that write something before the first message when it is not a system message (Qwen2.5's default
+    # system prompt, Llama 3.2's system header with no prompt): that text, and how a system message in first
+    # place is written (before and after its content) when it differs from a later one.
+    no_system_head: str | None = None
+    first_system: tuple[str, str] | None = None
 
 
 class TemplateNotPortable(Exception):
@@ -46,12 +51,18 @@ def chat_segments(tokenizer) -> ChatSegments:
     sys_msg = {"role": "system", "content": _MARK["system"]}
     user = {"role": "user", "content": _MARK["user"]}
     assistant = {"role": "assistant", "content": _MARK["assistant"]}
+    closing = closing_text(tokenizer)  # Phi-3's EOS after the last message, only without a generation prompt
+
+    def plain(messages):
+        text = render(tokenizer, messages)
+        return text[: -len(closing)] if closing and text.endswith(closing) else text
+
     try:
-        user_only = render(tokenizer, [user])
+        user_only = plain([user])
         user_gen = render(tokenizer, [user], add_generation_prompt=True)
-        user_assistant = render(tokenizer, [user, assistant])
-        user_assistant_user = render(tokenizer, [user, assistant, user])
-        system_user = render(tokenizer, [sys_msg, user])
+        user_assistant = plain([user, assistant])
+        user_assistant_user = plain([user, assistant, user])
+        system_user = plain([sys_msg, user])
     except Exception as e:  # a template may refuse some orders (e.g. no system role): not portable
         raise TemplateNotPortable(f"the chat template failed on a sample conversation ({e})") from None
     if not user_gen.startswith(user_only) or not user_assistant.startswith(user_only):
@@ -65,7 +76,18 @@ def chat_segments(tokenizer) -> ChatSegments:
     head = first_user_before[: len(first_user_before) - len(user_before)]
     system_first, rest = _split(system_user, _MARK["system"])
     if not system_first.startswith(head):
-        raise TemplateNotPortable("a system turn does not start like the other turns")
+        return _segments_with_default_system(
+            plain,
+            head,
+            system_first,
+            rest,
+            user_before,
+            user_after,
+            assistant_before,
+            assistant_after,
+            generation_prompt,
+            user_only,
+        )
     folded = False
     if rest.endswith(user_only[len(head) :]):
         system_after = rest[: len(rest) - len(user_only) + len(head)]
@@ -87,6 +109,40 @@ def chat_segments(tokenizer) -> ChatSegments:
     )
 
 
+def _segments_with_default_system(
+    plain,
+    no_system_head,
+    system_first,
+    rest,
+    user_before,
+    user_after,
+    assistant_before,
+    assistant_after,
+    generation_prompt,
+    user_only,
+) -> ChatSegments:
+    """A template that writes a default system turn when the conversation has none (Qwen2.5, Llama 3.2)."""
+    user_turn = user_before + _MARK["user"] + user_after
+    if not rest.endswith(user_turn):
+        raise TemplateNotPortable("a system turn changes the turn after it")
+    first_system = (system_first, rest[: -len(user_turn)])
+    later = first_system
+    try:  # a system message after the first turn, as the template writes it (Llama 3.2: without the date header)
+        text = plain([{"role": "user", "content": _MARK["user"]}, {"role": "system", "content": _MARK["system"]}])
+        if text.startswith(user_only):
+            later = _split(text[len(user_only) :], _MARK["system"])
+    except Exception:  # a template may refuse a system message there; the first one's form stands in
+        pass
+    return ChatSegments(
+        head="",
+        before={"system": later[0], "user": user_before, "assistant": assistant_before},
+        after={"system": later[1], "user": user_after, "assistant": assistant_after},
+        generation_prompt=generation_prompt,
+        no_system_head=no_system_head,
+        first_system=first_system,
+    )
+
+
 def go_template(segments: ChatSegments) -> str:
     """The Go TEMPLATE. No whitespace-trimming actions: the literal text between actions is exactly the
     chat template's, newlines included."""
@@ -102,6 +158,17 @@ def go_template(segments: ChatSegments) -> str:
         for i, role in enumerate(("system", "user", "assistant"))
     )
     last = '{{ if and (eq (len (slice $.Messages $i)) 1) (ne $m.Role "assistant") }}'
+    if segments.first_system is not None:
+        first_before, first_after = segments.first_system
+        if any("{{" in p or "}}" in p or '"""' in p for p in (first_before, first_after, segments.no_system_head)):
+            raise TemplateNotPortable("the chat template's literal text contains '{{', '}}' or '\"\"\"'")
+        return (
+            '{{ range $i, $m := .Messages }}{{ if and (eq $i 0) (eq $m.Role "system") }}'
+            f"{first_before}{{{{ $m.Content }}}}{first_after}"
+            f"{{{{ else }}}}{{{{ if eq $i 0 }}}}{segments.no_system_head}{{{{ end }}}}"
+            f"{branches}{{{{ end }}}}{{{{ end }}}}"
+            f"{last}{segments.generation_prompt}{{{{ end }}}}{{{{ end }}}}"
+        )
     declare, remember = ('{{ $prev := "" }}', "{{ $prev = $m.Role }}") if segments.system_folded else ("", "")
     return (
         f"{segments.head}{declare}{{{{ range $i, $m := .Messages }}}}{branches}{{{{ end }}}}{remember}"
@@ -141,8 +208,28 @@ def _quoted(value: str) -> str:
     return f'"{value}"'
 
 
-def modelfile_text(gguf_name: str, template: str, system_prompt: str, stops: list[str], generation, source: str) -> str:
-    """The Modelfile. `generation` is the run's GenerationSettings."""
+def template_leaves_out(chat_template: str) -> str | None:
+    """What of the chat template the TEMPLATE does not carry: the tool-calling branches (Qwen2.5's, Llama 3.2's),
+    which molting neither trains nor evaluates; None when the template has none."""
+    if "tools" in chat_template or "tool_calls" in chat_template:
+        return (
+            "The chat template's tool-calling branches (a tools list, assistant tool_calls, tool results) are left "
+            "out: this TEMPLATE renders the plain chat path only (system, user and assistant messages)."
+        )
+    return None
+
+
+def modelfile_text(
+    gguf_name: str,
+    template: str,
+    system_prompt: str,
+    stops: list[str],
+    generation,
+    source: str,
+    leaves_out: str | None = None,
+) -> str:
+    """The Modelfile. `generation` is the run's GenerationSettings; `leaves_out` says what of the chat template
+    the TEMPLATE does not render (`template_leaves_out`)."""
     if '"""' in system_prompt:
         raise TemplateNotPortable('the inference system prompt contains """, which a Modelfile cannot quote')
     lines = [
@@ -150,6 +237,7 @@ def modelfile_text(gguf_name: str, template: str, system_prompt: str, stops: lis
         f"FROM ./{gguf_name}",
         "",
         "# The run's chat template, rendered identically (checked by molting export).",
+        *([f"# {leaves_out}"] if leaves_out else []),
         f'TEMPLATE """{template}"""',
         "",
         "# The persona's inference system prompt; a request with its own system message replaces it.",
