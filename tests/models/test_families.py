@@ -155,3 +155,93 @@ def test_ollama_template_renders_every_suite_prompt_as_the_chat_template(family,
     template = go_template(chat_segments(tokenizer))
     assert template_mismatches(template, tokenizer, prompts + sample_conversations(system)) == []
     assert (template_leaves_out(tokenizer.chat_template) is not None) == (family in ("qwen2.5", "llama3.2"))
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_train_eval_and_export_on_the_family(family, family_bases, tmp_path):
+    """A few LoRA steps move the B matrices; molt eval stops on the family's end-of-turn tokens; the GGUF export's
+    llama.cpp tokenizer (on the real vocabulary) tokenizes every suite prompt as transformers does, with the BOS
+    as trained; the Modelfile's TEMPLATE renders every suite prompt as the chat template."""
+    import shutil
+
+    import torch
+    from conftest import run_molt
+    from safetensors.torch import load_file
+
+    from molting.config import load_run_config
+    from molting.train.sft import train_run
+
+    project = tmp_path / "claudio"
+    shutil.copytree(EXAMPLE, project)
+    lines = (project / "data.jsonl").read_text(encoding="utf-8").splitlines()
+    (project / "data.jsonl").write_text("\n".join(lines[:4]) + "\n", encoding="utf-8")
+    settings = [
+        f"base_model=builtin:{family}",
+        "train.epochs=1",
+        "train.grad_accum=1",
+        "train.batch_size=1",
+        "train.learning_rate=2e-3",
+        "check.min_steps=1",
+        "lora.modules_to_save=[]",
+        "generation.max_new_tokens=16",
+    ]
+    run = tmp_path / "runs" / family
+    train_run(load_run_config(project / "molt.yaml", settings), run, show_progress=False)
+    lora_b = [w for name, w in load_file(run / "adapter" / "adapter_model.safetensors").items() if "lora_B" in name]
+    assert lora_b and all(torch.count_nonzero(w) > 0 for w in lora_b)
+
+    run_molt("eval", run, check=True)
+    rows = [json.loads(line) for line in next((run / "eval").glob("*/responses.jsonl")).read_text().splitlines()]
+    assert rows and all(r["finish_reason"] in ("stop", "length") for r in rows)
+
+    result = run_molt("export", run, "--to", "ollama", "--verify", "--max-new-tokens", 8)
+    report = json.loads((run / "export" / "ollama" / "verify.json").read_text())
+    checks = {c["check"]: c for c in report["checks"]}
+    n = len(report["questions"])
+    served = report["models"]["gguf-f16-served"]
+    assert served["identical_prompts"] == n, (served, result.stdout[-2000:])
+    bos = next(c for name, c in checks.items() if "BOS" in name)
+    assert bos["ok"], bos
+    assert checks["Modelfile TEMPLATE renders every suite prompt as the chat template does"]["ok"]
+    assert checks["Modelfile stops cover every end-of-turn token"]["ok"]
+    modelfile = (run / "export" / "ollama" / "Modelfile").read_text()
+    assert ("tool-calling branches" in modelfile) == (family in ("qwen2.5", "llama3.2"))
+
+
+def test_a_template_that_rewrites_earlier_turns_trains_one_turn_at_a_time(family_bases, tmp_path):
+    """Qwen3's real template (from the sdist) drops the reasoning of earlier turns once a later user turn follows,
+    so a conversation does not render as its own prefixes: each assistant turn becomes its own example,
+    supervised on that turn only, and the preflight says so and what it costs."""
+    from transformers import AutoTokenizer
+
+    from molting.config import load_run_config
+    from molting.export.llama_cpp_tools import fetch_model_files
+    from molting.models.chat_format import PrefixMismatch, tokenize_conversation, tokenize_for_training
+    from molting.train.preflight import run_preflight
+
+    qwen3 = (fetch_model_files() / "models" / "templates" / "Qwen-Qwen3-0.6B.jinja").read_text(encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(family_bases["qwen2.5"])
+    tokenizer.chat_template = qwen3
+    messages = _conversation()
+    messages[2]["content"] = "<think>\nO usuário cumprimenta.\n</think>\n\nTudo ótimo! E contigo?"
+    with pytest.raises(PrefixMismatch):
+        tokenize_conversation(tokenizer, messages)
+    examples = tokenize_for_training(tokenizer, messages)
+    assert len(examples) == 2
+    for example, last in zip(examples, (messages[2], messages[4]), strict=True):
+        supervised = [t for t, m in zip(example.input_ids, example.assistant_mask, strict=True) if m]
+        assert supervised[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+        text = tokenizer.decode(supervised)
+        assert last["content"].split("</think>")[-1].strip() in text
+        assert all(m["content"] not in text for m in messages if m is not last)
+
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"messages": messages[1:]}, ensure_ascii=False) + "\n", encoding="utf-8")
+    settings = ["base_model=builtin:qwen2.5", "check.min_steps=1", f"data={data}"]
+    config = load_run_config(EXAMPLE / "molt.yaml", settings)
+    config.chat_template = qwen3
+    report = run_preflight(config)
+    assert report["ok"], [f for f in report["findings"] if f["level"] == "error"]
+    assert report["token_budget"]["examples"] == 2 and report["steps"]["examples"] == 2
+    split = [f["message"] for f in report["findings"] if "split into" in f["message"]]
+    assert split and "one per assistant turn" in split[0] and "tokens to train on instead of" in split[0]

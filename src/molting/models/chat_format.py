@@ -34,6 +34,11 @@ class TokenizedConversation:
     assistant_chars: list[tuple[int, int]] = field(default_factory=list)  # the same turns in `text`
 
 
+class PrefixMismatch(UserError):
+    """The template renders a conversation differently from its own prefixes (Qwen3's drops the reasoning of
+    earlier turns once a later user turn follows)."""
+
+
 def closing_text(tokenizer) -> str:
     """What the template writes after the last message when no generation prompt follows, and not when one does
     (Phi-3's appends its EOS): not part of any turn, so neither a prefix of the next turn nor supervised."""
@@ -58,7 +63,7 @@ def tokenize_conversation(tokenizer, messages: list[dict]) -> TokenizedConversat
         if closing and upto.endswith(closing):
             upto = upto[: -len(closing)]
         if not full.startswith(upto):
-            raise UserError(
+            raise PrefixMismatch(
                 "the chat template renders a conversation differently from its own prefixes, so assistant "
                 "tokens cannot be located. Set `chat_template` in molt.yaml to a template that renders "
                 "turns in order."
@@ -88,3 +93,39 @@ def tokenize_conversation(tokenizer, messages: list[dict]) -> TokenizedConversat
                 role_tokens[role] = role_tokens.get(role, 0) + 1
                 break
     return TokenizedConversation(input_ids, mask, turns, role_tokens, full, assistant_chars)
+
+
+def tokenize_last_turn(tokenizer, messages: list[dict]) -> TokenizedConversation:
+    """A conversation ending with an assistant turn, supervised on that last turn only: the rendering with the
+    generation prompt must be a prefix of the whole, and everything after it (up to and including the
+    end-of-turn token, not the template's closing text) is supervised."""
+    closing = closing_text(tokenizer)
+    full = render(tokenizer, messages)
+    prompt = render(tokenizer, messages[:-1], add_generation_prompt=True)
+    body = full[: -len(closing)] if closing and full.endswith(closing) else full
+    if not full.startswith(prompt):
+        raise UserError(
+            "the chat template renders an assistant turn so that its own generation prompt is not a prefix of it, "
+            "so the tokens to supervise cannot be located even one turn at a time. Set `chat_template` in "
+            "molt.yaml to a template whose generation prompt opens the assistant's turn as written in training."
+        )
+    start, end = len(prompt), len(body.rstrip())
+    encoding = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
+    idx = [t for t, (s, e) in enumerate(offsets) if e > s and start <= s < end]
+    mask = [1 if t in set(idx) else 0 for t in range(len(ids))]
+    roles = {"prompt": sum(1 for s, _ in offsets if s < start), "assistant": len(idx)}
+    turns = [(idx[0], idx[-1] + 1)] if idx else [(0, 0)]
+    return TokenizedConversation(ids, mask, turns, roles, full, [(start, end)])
+
+
+def tokenize_for_training(tokenizer, messages: list[dict]) -> list[TokenizedConversation]:
+    """The training examples of one conversation: itself, or, where the template renders the conversation
+    differently from its own prefixes, one example per assistant turn, each supervised on its last turn only
+    (each repeats the conversation before it, which is what that costs in tokens)."""
+    try:
+        return [tokenize_conversation(tokenizer, messages)]
+    except PrefixMismatch:
+        return [
+            tokenize_last_turn(tokenizer, messages[: i + 1]) for i, m in enumerate(messages) if m["role"] == "assistant"
+        ]

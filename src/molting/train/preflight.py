@@ -31,7 +31,7 @@ from molting.data.preference_pairs import GENERATED, PEOPLE, load_pairs
 from molting.errors import UserError
 from molting.findings import Finding
 from molting.models.base_model import load_tokenizer
-from molting.models.chat_format import encode_prompt, render, tokenize_conversation
+from molting.models.chat_format import encode_prompt, render, tokenize_for_training
 from molting.models.resolve import resolve_base
 
 
@@ -188,8 +188,11 @@ def token_budget(
 ) -> tuple[TokenBudget, list[dict], list[Finding]]:
     per_example = []
     findings = []
-    for conv in conversations:
-        tokenized = tokenize_conversation(tokenizer, conv.messages)
+    split, split_tokens, whole_tokens = 0, 0, 0
+    for conv, tokenized in _training_examples(tokenizer, conversations):
+        if "prompt" in tokenized.role_tokens:  # one turn of a conversation split per assistant turn
+            split += 1
+            split_tokens += len(tokenized.input_ids)
         n = len(tokenized.input_ids)
         lost = sum(tokenized.assistant_mask[max_length:])
         per_example.append(
@@ -213,6 +216,24 @@ def token_budget(
                     "the example, or pass --allow-truncation.",
                 )
             )
+    if split:
+        split_conversations = {e["line"] for e in per_example if "prompt_tokens" in e}
+        whole_tokens = sum(
+            len(tokenizer(render(tokenizer, c.messages), add_special_tokens=False)["input_ids"])
+            for c in conversations
+            if c.line in split_conversations
+        )
+        findings.append(
+            Finding(
+                "warning",
+                "template",
+                "the chat template renders a conversation differently from its own prefixes (it rewrites earlier "
+                f"turns when later ones follow), so {len(split_conversations)} conversation(s) were split into "
+                f"{split} examples, one per assistant turn, each supervised on its last turn only: {split_tokens} "
+                f"tokens to train on instead of {whole_tokens} (+{split_tokens - whole_tokens}), as each example "
+                "repeats the conversation before its turn.",
+            )
+        )
     lengths = [e["tokens"] for e in per_example]
     summary: TokenBudget = {
         "max_length": max_length,
@@ -226,6 +247,13 @@ def token_budget(
         "total_tokens": sum(lengths),
     }
     return summary, per_example, findings
+
+
+def _training_examples(tokenizer, conversations: list[Conversation]):
+    """(conversation, tokenized example) pairs, as the trainer builds them (`tokenize_for_training`)."""
+    for conv in conversations:
+        for tokenized in tokenize_for_training(tokenizer, conv.messages):
+            yield conv, tokenized
 
 
 def check_template(
@@ -555,7 +583,9 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
     eos_ids, context_window = _model_facts(config, tokenizer)
 
     budget, examples, findings = token_budget(tokenizer, conversations, config.train.max_length, config.data, allow)
-    template, template_findings = check_template(tokenizer, eos_ids, examples, conversations)
+    by_line = {conv.line: conv for conv in conversations}
+    example_conversations = [by_line[e["line"]] for e in examples]  # a conversation split per turn, once per turn
+    template, template_findings = check_template(tokenizer, eos_ids, examples, example_conversations)
     trainable_tokens, token_findings = check_token_rows(config, tokenizer)
     findings += token_findings
     infer, infer_findings = inference_budget(
@@ -571,7 +601,7 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
         steps = preference["steps"]
     else:
         steps = optimizer_steps(
-            len(conversations), config.train.batch_size, config.train.grad_accum, config.train.epochs, world_size
+            len(examples), config.train.batch_size, config.train.grad_accum, config.train.epochs, world_size
         )
     memory, memory_findings = memory_check(config, budget["max_tokens"])
     findings += (

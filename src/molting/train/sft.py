@@ -26,7 +26,7 @@ from molting.data.dataset import load_dataset
 from molting.errors import UserError
 from molting.io import replace_dir_atomic, sha256_file, write_json_atomic, write_text_atomic
 from molting.models.base_model import load_model, load_tokenizer, mixed_precision, pick_device
-from molting.models.chat_format import tokenize_conversation
+from molting.models.chat_format import tokenize_for_training
 from molting.paths import RunPaths
 from molting.train.checkpoints import (
     checkpoint_marker_callback,
@@ -423,9 +423,9 @@ def _train(
         trainer = orpo_trainer(model, tokenizer, config, rows, lora, common_args, callbacks)
     else:
         rows = []
-        for conv in conversations:
-            tokenized = tokenize_conversation(tokenizer, conv.messages)
-            rows.append({"input_ids": tokenized.input_ids, "assistant_masks": tokenized.assistant_mask})
+        for conv in conversations:  # one row, or one per assistant turn where the template needs it
+            for tokenized in tokenize_for_training(tokenizer, conv.messages):
+                rows.append({"input_ids": tokenized.input_ids, "assistant_masks": tokenized.assistant_mask})
         trainer = SFTTrainer(
             model=model,
             args=SFTConfig(**common_args, **extra_args_for(SFTConfig, config.train.extra_args)),
