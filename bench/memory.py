@@ -11,7 +11,9 @@ includes the Python/torch process itself: the estimator models that as a fixed t
 Bases: builtin:tiny (2.4 M parameters), builtin:small (27 M), and `medium` (~90 M: builtin:small's
 tokenizer with a wider, deeper Llama config, random weights — their values do not change memory). The
 fixed term is measured first, on a `micro` base (0.3 M parameters, batch 1) whose own predicted terms are
-subtracted; it is measured on a run that is not among those validated.
+subtracted; it is measured on a run that is not among those validated. Then the family bases
+(builtin:tinyllama, builtin:phi3, builtin:qwen2.5, builtin:llama3.2: each family's architecture class and real
+vocabulary with tiny layers), so that Phi-3's, Qwen2's and Llama 3's layouts are checked too.
 """
 
 import json
@@ -22,6 +24,8 @@ import tempfile
 from pathlib import Path
 
 from _common import EXAMPLE, emit
+
+from molting.models.family_base import FAMILIES
 
 GIB = 2**30
 
@@ -126,6 +130,9 @@ def main() -> None:
             ("medium", [f"base_model={medium}", "lora.r=16", no_save]),
             ("medium-ckpt", [f"base_model={medium}", "lora.r=16", no_save, "train.gradient_checkpointing=true"]),
             ("medium-b8", [f"base_model={medium}", "lora.r=16", no_save, "train.batch_size=8"]),
+            # each family's own architecture (Phi-3's fused projections, Qwen2's biases, tied 128k/152k-row
+            # embeddings), so the estimate is checked on each and not only on Llama
+            *((family, [f"base_model=builtin:{family}", no_save]) for family in FAMILIES),
         ]
         rows = []
         for name, overrides in cases:
