@@ -100,6 +100,13 @@ def export_merged(run_dir: Path, say=print) -> Path:
     try:
         model.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
+        # A SentencePiece base's tokenizer.model (TinyLlama's, Phi-3's), which save_pretrained of a fast tokenizer
+        # does not write and llama.cpp's converter reads the vocabulary from.
+        from molting.models.resolve import resolve_base
+
+        spm_model = Path(resolve_base(load_resolved_config(run_dir).base_model)) / "tokenizer.model"
+        if spm_model.is_file() and not (staging / "tokenizer.model").exists():
+            shutil.copy(spm_model, staging / "tokenizer.model")
         # molting trains and evaluates on the rendered chat template with no tokens added around it (a BOS
         # is there only if the template writes one). Said explicitly, so that transformers and llama.cpp
         # (the converter copies it to tokenizer.ggml.add_bos_token; unset, llama.cpp adds a BOS) prompt the

@@ -41,6 +41,7 @@ class Family:
     end_of_turn: tuple[str, ...]  # every token generation stops on (generation_config.json)
     bos: str | None
     pad: str | None
+    sentencepiece_pieces: int = 0  # a SentencePiece vocabulary: its size without the added tokens (tokenizer.model)
     overrides: dict = field(default_factory=dict)  # config.json entries besides the dimensions
     rename: dict = field(default_factory=dict)  # token id -> the name the family's own tokenizer gives it
 
@@ -56,6 +57,7 @@ PHI3_ROPE_SCALING = {
 FAMILIES = {
     "tinyllama": Family(
         vocab="ggml-vocab-llama-spm.gguf",
+        sentencepiece_pieces=32000,
         template=None,
         shipped_config="TinyLlama--TinyLlama-1.1B-Chat-v1.0.json",
         eos="</s>",
@@ -65,6 +67,7 @@ FAMILIES = {
     ),
     "phi3": Family(
         vocab="ggml-vocab-phi-3.gguf",
+        sentencepiece_pieces=32000,
         template="microsoft-Phi-3.5-mini-instruct.jinja",
         shipped_config="microsoft--Phi-3-mini-4k-instruct.json",
         eos="<|end|>",
@@ -215,6 +218,8 @@ def _build(name: str, family: Family, sources: list[Path], out: Path) -> None:
     model.save_pretrained(str(out), safe_serialization=True)
     _hub_rope_form(out / "config.json", family)
     tokenizer.save_pretrained(str(out))
+    if family.sentencepiece_pieces:
+        _sentencepiece_model(sources[0], family.sentencepiece_pieces, out / "tokenizer.model")
     record = {
         "recipe_version": RECIPE_VERSION,
         "family": name,
@@ -225,6 +230,35 @@ def _build(name: str, family: Family, sources: list[Path], out: Path) -> None:
         "note": "built by molting.models.family_base; see its docstring",
     }
     (out / "molting_builtin.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _sentencepiece_model(vocab: Path, pieces: int, out: Path) -> None:
+    """The family's tokenizer.model (SentencePiece, as TinyLlama's and Phi-3's hub folders have one), written from
+    the vocab GGUF's pieces, scores and types: llama.cpp's converter reads a Llama-2-style vocabulary from it."""
+    from gguf import GGUFReader
+    from sentencepiece import sentencepiece_model_pb2 as spm
+
+    reader = GGUFReader(str(vocab))
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()[:pieces]
+    scores = reader.fields["tokenizer.ggml.scores"].contents()[:pieces]
+    types = reader.fields["tokenizer.ggml.token_type"].contents()[:pieces]
+    model = spm.ModelProto()
+    for token, score, kind in zip(tokens, scores, types, strict=True):
+        model.pieces.add(piece=token, score=float(score), type=int(kind))  # GGUF's token types are SentencePiece's
+    model.trainer_spec.model_type = spm.TrainerSpec.BPE
+    model.trainer_spec.vocab_size = pieces
+    model.trainer_spec.byte_fallback = True
+    model.trainer_spec.unk_id, model.trainer_spec.bos_id, model.trainer_spec.eos_id, model.trainer_spec.pad_id = (
+        0,
+        1,
+        2,
+        -1,
+    )
+    model.normalizer_spec.name = "identity"
+    model.normalizer_spec.add_dummy_prefix = True
+    model.normalizer_spec.remove_extra_whitespaces = False
+    model.normalizer_spec.escape_whitespaces = True
+    out.write_bytes(model.SerializeToString())
 
 
 def _hub_rope_form(path: Path, family: Family) -> None:
