@@ -103,7 +103,7 @@ def trained_run(tmp_path_factory, molting_cache) -> Path:
         if not (shared / "manifest.json").is_file():
             train_run(load_run_config(EXAMPLE / "molt.yaml", FAST), shared, show_progress=False)
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    shutil.copytree(shared, run_dir, ignore=shutil.ignore_patterns(".molt.lock"))
+    shutil.copytree(shared, run_dir, ignore=shutil.ignore_patterns(".molt.lock*"))
     return run_dir
 
 

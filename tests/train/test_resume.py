@@ -130,12 +130,41 @@ def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
         pass
 
 
+def test_commands_import_and_lock_without_fcntl(tmp_path):
+    """Windows has no fcntl: with it made unimportable, molt train's and molt serve's modules import, and the
+    run and score-file locks still exclude a second holder (filelock's fallback where flock is missing)."""
+    code = f"""
+import os, sys
+sys.modules["fcntl"] = None  # `import fcntl` now raises ImportError, as on Windows
+import molting.cli, molting.train.sft, molting.report.dashboard, molting.evaluate.run
+from molting.errors import UserError
+from molting.evaluate.human_scores import locked
+from molting.train.run_lock import run_lock
+from pathlib import Path
+run = Path({str(tmp_path)!r}) / "run"
+with run_lock(run, "molt eval"):
+    try:
+        with run_lock(run):
+            sys.exit("a second holder got the lock")
+    except UserError as e:
+        print(os.getpid(), e)
+with run_lock(run), locked(run / "manual_scores.json"):
+    print("fcntl" in sys.modules and sys.modules["fcntl"] is not None)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    refused, fcntl_loaded = result.stdout.strip().splitlines()
+    pid, message = refused.split(" ", 1)
+    assert f"is in use by another molt eval (pid {pid})" in message, message
+    assert fcntl_loaded == "False"
+
+
 def _files(run_dir) -> dict[str, bytes]:
-    """Every file of a run directory but its lock and an overwrite in progress, with its bytes."""
+    """Every file of a run directory but its lock files and an overwrite in progress, with its bytes."""
     return {
         str(p.relative_to(run_dir)): p.read_bytes()
         for p in sorted(run_dir.rglob("*"))
-        if p.is_file() and p.name != ".molt.lock" and ".overwrite" not in p.relative_to(run_dir).parts
+        if p.is_file() and not p.name.startswith(".molt.lock") and ".overwrite" not in p.relative_to(run_dir).parts
     }
 
 

@@ -22,21 +22,23 @@ Reached through:
   per dimension between the automatic and the human scores.
 
 `_merge_manual_scores` is the one writer of manual_scores.json. Each write is a read-modify-write under an
-exclusive `fcntl` lock on a sidecar `.lock` file, and the new content replaces the old by an atomic rename:
-two browser tabs, two servers on the same runs, or a sheet imported while someone scores in the
-dashboard never lose each other's changes or leave a half-written file. The lock is on a sidecar because
-the rename replaces the data file's inode, and a lock on the old inode would not exclude the next writer.
+exclusive lock (`filelock`'s: flock, or LockFileEx on Windows) on a sidecar `.lock` file, and the new content
+replaces the old by an atomic rename: two browser tabs, two servers on the same runs, or a sheet imported
+while someone scores in the dashboard never lose each other's changes or leave a half-written file. The lock
+is on a sidecar because the rename replaces the data file's inode, and a lock on the old inode would not
+exclude the next writer.
 """
 
 import copy
 import csv
-import fcntl
 import io
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+
+from filelock import FileLock
 
 from molting.card.claims import claims_in_text
 from molting.card.persona import Persona
@@ -57,12 +59,8 @@ def locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock for `path` (on `.<name>.lock` beside it) for the duration of the block."""
     lock_path = path.with_name(f".{path.name}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    with FileLock(str(lock_path)):  # waits for the holder, however long its write takes
+        yield
 
 
 def load_manual_scores(path: str | Path) -> dict:

@@ -37,7 +37,7 @@ from molting.train.checkpoints import (
 )
 from molting.train.manifest import git_commit, inputs_record, machine, peak_memory_mb, versions
 from molting.train.preflight import run_preflight
-from molting.train.run_lock import LOCK_NAME, run_lock
+from molting.train.run_lock import LOCK_FILES, run_lock
 from molting.train.trainer_args import as_the_trainer_holds, extra_args_for
 
 
@@ -216,18 +216,18 @@ def train_run(
 
 
 def _holds_a_run(run_dir: Path) -> bool:
-    return run_dir.is_dir() and any(p.name not in (LOCK_NAME, OVERWRITE_STAGING) for p in run_dir.iterdir())
+    return run_dir.is_dir() and any(p.name not in (*LOCK_FILES, OVERWRITE_STAGING) for p in run_dir.iterdir())
 
 
 def _replace_run(staging: Path, run_dir: Path) -> None:
-    """Move the complete new run from `staging` into `run_dir` in place of everything there (the lock file
-    stays: its holder is this process). The old entries go to RUN/.replaced first, deleted last; every move
+    """Move the complete new run from `staging` into `run_dir` in place of everything there (the lock files
+    stay: their holder is this process). The old entries go to RUN/.replaced first, deleted last; every move
     is a rename within one folder, so this takes milliseconds."""
     trash = run_dir / ".replaced"
     shutil.rmtree(trash, ignore_errors=True)
     trash.mkdir()
     for entry in list(run_dir.iterdir()):
-        if entry.name not in (LOCK_NAME, OVERWRITE_STAGING, trash.name):
+        if entry.name not in (*LOCK_FILES, OVERWRITE_STAGING, trash.name):
             os.replace(entry, trash / entry.name)
     for entry in list(staging.iterdir()):
         os.replace(entry, run_dir / entry.name)
