@@ -1,6 +1,7 @@
 """`molt eval`, `molt probe`, `molt score` and `molt scores …`: answers and their scores."""
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -85,6 +86,19 @@ from molting.paths import RunPaths, run_dir_for
     help="generation.FIELD=VALUE overrides a generation setting for this evaluation, e.g. --set "
     "generation.max_new_tokens=64; with a CONFIG and --backend openai, any config field (repeatable).",
 )
+@click.option(
+    "--min-average",
+    type=click.FloatRange(0, 10),
+    metavar="SCORE",
+    help="Exit 1 when the suite's average is below this score (/10), for CI jobs; the scores are written anyway.",
+)
+@click.option(
+    "--min",
+    "minimums",
+    multiple=True,
+    metavar="DIM=SCORE",
+    help="Exit 1 when a dimension's average (/2) is below SCORE, e.g. --min D2=1.5 (repeatable).",
+)
 @name_option
 @runs_dir_option
 def eval_cmd(
@@ -106,6 +120,8 @@ def eval_cmd(
     temperature,
     probes,
     overrides,
+    min_average,
+    minimums,
     name,
     runs_dir,
 ):
@@ -123,8 +139,12 @@ def eval_cmd(
       molt eval runs/demo --samples 5 --temperature 0.7
       molt eval runs/demo --judge-url http://127.0.0.1:8080/v1 --judge-model qwen2.5-7b-instruct
       molt eval examples/claudio/molt.yaml --backend openai --url http://localhost:11434/v1 --model llama3.1
+      molt eval runs/demo --min-average 7 --min D1=1.8     # exit 1 below either (CI)
     """
+    from molting.evaluate.thresholds import parse_minimum, shortfalls
     from molting.openai_client import Endpoint
+
+    minimum_by_dim = dict(parse_minimum(m) for m in minimums)
 
     endpoint = None
     if backend == "openai":
@@ -171,6 +191,10 @@ def eval_cmd(
         j = scores["judge"]
         console.print(f"judge {j['model']}: {j['calls']} calls, {j['unscored']} dimension(s) left unscored")
     console.print(f"wrote {RunPaths(run).eval(scores['eval_id']).scores}")
+    missed = shortfalls(scores, min_average, minimum_by_dim)
+    if missed:
+        err_console.print(f"[red]below the minimum:[/] {'; '.join(missed)}", highlight=False)
+        sys.exit(1)
 
 
 @click.command()
