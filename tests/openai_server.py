@@ -5,6 +5,7 @@
 requests so far, and returns one of:
 - a string: answered as a normal chat completion with that text;
 - `(status, payload)`: that HTTP status with `payload` as the body (a dict is sent as JSON, bytes as is);
+- `(status, payload, headers)`: the same with these response headers (e.g. {"Retry-After": "1"});
 - `("stall", seconds)`: sleep that long before answering (for timeouts), then answer "late".
 Every request body is kept in `server.requests` for assertions.
 """
@@ -40,12 +41,14 @@ def serve(respond):
                 server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
                 n = len(server.requests)
             result = respond(body, n)
-            status, payload = 200, None
+            status, payload, headers = 200, None, {}
             if isinstance(result, str):
                 payload = completion(result, body.get("model", "test-model"))
             elif result[0] == "stall":
                 time.sleep(result[1])
                 payload = completion("late")
+            elif len(result) == 3:
+                status, payload, headers = result
             else:
                 status, payload = result
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -53,6 +56,8 @@ def serve(respond):
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):

@@ -3,13 +3,15 @@
 Reached by the LLM judge, `molt eval --backend openai` and `molt data distil`. It speaks only
 `POST {url}/chat/completions`, with the standard library (no SDK to pin), and is built for endpoints
 that misbehave: every failure — refused connection, timeout, HTTP error, a body that is not the expected
-JSON — is retried with exponential backoff and then surfaces as a `ChatError` with a one-line reason,
+JSON — is retried with exponential backoff (or after the wait a 429 or 503 names in Retry-After, up to a
+minute) and then surfaces as a `ChatError` with a one-line reason,
 never as a crash of the caller. The API key is read from an environment variable, never from a file.
 
 `ChatCache` keeps one small JSON file per request (keyed by sha256 of model, messages and parameters),
 each written atomically, so a re-run after a crash pays only for what had not finished.
 """
 
+import email.utils
 import json
 import os
 import random
@@ -25,6 +27,9 @@ from pathlib import Path
 from molting.io import sha256_text, write_json_atomic
 
 RETRYABLE_HTTP = {408, 409, 429, 500, 502, 503, 504}
+# The longest wait between attempts: a hosted API's rate limit (429) resets within a minute, and a server
+# asking for longer (Retry-After: 600) is told no rather than holding a whole evaluation for it.
+MAX_WAIT_S = 60.0
 
 
 @dataclass
@@ -61,7 +66,26 @@ class ChatError(Exception):
 
 
 class _Retryable(Exception):
-    pass
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after  # seconds the server asked to wait (Retry-After), None when it did not
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header in seconds: delta-seconds ("30") or an HTTP-date ("Wed, 21 Oct 2026 07:28:00 GMT",
+    counted from `now`); None when absent or unreadable."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _request_body(endpoint: Endpoint, request: dict) -> dict:
@@ -108,7 +132,13 @@ def _post_once(endpoint: Endpoint, body: dict) -> ChatReply:
         detail = e.read()[:200].decode("utf-8", "replace").strip()
         message = f"HTTP {e.code} from {endpoint.chat_url}" + (f": {detail}" if detail else "")
         if e.code in RETRYABLE_HTTP:
-            raise _Retryable(message) from None
+            wait = retry_after_seconds(e.headers.get("Retry-After")) if e.code in (429, 503) else None
+            if wait is not None and wait > MAX_WAIT_S:
+                raise ChatError(
+                    f"{message} (the server asks to retry after {wait:.0f} s, longer than the {MAX_WAIT_S:.0f} s "
+                    "molting waits; lower the request rate, e.g. --concurrency 1, or try later)"
+                ) from None
+            raise _Retryable(message, wait) from None
         raise ChatError(message) from None
     except TimeoutError:
         raise _Retryable(f"no answer from {endpoint.chat_url} within {endpoint.timeout_s:g} s") from None
@@ -149,14 +179,17 @@ def chat(
 def _chat_request(endpoint: Endpoint, request: dict) -> ChatReply:
     body = _request_body(endpoint, request)
     last = "no attempt made"
+    retry_after = None
     for attempt in range(endpoint.max_retries + 1):
         if attempt:
-            # 0.5 s, 1 s, 2 s … with jitter, so parallel workers do not retry in lock step
-            time.sleep(min(0.5 * 2 ** (attempt - 1), 8.0) * (0.5 + random.random()))
+            if retry_after is not None:  # the server said when (429, 503 with Retry-After): that, no sooner
+                time.sleep(retry_after)
+            else:  # 0.5 s, 1 s, 2 s … up to MAX_WAIT_S, with jitter so parallel workers do not retry in lock step
+                time.sleep(min(0.5 * 2 ** (attempt - 1), MAX_WAIT_S) * (0.5 + random.random()))
         try:
             return _post_once(endpoint, body)
         except _Retryable as e:
-            last = str(e)
+            last, retry_after = str(e), e.retry_after
     raise ChatError(f"{last} (after {endpoint.max_retries + 1} attempts)")
 
 

@@ -1,12 +1,14 @@
 """The OpenAI-compatible client against a real HTTP server on 127.0.0.1: answers, retries, failures that
 become ChatError with a reason, the API key from the environment, concurrency and the on-disk cache."""
 
+import email.utils
 import socket
+import time
 
 import pytest
 from openai_server import serve
 
-from molting.openai_client import ChatCache, ChatError, Endpoint, chat, chat_many
+from molting.openai_client import ChatCache, ChatError, Endpoint, chat, chat_many, retry_after_seconds
 
 MESSAGES = [{"role": "user", "content": "Quem é o João?"}]
 
@@ -153,3 +155,47 @@ def test_a_redirect_to_another_origin_does_not_get_the_key(monkeypatch):
         redirector.shutdown()
         catcher.shutdown()
     assert seen == []  # the other origin got no request at all, so no key
+
+
+def _timed(answers):
+    """A respond function answering `answers[n]`, recording when each request came."""
+    times = []
+
+    def respond(body, n):
+        times.append(time.monotonic())
+        return answers[n]
+
+    return respond, times
+
+
+def test_a_429_waits_as_long_as_retry_after_says():
+    # without Retry-After the first retry comes after 0.25–0.75 s; the server asks for 1 s
+    respond, times = _timed({1: (429, {"error": "rate limited"}, {"Retry-After": "1"}), 2: "after the wait"})
+    with serve(respond) as server:
+        reply = chat(fast(server.url, max_retries=1), MESSAGES)
+    assert reply.text == "after the wait" and len(server.requests) == 2
+    assert times[1] - times[0] >= 1.0
+
+
+def test_a_503_retry_after_may_be_an_http_date():
+    when = email.utils.formatdate(time.time() + 2, usegmt=True)  # whole seconds: 1 to 2 s from now
+    respond, times = _timed({1: (503, {"error": "overloaded"}, {"Retry-After": when}), 2: "back"})
+    with serve(respond) as server:
+        assert chat(fast(server.url, max_retries=1), MESSAGES).text == "back"
+    assert times[1] - times[0] >= 0.95
+
+
+def test_a_retry_after_longer_than_a_minute_is_not_waited_for():
+    with serve(lambda body, n: (429, {"error": "quota"}, {"Retry-After": "600"})) as server:
+        started = time.monotonic()
+        with pytest.raises(ChatError, match=r"HTTP 429 .*retry after 600 s, longer than the 60 s molting waits"):
+            chat(fast(server.url, max_retries=3), MESSAGES)
+    assert len(server.requests) == 1 and time.monotonic() - started < 5
+
+
+def test_retry_after_values():
+    assert retry_after_seconds("30") == 30.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412500.0) == 0.0  # already past
+    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
+    assert retry_after_seconds("-5") is None
