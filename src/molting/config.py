@@ -334,6 +334,31 @@ class JudgeSettings:
 
 
 @dataclass
+class FluencySettings:
+    """Word salad caught by a real language model (molting.evaluate.fluency), in `molt eval`."""
+
+    model: str | None = field(
+        default="packaged:gemma-3-270m",
+        metadata={
+            "help": "Reference model that reads every answer (any base_model value). The default needs the "
+            "molting[gemma] extra. null: no fluency pass (invented words are still caught)."
+        },
+    )
+    calibration: str | None = field(
+        default=None,
+        metadata={
+            "help": "Thresholds file for another reference model (python bench/agreement.py --calibrate --model "
+            "M --out FILE), relative to this config. Left out: those shipped for packaged:gemma-3-270m."
+        },
+    )
+    batch_size: int = field(default=8, metadata={"help": "Answers read together."})
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise FieldValueError("batch_size", "batch_size must be at least 1.")
+
+
+@dataclass
 class RunConfig:
     """The run config, molt.yaml: the base, the persona files, and one section per stage."""
 
@@ -373,6 +398,10 @@ class RunConfig:
     judge: JudgeSettings = field(
         default_factory=JudgeSettings, metadata={"help": "Optional LLM judge; off unless url is set."}
     )
+    fluency: FluencySettings = field(
+        default_factory=FluencySettings,
+        metadata={"help": "Word salad read by a real language model in `molt eval` (--no-fluency skips it)."},
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -410,6 +439,8 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         setattr(config, name, str((base_dir / getattr(config, name)).resolve()))
     if config.preference_data:
         config.preference_data = str((base_dir / config.preference_data).resolve())
+    if config.fluency.calibration:
+        config.fluency.calibration = str((base_dir / config.fluency.calibration).resolve())
     if config.train.method != "sft" and not config.preference_data:
         raise UserError(
             f"{doc.where(('train', 'method'))}: train.method {config.train.method!r} needs preference pairs: set "

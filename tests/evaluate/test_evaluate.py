@@ -37,7 +37,7 @@ def test_eval_writes_responses_and_scores(trained_run):
     saved = json.loads((out / "scores.json").read_text())
     assert_shape(saved, Scores)  # every key molt eval writes is declared, with its type
     assert saved["average"] == scores["average"]
-    assert saved["rubric"] == "v1" and set(saved["dimensions"]) == set(DIMENSIONS)
+    assert saved["rubric"] == "v2" and set(saved["dimensions"]) == set(DIMENSIONS)
     assert [q["answer_id"] for q in saved["questions"]] == [r["answer_id"] for r in suite_rows]
     assert [q["answer_id"] for q in saved["probes"]] == [r["answer_id"] for r in rows if r["kind"] == "probe"]
     assert saved["samples"] == 1 and all(q["samples"] == 1 and q["ci95"] is None for q in saved["per_question"])

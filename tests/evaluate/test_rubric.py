@@ -143,7 +143,7 @@ def test_score_output_format_one_entry_per_line(card, suite):
     assert out["average"] == pytest.approx((q1 + out["questions"][1]["total"]) / 2, abs=1e-3)
     assert [(q["id"], q["samples"]) for q in out["per_question"]] == [("Q1", 2), ("Q5", 1)]
     assert set(out["dimensions"]) == {"D1", "D2", "D3", "D4", "D5"}
-    assert out["rubric"] == "v1"
+    assert out["rubric"] == "v2"
 
 
 def test_molt_score_cli(tmp_path, suite):

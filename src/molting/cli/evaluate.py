@@ -61,6 +61,12 @@ from molting.paths import RunPaths, run_dir_for
 )
 @click.option("--no-judge", is_flag=True, help="Skip the LLM judge even if the config sets one.")
 @click.option(
+    "--no-fluency",
+    is_flag=True,
+    help="Skip the fluency pass (a reference model reading every answer for word salad; fluency.model in the "
+    "config, packaged:gemma-3-270m by default). Invented words are still caught.",
+)
+@click.option(
     "--samples",
     type=click.IntRange(min=1),
     help="Answers per question, paraphrase and probe (default: the config's generation.samples, 1). "
@@ -116,6 +122,7 @@ def eval_cmd(
     judge_timeout,
     judge_concurrency,
     no_judge,
+    no_fluency,
     samples,
     temperature,
     probes,
@@ -183,6 +190,7 @@ def eval_cmd(
         judge=judge,
         endpoint=endpoint,
         concurrency=concurrency,
+        fluency=not no_fluency,
     )
     tables.print_scores(scores, f"{run} — {scores['eval_id']} ({scores['model']})")
     for missing in scores.get("no_answer", []):
@@ -245,7 +253,32 @@ def probe(run, use_base, eval_id):
     type=click.IntRange(min=1),
     help="Judge calls in flight at once (default 4; 1 for a server that answers one at a time).",
 )
-def score(persona, suite, responses, out, judge_url, judge_model, judge_timeout, judge_concurrency):
+@click.option(
+    "--fluency-model",
+    default="packaged:gemma-3-270m",
+    show_default=True,
+    help="Reference model that reads every answer for word salad (any base_model value; the default needs the "
+    "molting[gemma] extra).",
+)
+@click.option(
+    "--fluency-calibration",
+    type=click.Path(dir_okay=False),
+    help="Thresholds for another --fluency-model (python bench/agreement.py --calibrate --model M --out FILE).",
+)
+@click.option("--no-fluency", is_flag=True, help="Skip the fluency pass; invented words are still caught.")
+def score(
+    persona,
+    suite,
+    responses,
+    out,
+    judge_url,
+    judge_model,
+    judge_timeout,
+    judge_concurrency,
+    fluency_model,
+    fluency_calibration,
+    no_fluency,
+):
     """Score answers from any model with rubric v1 (deterministic detectors driven by the persona card).
 
     \b
@@ -255,7 +288,18 @@ def score(persona, suite, responses, out, judge_url, judge_model, judge_timeout,
     """
     from molting.evaluate.score_files import score_file
 
-    scores = score_file(persona, suite, responses, out, judge_url, judge_model, judge_timeout, judge_concurrency)
+    scores = score_file(
+        persona,
+        suite,
+        responses,
+        out,
+        judge_url,
+        judge_model,
+        judge_timeout,
+        judge_concurrency,
+        fluency_model=None if no_fluency else fluency_model,
+        fluency_calibration=fluency_calibration,
+    )
     tables.print_scores(scores, f"{responses}")
     console.print(f"wrote {out}")
 

@@ -21,15 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
+from molting.card.claims import References, claim_through_reference, resolve_references
 from molting.card.persona import Persona, load_persona
 from molting.card.probe_questions import Probe
 from molting.card.suite import Question, load_suite
 from molting.card.text_match import BoundedPattern, compile_any, find_first, fold
 from molting.errors import UserError
+from molting.evaluate.fluency import Calibration, Fluency, FluencyCheck
+from molting.evaluate.nonwords import NonWordChecker, nonword_level
 from molting.evaluate.statistics import agreement_by_dimension, group_summary
 from molting.yaml_source import load_yaml
 
-RUBRIC_VERSION = "v1"
+RUBRIC_VERSION = "v2"  # v2: word salad (invented words, fluency) and claims through pronouns
 DIMENSIONS = ("D1", "D2", "D3", "D4", "D5")
 DIMENSION_NAMES = {
     "D1": "identity",
@@ -458,13 +461,22 @@ class Scorer:
     `special_tokens`: the base's own special tokens (`special_token_texts`), caught as template tokens
     beside the fixed patterns."""
 
-    def __init__(self, persona: Persona, special_tokens: list[str] | tuple[str, ...] = ()):
+    def __init__(
+        self,
+        persona: Persona,
+        special_tokens: list[str] | tuple[str, ...] = (),
+        calibration: Calibration | None = None,
+        v1: bool = False,
+    ):
         self.persona = persona
+        self.calibration = calibration
+        self.v1 = v1  # the detectors before word salad and pronoun claims were caught (bench/agreement.py)
         self.special_tokens = {t for t in special_tokens if _TOKEN_LIKE.fullmatch(t)}
         stack = {fold(t).lower() for t in persona.knowledge.stack}
         self.foreign_tech = [n for n in TECHNOLOGIES if fold(n.replace("\\", "")).lower() not in stack]
         self.foreign_tech_pattern = _technology_pattern(self.foreign_tech)
         self.own_names = {fold(n).lower() for n in persona.names}
+        self.references = References(persona)
         card_text = " ".join(
             [
                 persona.name,
@@ -482,6 +494,7 @@ class Scorer:
         self.card_words = set(_WORD.findall(fold(card_text).lower())) | {
             fold(t.replace("\\", "")).lower() for t in TECHNOLOGIES
         }
+        self.nonword_checker = NonWordChecker(persona.language, self.card_words)
         self.prompt_shingles = _shingles(persona.system_prompts.inference) | _shingles(persona.system_prompts.train)
         self.prompt_shingles_6 = _shingles(persona.system_prompts.inference, 6) | _shingles(
             persona.system_prompts.train, 6
@@ -495,7 +508,11 @@ class Scorer:
             return True
         return bool(_shingles(item, 6) & self.prompt_shingles_6)
 
-    def score(self, question: Question, response: str, finish_reason: str | None = None) -> AnswerScore:
+    def score(
+        self, question: Question, response: str, finish_reason: str | None = None, fluency: Fluency | None = None
+    ) -> AnswerScore:
+        """`fluency`: the answer under the reference model (molting.evaluate.fluency), judged against this
+        scorer's calibration."""
         dims = dict.fromkeys(DIMENSIONS, 2)
         evidence: list[Evidence] = []
 
@@ -518,11 +535,18 @@ class Scorer:
         # Forbidden claims of the card, each in its category's dimension. Words the answer only echoes from
         # the question ("Você é o João? Não, …") are the user's, not a claim.
         asked = fold(question.question).lower()
+        resolved = None  # sentences rewritten to name whom their pronouns refer to, computed when needed
         for claim in self.persona.forbidden_claims:
+            value = 1 if claim.category == "task_planning" else 0
             m = find_first(claim.compiled, text, folded)
             if m and fold(m.text).lower() not in asked:
-                value = 1 if claim.category == "task_planning" else 0
                 cap(claim.dimension, value, f"forbidden_claim:{claim.id}", m.text)
+            elif not m and claim.category == "relationship" and not self.v1:
+                if resolved is None:
+                    resolved = [(o, r) for o, r in resolve_references(text, self.references) if r not in asked]
+                sentence = claim_through_reference(claim, resolved)
+                if sentence:
+                    cap(claim.dimension, value, f"forbidden_claim:{claim.id}", f"{sentence} (through a reference)")
 
         # D1 identity
         for pattern in SELF_NAMING:
@@ -614,6 +638,28 @@ class Scorer:
         if len(_WORD.findall(lower)) < 6:
             cap("D5", 1, "too_short", text[:40])
 
+        # D5 word salad: invented words (no model needed), and word order a language model finds no better
+        # than random. Salad keeps no voice (D3), and a fact's words inside it state nothing (D2).
+        unknown, checked = self.nonword_checker.nonwords(text, set(_WORD.findall(asked))) if not self.v1 else ([], 0)
+        levels = {}
+        level = nonword_level(len(unknown), checked)
+        if level:
+            levels[level] = f"{len(unknown)} of {checked} words are in no dictionary: {', '.join(unknown[:8])}"
+        level = self.calibration.level(fluency) if self.calibration and fluency else None
+        if level:
+            limit = self.calibration.salad if level == "salad" else self.calibration.drift
+            levels.setdefault(
+                level,
+                f"order ratio {fluency.order_ratio:.2f} ≥ {limit:.2f} (NLL {fluency.nll:.2f} per token, "
+                f"{fluency.shuffled_nll:.2f} with the words shuffled)",
+            )
+        for level, detail in levels.items():
+            detector = "word_salad" if level == "salad" else "not_fluent"
+            cap("D5", 0 if level == "salad" else 1, detector, detail)
+            cap("D3", 1, detector, "no voice in an answer that does not make sense")
+            if level == "salad":
+                cap("D2", 0, detector, "a fact's words inside word salad state nothing")
+
         return AnswerScore(question.id, dims, evidence, shown, language)
 
 
@@ -669,6 +715,7 @@ class AnswerEntry(TypedDict):
     language: str | None
     passed: NotRequired[bool]  # probes: no detector the probe fails on fired
     similarity: NotRequired[dict[str, float | None]]  # embedding similarity to the reference and persona
+    fluency: NotRequired[dict[str, float | int | None]]  # nll, shuffled_nll, order_ratio, tokens (FluencyCheck)
     rubric_dims: NotRequired[dict[str, int]]  # with a judge: rubric v1's own scores
     judge: NotRequired[dict[str, dict[str, Any]]]  # with a judge: its verdict per dimension
 
@@ -696,6 +743,7 @@ class Scores(TypedDict):
     detectors_fired: dict[str, int]
     per_question: list[GroupSummary]
     questions: list[AnswerEntry]
+    fluency: dict[str, Any]  # FluencyCheck.summary(): reference model, thresholds, means; or {"skipped": why}
     probes_average: NotRequired[float]
     probes_average_ci95: NotRequired[list[float] | None]
     probes_pass_rate: NotRequired[float]
@@ -747,6 +795,8 @@ def score_responses(
     rows: list[dict],
     probes: dict[str, Probe] | None = None,
     special_tokens: list[str] | tuple[str, ...] = (),
+    fluency: FluencyCheck | None = None,
+    fluency_skipped: str | None = None,
 ) -> Scores:
     """Score rows `{"id", "response", ["finish_reason"], ["answer_id"]}` in order; the `molt score` output.
 
@@ -755,25 +805,30 @@ def score_responses(
     `probes`) go to `probes`, apart, so `average` stays comparable between runs with and without probes.
     `per_question` (and `per_probe`) give each id's number of answers, mean and 95% bootstrap interval
     (molting.evaluate.statistics). `special_tokens`: the base's own (`special_token_texts`), caught in
-    answers as template tokens.
+    answers as template tokens. `fluency`: each answer under a reference model with its calibration
+    (molting.evaluate.fluency.fluency_for_rows, by answer id); without it, `fluency_skipped` says why, and
+    only invented words (molting.evaluate.nonwords) catch word salad.
     """
-    scorer = Scorer(persona, special_tokens)
+    scorer = Scorer(persona, special_tokens, fluency.calibration if fluency else None)
+    by_answer = fluency.by_answer if fluency else {}
     probes = probes or {}
     probe_questions = {pid: p.as_question() for pid, p in probes.items()}
     suite_scores, suite_entries, probe_entries = [], [], []
     for r, answer_id in zip(rows, answer_ids(rows), strict=True):
+        measured = by_answer.get(answer_id)
+        extra = {"fluency": measured.as_dict()} if measured else {}
         if r["id"] in questions:
-            s = scorer.score(questions[r["id"]], r["response"], r.get("finish_reason"))
+            s = scorer.score(questions[r["id"]], r["response"], r.get("finish_reason"), measured)
             suite_scores.append(s)
             entry = s.as_dict()
-            suite_entries.append({"id": entry.pop("id"), "answer_id": answer_id, **entry})
+            suite_entries.append({"id": entry.pop("id"), "answer_id": answer_id, **entry, **extra})
         else:
             probe = probes[r["id"]]
-            s = scorer.score(probe_questions[probe.id], r["response"], r.get("finish_reason"))
+            s = scorer.score(probe_questions[probe.id], r["response"], r.get("finish_reason"), measured)
             apply_probe_checks(s, probe, r["response"])
             entry = s.as_dict()
             passed = not any(e.detector in probe.fails_on for e in s.evidence)
-            probe_entries.append({"id": entry.pop("id"), "answer_id": answer_id, **entry, "passed": passed})
+            probe_entries.append({"id": entry.pop("id"), "answer_id": answer_id, **entry, **extra, "passed": passed})
     per_question, average, ci = group_summary(suite_entries, DIMENSIONS)
     out = {
         **summarize(suite_scores),
@@ -782,6 +837,7 @@ def score_responses(
         "dimensions": _dimension_means(per_question),
         "per_question": per_question,
         "questions": suite_entries,
+        "fluency": fluency.summary() if fluency else {"skipped": fluency_skipped or "no reference model given"},
     }
     if probe_entries:
         per_probe, probes_average, probes_ci = group_summary(probe_entries, DIMENSIONS)
@@ -839,12 +895,14 @@ class LabelledAnswer:
     dims: dict[str, int]
     reason: str
     finish_reason: str | None = "stop"
+    kind: str | None = None  # set 2's groups: word_salad, fluent_wrong, pronoun_claim, pronoun_clean, contradiction
 
 
 @dataclass
 class LabelledResult:
     figures: dict  # {dim: {n, exact, within_one, kappa}}
     disagreements: list[dict] = field(default_factory=list)  # {id, dim, label, scorer, reason, evidence}
+    groups: dict = field(default_factory=dict)  # word_salad: {n, max_total}; good (labelled 10/10): {n, min_total}
 
 
 def load_labelled(path: str | Path):
@@ -871,24 +929,106 @@ def load_labelled(path: str | Path):
     return persona, questions, answers
 
 
-def labelled_agreement(path: str | Path) -> LabelledResult:
-    """Score every labelled answer with rubric v1 and compare with the hand labels, per dimension."""
-    persona, questions, answers = load_labelled(path)
-    scorer = Scorer(persona)
-    auto, human, disagreements = {}, {}, []
+@dataclass
+class LabelledScores:
+    """The scorer's dims per labelled answer, and the totals that bench/agreement.py's targets are about."""
+
+    auto: dict[str, dict[str, int]]
+    evidence: dict[str, list[Evidence]]
+
+
+def score_labelled(
+    persona: Persona,
+    questions: dict[str, Question],
+    answers: list[LabelledAnswer],
+    fluency: dict[str, Fluency] | None = None,
+    calibration: Calibration | None = None,
+    v1: bool = False,
+) -> LabelledScores:
+    """Score each labelled answer. `fluency`: its figures by answer id, judged with `calibration`. `v1`: the
+    detectors as they were before word salad and pronoun claims were caught (bench/agreement.py's 'before')."""
+    scorer = Scorer(persona, calibration=None if v1 else calibration, v1=v1)
+    auto, evidence = {}, {}
     for item in answers:
-        score = scorer.score(questions[item.question], item.answer, item.finish_reason)
-        auto[item.id], human[item.id] = score.dims, item.dims
+        measured = (fluency or {}).get(item.id)
+        score = scorer.score(questions[item.question], item.answer, item.finish_reason, measured)
+        auto[item.id], evidence[item.id] = score.dims, score.evidence
+    return LabelledScores(auto, evidence)
+
+
+def labelled_agreement(
+    path: str | Path,
+    fluency: dict[str, Fluency] | None = None,
+    calibration: Calibration | None = None,
+    v1: bool = False,
+) -> LabelledResult:
+    """Score every labelled answer and compare with the hand labels, per dimension (see `score_labelled`)."""
+    persona, questions, answers = load_labelled(path)
+    scored = score_labelled(persona, questions, answers, fluency, calibration, v1)
+    human = {item.id: item.dims for item in answers}
+    disagreements = []
+    for item in answers:
+        dims = scored.auto[item.id]
         for dim in DIMENSIONS:
-            if score.dims[dim] != item.dims[dim]:
+            if dims[dim] != item.dims[dim]:
                 disagreements.append(
                     {
                         "id": item.id,
                         "dim": dim,
                         "label": item.dims[dim],
-                        "scorer": score.dims[dim],
+                        "scorer": dims[dim],
                         "reason": item.reason,
-                        "evidence": [f"{e.detector}: {e.detail}" for e in score.evidence if e.dim == dim],
+                        "evidence": [f"{e.detector}: {e.detail}" for e in scored.evidence[item.id] if e.dim == dim],
                     }
                 )
-    return LabelledResult(agreement_by_dimension(auto, human, DIMENSIONS), disagreements)
+    result = LabelledResult(agreement_by_dimension(scored.auto, human, DIMENSIONS), disagreements)
+    totals = {item.id: sum(scored.auto[item.id].values()) for item in answers}
+    salad = [totals[item.id] for item in answers if item.kind == "word_salad"]
+    good = [totals[item.id] for item in answers if sum(item.dims.values()) == 10]
+    result.groups = {
+        "word_salad": {"n": len(salad), "max_total": max(salad, default=None)},
+        "good": {"n": len(good), "min_total": min(good, default=None)},
+    }
+    return result
+
+
+def calibrate_fluency(
+    path: str | Path, fluency: dict[str, Fluency], model: str, identity: str, prompt_version: int
+) -> Calibration:
+    """The order-ratio thresholds that make the scorer agree best with the labelled set's D5 labels (then
+    D2 and D3, then the widest margin): each answer is scored three ways (fluent, drifting, salad) once,
+    and every pair of thresholds between two observed ratios is tried."""
+    persona, questions, answers = load_labelled(path)
+    ratios = sorted({f.order_ratio for f in fluency.values() if f.order_ratio is not None})
+    # each cut halfway between two observed ratios, with the gap it sits in (wider: a safer threshold)
+    cuts = [((a + b) / 2, b - a) for a, b in zip(ratios, ratios[1:], strict=False)] + [(ratios[-1] + 1.0, 1.0)]
+    probe = {"none": (9.0, 9.0), "drift": (0.0, 9.0), "salad": (0.0, 0.0)}
+    by_level = {}
+    for level, (drift, salad) in probe.items():
+        forced = Calibration(model, identity, prompt_version, drift, salad, "", {})
+        by_level[level] = score_labelled(persona, questions, answers, fluency, forced).auto
+
+    def agreement_with(drift: float, salad: float) -> tuple:
+        exact = dict.fromkeys(("D5", "D2", "D3"), 0)
+        for item in answers:
+            ratio = fluency[item.id].order_ratio if item.id in fluency else None
+            level = "none" if ratio is None or ratio < drift else "salad" if ratio >= salad else "drift"
+            for dim in exact:
+                exact[dim] += by_level[level][item.id][dim] == item.dims[dim]
+        return exact["D5"], exact["D2"] + exact["D3"]
+
+    best = max(
+        ((agreement_with(d, s), s_gap, d_gap, d, s) for i, (d, d_gap) in enumerate(cuts) for s, s_gap in cuts[i:]),
+        key=lambda x: x[:3],
+    )
+    (d5, _), _, _, drift, salad = best
+    n = len(answers)
+    return Calibration(
+        model,
+        identity,
+        prompt_version,
+        round(drift, 4),
+        round(salad, 4),
+        f"tests/fixtures/labelled/answers.yaml ({n} answers)",
+        {"D5_exact": round(d5 / n, 4)},
+    )

@@ -30,10 +30,11 @@ from molting.config import GenerationSettings, JudgeSettings, load_resolved_conf
 from molting.data.dataset import load_dataset
 from molting.errors import UserError
 from molting.evaluate.embedding_similarity import similarities
+from molting.evaluate.fluency import fluency_for_rows, prepare_reference
 from molting.evaluate.generate import batch_seed, generate_batch, plan_batches
 from molting.evaluate.judge import apply_judge
 from molting.evaluate.logprob_probes import probe_and_write
-from molting.evaluate.rubric import refresh_question_summary, score_responses, special_token_texts
+from molting.evaluate.rubric import answer_ids, refresh_question_summary, score_responses, special_token_texts
 from molting.evaluate.server_answers import answer_with_endpoint, default_eval_id
 from molting.io import jsonl_lines, sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
 from molting.models.base_model import eos_token_ids, load_model, load_tokenizer, pick_device
@@ -277,6 +278,7 @@ def eval_run(
     judge: JudgeSettings | None = None,
     endpoint: Endpoint | None = None,
     concurrency: int = 4,
+    fluency: bool = True,
 ) -> dict:
     """Answer, score and write one evaluation. `samples`/`temperature` default to the config's
     `generation` section; `probes=False` asks the suite alone. `say` receives progress notes. `judge`: an
@@ -300,6 +302,9 @@ def eval_run(
     probe_list = generate_probes(persona) if probes else []
     system = persona.system_prompts.inference.strip()
     out = run_dir / "eval" / eval_id
+    reference = config.fluency.model if fluency else None
+    if reference:  # its extra and its thresholds are checked before any answer is generated
+        prepare_reference(reference, config.fluency.calibration)
 
     # 1. Answers (resumed from the partial file when an earlier attempt was interrupted).
     asks = plan_asks(suite, probe_list, settings)
@@ -335,7 +340,26 @@ def eval_run(
     rows = [r for r in all_rows if r["response"] is not None]  # a server may leave a question unanswered
     # the base's own special tokens (Gemma's <end_of_turn>, Llama 3's <|eot_id|>) count as template tokens too
     special = special_token_texts(tokenizer) if tokenizer is not None else []
-    scores = score_responses(persona, suite.by_id, rows, {p.id: p for p in probe_list}, special)
+    by_id = {**suite.by_id, **{p.id: p for p in probe_list}}
+    check = (
+        fluency_for_rows(
+            rows,
+            answer_ids(rows),
+            [r.get("prompt") or by_id[r["id"]].question for r in rows],
+            persona.identity.summary,
+            persona.language,
+            reference,
+            config.fluency.calibration,
+            config.fluency.batch_size,
+            show_progress,
+        )
+        if reference and rows
+        else None
+    )
+    skipped = None if check else ("--no-fluency" if not fluency else "fluency.model is null in the config")
+    if say and check:
+        say(f"fluency: {len(rows)} answers read by {reference} in {check.seconds:.0f} s")
+    scores = score_responses(persona, suite.by_id, rows, {p.id: p for p in probe_list}, special, check, skipped)
     persona_answers = [
         m["content"]
         for c in load_dataset(config.data, persona.system_prompts.train)

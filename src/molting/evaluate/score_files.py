@@ -12,8 +12,9 @@ from molting.card.probe_questions import generate_probes
 from molting.card.suite import Suite, load_suite
 from molting.config import JudgeSettings
 from molting.errors import UserError
+from molting.evaluate.fluency import fluency_for_rows
 from molting.evaluate.judge import apply_judge
-from molting.evaluate.rubric import Scores, refresh_question_summary, score_responses
+from molting.evaluate.rubric import Scores, answer_ids, refresh_question_summary, score_responses
 from molting.io import read_jsonl, write_json_atomic
 
 
@@ -60,16 +61,33 @@ def score_file(
     judge_model: str | None = None,
     judge_timeout: float | None = None,
     judge_concurrency: int | None = None,
+    fluency_model: str | None = None,
+    fluency_calibration: str | Path | None = None,
+    show_progress: bool = True,
 ) -> Scores:
     """Score every answer in `responses_path` against the card and the suite, write the scores to `out`
     (scores.json's shape) and return them. With a judge, its verdicts are cached beside `out`, so scoring
     the same file again costs no judge calls; `judge_timeout` and `judge_concurrency` override the judge's
-    defaults (60 s, 4 calls at once), for a small server that answers one call at a time."""
+    defaults (60 s, 4 calls at once), for a small server that answers one call at a time. `fluency_model`:
+    the reference model that reads every answer for word salad (molting.evaluate.fluency); None skips it."""
     card = load_persona(persona_path)
     questions = load_suite(suite_path, card)
     probes = {p.id: p for p in generate_probes(card)}
     rows = load_responses(responses_path, questions, probes)
-    scores = score_responses(card, questions.by_id, rows, probes)
+    check = None
+    if fluency_model:
+        by_id = {**questions.by_id, **probes}
+        check = fluency_for_rows(
+            rows,
+            answer_ids(rows),
+            [by_id[r["id"]].question for r in rows],
+            card.identity.summary,
+            card.language,
+            fluency_model,
+            fluency_calibration,
+            show_progress=show_progress,
+        )
+    scores = score_responses(card, questions.by_id, rows, probes, fluency=check, fluency_skipped="--no-fluency")
     if judge_url or judge_model:
         try:
             limits = {"timeout": judge_timeout, "concurrency": judge_concurrency}
