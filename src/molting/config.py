@@ -292,7 +292,7 @@ class CheckSettings:
 
 @dataclass
 class JudgeSettings:
-    """An LLM judge (any OpenAI-compatible chat endpoint) scoring answers beside rubric v1's detectors."""
+    """An LLM judge (any OpenAI-compatible chat endpoint) scoring answers beside rubric v2's detectors."""
 
     url: str | None = field(
         default=None,

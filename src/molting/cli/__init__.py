@@ -27,7 +27,7 @@ def cli():
       molt check CONFIG    preflight: data, token budget, template/EOS, optimizer steps, memory
       molt augment CONFIG  corrective data: positive restatements, preference pairs
       molt train CONFIG    LoRA training (runs the preflight first)
-      molt eval RUN        answer the suite and score the answers (rubric v1)
+      molt eval RUN        answer the suite and score the answers (rubric v2)
       molt probe RUN       log-probability margins of right over forbidden continuations
       molt score ...       score any model's answers from a JSONL file
       molt scores ...      human scores: sheet, import, agreement

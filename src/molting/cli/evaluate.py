@@ -132,7 +132,7 @@ def eval_cmd(
     name,
     runs_dir,
 ):
-    """Answer the suite (and the card's probes) and score every answer: rubric v1, and the LLM judge when
+    """Answer the suite (and the card's probes) and score every answer: rubric v2, and the LLM judge when
     one is configured; per question the mean and a 95% bootstrap interval, and the run's average with its own.
 
     RUN is a run directory; with --backend openai it may also be a CONFIG (molt.yaml): the run directory
@@ -279,7 +279,7 @@ def score(
     fluency_calibration,
     no_fluency,
 ):
-    """Score answers from any model with rubric v1 (deterministic detectors driven by the persona card).
+    """Score answers from any model with rubric v2 (deterministic detectors driven by the persona card).
 
     \b
     Example:

@@ -1,4 +1,4 @@
-"""An optional LLM judge beside rubric v1, on any OpenAI-compatible chat endpoint.
+"""An optional LLM judge beside rubric v2, on any OpenAI-compatible chat endpoint.
 
 Reached through `apply_judge(scores, rows, persona, questions, settings, cache_dir)`, which `molt eval`
 calls after the deterministic scoring when a judge is configured (`judge:` in molt.yaml, or
@@ -9,11 +9,11 @@ exactly `{"score": 0|1|2, "reason": "..."}`; anything else is garbage. So is a v
 prompt: a reason that is the template's placeholder ("one short sentence", "...") or one of the prompt's own
 example answers or level descriptions (small models in JSON mode do this, score and all).
 
-How the scores combine: a judged dimension is min(judge score, rubric v1's score). Rubric v1 starts every
+How the scores combine: a judged dimension is min(judge score, rubric v2's score). Rubric v2 starts every
 dimension at 2 and only a deterministic detector lowers it, so this is the judge's score unless a
 detector capped the dimension, and then never above the cap: detectors keep their veto whatever the judge
 says. A judge that is down, slow or returns garbage leaves its dimension `{"unscored": reason}` and the
-dimension keeps rubric v1's score; the judge never crashes an evaluation and never invents a score.
+dimension keeps rubric v2's score; the judge never crashes an evaluation and never invents a score.
 
 Replies are cached in eval/<id>/judge_cache/ (the OpenAI client's ChatCache: keyed by the judge model and
 the full prompt, which holds the rubric version and text, the card, the question and the answer); only
@@ -321,10 +321,10 @@ def apply_judge(
     cache_dir: str | Path,
     show_progress: bool = True,
 ) -> dict:
-    """Judge every scored answer on the enabled dimensions and combine with rubric v1 (see the module
+    """Judge every scored answer on the enabled dimensions and combine with rubric v2 (see the module
     docstring). `scores["questions"][i]` is the rubric's score of `rows[i]`. Changes `scores` in place and
-    returns it: per answer `judge` ({dim: {score, reason} | {unscored: reason}}), `rubric_dims` (rubric v1
-    alone) and `dims` (combined); the averages are recomputed and rubric v1's kept as `rubric_only`."""
+    returns it: per answer `judge` ({dim: {score, reason} | {unscored: reason}}), `rubric_dims` (rubric v2
+    alone) and `dims` (combined); the averages are recomputed and rubric v2's kept as `rubric_only`."""
     from rich.progress import Progress
 
     endpoint = Endpoint(
@@ -373,7 +373,7 @@ def apply_judge(
         "dims": dims,
         "calls": len(requests),
         "unscored": unscored,
-        "combined": "each judged dimension is min(judge score, rubric v1 score): the judge's score unless a "
-        "deterministic detector capped the dimension lower; an unscored dimension keeps rubric v1's score",
+        "combined": "each judged dimension is min(judge score, rubric v2 score): the judge's score unless a "
+        "deterministic detector capped the dimension lower; an unscored dimension keeps rubric v2's score",
     }
     return scores

@@ -1,4 +1,4 @@
-"""Rubric v1: five dimensions, 0–2 each, a total out of 10 per answer.
+"""Rubric v2: five dimensions, 0–2 each, a total out of 10 per answer.
 
 | dim | name | what costs points |
 | D1 | identity | identity collapse, naming itself as someone else, names the card never mentions (invented
@@ -8,9 +8,12 @@
 | D4 | behavioural cleanliness | template tokens, task-planning or tool-call text, system prompt pasted |
 | D5 | coherence / completeness | truncated, repetition loops, too short to be an answer |
 
-Version 1 is deterministic detectors driven by the persona card: every dimension starts at 2 and each
+Version 1 was deterministic detectors driven by the persona card: every dimension starts at 2 and each
 detector that fires caps it, recording its evidence (detector name and the matched text), so every point
-lost can be traced. Contradictions within an answer are not detected in v1. Reached through
+lost can be traced. Version 2 adds word salad (invented words, molting.evaluate.nonwords; word order under a
+reference model, molting.evaluate.fluency, when `score_responses` is given a FluencyCheck) and forbidden
+claims made through a pronoun or a relative clause (molting.card.claims.resolve_references).
+Contradictions within an answer are not detected. Reached through
 `Scorer.score` (one answer) and `score_responses` (a file's worth, the `molt score` format, with
 per-question means and confidence intervals; probes from `molting.card.probe_questions` add their own checks).
 `labelled_agreement` holds the detectors to a hand-labelled set (tests/fixtures/labelled/).
@@ -716,7 +719,7 @@ class AnswerEntry(TypedDict):
     passed: NotRequired[bool]  # probes: no detector the probe fails on fired
     similarity: NotRequired[dict[str, float | None]]  # embedding similarity to the reference and persona
     fluency: NotRequired[dict[str, float | int | None]]  # nll, shuffled_nll, order_ratio, tokens (FluencyCheck)
-    rubric_dims: NotRequired[dict[str, int]]  # with a judge: rubric v1's own scores
+    rubric_dims: NotRequired[dict[str, int]]  # with a judge: rubric v2's own scores
     judge: NotRequired[dict[str, dict[str, Any]]]  # with a judge: its verdict per dimension
 
 
@@ -883,7 +886,7 @@ def _dimension_means(summaries: list[dict]) -> dict[str, float | None]:
 
 
 # The hand-labelled set (tests/fixtures/labelled/): answers with D1–D5 given by a person, against which
-# rubric v1 is held (tests/evaluate/test_agreement.py, bench/agreement.py).
+# rubric v2 is held (tests/evaluate/test_agreement.py, bench/agreement.py).
 LABEL_LEVELS = (0, 1, 2)
 
 

@@ -6,7 +6,7 @@ Reached through `eval_run(run_dir, eval_id, use_adapter, ...)`, in three steps t
    to eval/<eval-id>/responses.partial.jsonl (flushed and fsynced), keyed by answer id, seed and a hash of
    everything that shapes the answer, so an interrupted evaluation (Ctrl-C, kill -9) started again reuses
    every finished answer and generates only the rest;
-2. scores: rubric v1 per answer, per-question means with 95% bootstrap intervals, probes apart, and the
+2. scores: rubric v2 per answer, per-question means with 95% bootstrap intervals, probes apart, and the
    embedding similarity beside them;
 3. writing: responses.jsonl and scores.json atomically, then the partial file is removed, unless a server left
    answers out: then it stays, and the same command asks again only for those. With no answer scored at all

@@ -1,5 +1,5 @@
 """`molt score`: score the answers of any model, read from JSONL lines `{"id": "Q1", "response": "..."}`
-(optional `answer_id`), with rubric v1 and optionally the LLM judge.
+(optional `answer_id`), with rubric v2 and optionally the LLM judge.
 
 Every bad line is reported as file:line; ids must be questions of the suite. An optional
 `finish_reason` ("stop" or "length") lets the scorer tell a truncated answer for certain.
@@ -98,7 +98,7 @@ def score_file(
             raise UserError(f"--judge-url/--judge-model/--judge-timeout/--judge-concurrency: {e}") from None
         if not judge.enabled:
             raise UserError("--judge-model needs --judge-url (the judge's endpoint).")
-        # the judge scores the suite's answers; probes keep rubric v1 and their own checks
+        # the judge scores the suite's answers; probes keep rubric v2 and their own checks
         suite_rows = [r for r in rows if r["id"] in questions.by_id]
         apply_judge(scores, suite_rows, card, questions.by_id, judge, Path(out).parent / "judge_cache")
         refresh_question_summary(scores)

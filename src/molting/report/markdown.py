@@ -152,7 +152,7 @@ def _judge_section(scores: dict) -> list[str]:
         lines += [
             f"LLM judge `{judge['model']}` ({judge['rubric']}) on {', '.join(judge['dims'])}: {judge['calls']} calls, "
             f"{judge['unscored']} left unscored. Scores above are combined: {judge['combined']}"
-            + (f" (rubric v1 alone: {before:.2f}/10)." if before is not None else "."),
+            + (f" (rubric v2 alone: {before:.2f}/10)." if before is not None else "."),
             "",
         ]
     for missing in scores.get("no_answer", []):
@@ -370,7 +370,7 @@ def build_report(run: RunFiles) -> str:
             questions = {}
     if evals:
         out += [
-            "## Rubric v1",
+            "## Rubric v2",
             "",
             "Dimensions: "
             + "; ".join(f"{d} {n}" for d, n in DIMENSION_NAMES.items())
