@@ -28,7 +28,7 @@ def test_the_report_reads_an_answer_holding_a_line_separator(tmp_path):
     assert "\u2028" in (run / "eval" / "final" / "responses.jsonl").read_text(encoding="utf-8")
     record = read_run(run)
     assert all("\u2028" in r["response"] for r in record.evals["final"].responses)
-    assert "## Rubric v1" in build_report(record)
+    assert "## Rubric v2" in build_report(record)
 
 
 def test_import_counts_lines_not_separators(tmp_path):

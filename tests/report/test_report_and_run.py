@@ -20,7 +20,7 @@ def test_report_has_the_logs_sections(trained_run):
         "## Config",
         "## Prompt tokens",
         "## Loss",
-        "## Rubric v1",
+        "## Rubric v2",
         "### Trained vs untrained base",
         "## Machine",
     ):

@@ -29,6 +29,9 @@ from pathlib import Path
 from molting.io import build_dir_once, sha256_file, sha256_text
 from molting.models.builtin_base import SEED, ZEPHYR_TEMPLATE, _corpus_lines, _pretraining_documents, cache_dir
 
+# molting.models.model_configs' shipped hub configs (not imported: model_configs imports resolve, which imports us)
+SHIPPED = Path(__file__).parent / "shipped_configs"
+
 RECIPE_VERSION = 1  # bump when anything below changes what gets built
 
 
@@ -114,7 +117,6 @@ def family_names() -> list[str]:
 def family_path(spec: str) -> Path:
     """The model directory of `builtin:<family>`, building it on first use (seconds to a minute)."""
     from molting.export.llama_cpp_tools import fetch_model_files
-    from molting.models.model_configs import SHIPPED
 
     name = spec.split(":", 1)[1]
     family = FAMILIES[name]

@@ -160,6 +160,21 @@ def _judge_section(scores: dict) -> list[str]:
     return lines
 
 
+def _fluency_lines(fluency: dict | None) -> list[str]:
+    """The fluency pass in a sentence: the reference model, the mean figures and the threshold, or why it was
+    skipped (molting.evaluate.fluency)."""
+    if not fluency:
+        return []
+    if "skipped" in fluency:
+        return [f"Fluency: not read by a reference model ({fluency['skipped']}); invented words still count.", ""]
+    return [
+        f"Fluency read by {fluency['model']}: mean NLL {fluency['mean_nll']} per token, mean order ratio "
+        f"{fluency['mean_order_ratio']} (word salad at ≥ {fluency['thresholds']['salad']}; "
+        f"thresholds calibrated on {fluency['calibrated_on']}).",
+        "",
+    ]
+
+
 def _rubric_table(scores: dict, questions: dict[str, str]) -> str:
     """One row per question: the mean of its answers per dimension and in total, with the 95% interval
     when the question was answered more than once."""
@@ -421,6 +436,7 @@ def build_report(run: RunFiles) -> str:
                     f"{sim['persona_centroid_mean']}.",
                     "",
                 ]
+            out += _fluency_lines(scores.get("fluency"))
             out += ["Detectors fired (answers): " + ", ".join(f"{k} {fired.get(k, 0)}/{n}" for k in listed), ""]
             if scores.get("per_probe"):
                 probe_questions = {
