@@ -19,7 +19,8 @@ def main() -> None:
     parser.add_argument("--answers", type=int, default=48)
     parser.add_argument("--batch-sizes", default="1,8")
     args = parser.parse_args()
-    persona, questions, answers = load_labelled(EXAMPLE.parent.parent / "tests" / "fixtures" / "labelled" / "answers.yaml")
+    labelled = EXAMPLE.parent.parent / "tests" / "fixtures" / "labelled" / "answers.yaml"
+    persona, questions, answers = load_labelled(labelled)
     answers = answers[: args.answers]
     pairs = []
     for a in answers:

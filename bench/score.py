@@ -1,4 +1,5 @@
-"""Deterministic scoring speed: rubric v2 (without the fluency pass: bench/fluency.py) over 10,000 answers (target: at least 2,000 answers/s).
+"""Deterministic scoring speed: rubric v2 over 10,000 answers (target: at least 2,000 answers/s), without
+the fluency pass (bench/fluency.py).
 
 Run: .venv/bin/python bench/score.py [--answers 10000]
 The answers cycle through the suite's reference answers and the failure shapes a small persona model shows (identity
