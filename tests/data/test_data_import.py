@@ -407,3 +407,66 @@ def test_fastchat_sharegpt_sample_imports_whole(tmp_path):
     assert summary["format"] == "sharegpt" and summary["examples_written"] == 2
     assert summary["turns_skipped"] == {} and summary["parts_skipped"] == {} and summary["flagged"] == {}
     assert read_rows(out)[1]["messages"][1]["content"].startswith("My name is Vicuna")
+
+
+def test_stanford_alpaca_sample_imports_with_the_nooutput_record_counted(tmp_path):
+    source = SAMPLES / "stanford_alpaca_data.json"
+    records = json.loads(source.read_text(encoding="utf-8"))
+    out = tmp_path / "data.jsonl"
+    summary = import_conversations(source, out, ImportOptions())
+    assert summary["format"] == "alpaca" and summary["records"] == len(records)
+    # "Render a 3D model of a house" is answered "<nooutput> …": no answer to learn, so no example
+    assert summary["turns_skipped"] == {"alpaca_nooutput": 1, "question_without_answer": 1}
+    assert summary["skipped"] == {"no_exchange": 1} and summary["examples_written"] == len(records) - 1
+    rows = read_rows(out)
+    with_input = next(r for r in records if r["input"] == "Twitter, Instagram, Telegram")
+    row = next(r for r in rows if r["messages"][0]["content"].startswith(with_input["instruction"]))
+    # LLaMA-Factory's joining: the instruction, a newline, the input
+    assert row["messages"] == [
+        {"role": "user", "content": f"{with_input['instruction']}\n{with_input['input']}"},
+        {"role": "assistant", "content": with_input["output"]},
+    ]
+    assert not any("<nooutput>" in m["content"] for r in rows for m in r["messages"])
+    assert len(load_dataset(out, CARD_PROMPT)) == len(records) - 1
+
+
+def test_llamafactory_alpaca_demo_and_its_system_and_history(tmp_path):
+    out = tmp_path / "demo.jsonl"
+    summary = import_conversations(SAMPLES / "llamafactory_alpaca_en_demo.json", out, ImportOptions())
+    assert summary["format"] == "alpaca" and summary["examples_written"] == 10
+    assert read_rows(out)[5]["messages"][0]["content"].endswith("\nSide 1 = 4\nSide 2 = 6\nSide 3 = 8")
+
+    out = tmp_path / "history.jsonl"
+    import_conversations(SAMPLES / "llamafactory_alpaca_readme_example.json", out, ImportOptions(system="keep"))
+    (row,) = read_rows(out)
+    assert [(m["role"], m["content"]) for m in row["messages"]] == [
+        ("system", "system prompt (optional)"),
+        ("user", "user instruction in the first round (optional)"),
+        ("assistant", "model response in the first round (optional)"),
+        ("user", "user instruction in the second round (optional)"),
+        ("assistant", "model response in the second round (optional)"),
+        ("user", "user instruction (required)\nuser input (optional)"),
+        ("assistant", "model response (required)"),
+    ]
+
+
+def test_alpaca_forced_and_malformed_records_named_by_position(tmp_path):
+    source = tmp_path / "alpaca.jsonl"
+    source.write_text(
+        json.dumps({"instruction": "Say hi", "output": "Hi!"})
+        + "\n"
+        + json.dumps({"instruction": "Say bye", "output": "Bye!", "history": [["only the question"]]})
+        + "\n"
+        + json.dumps({"instruction": "Count", "output": ["1", "2"]})
+        + "\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(UserError) as e:
+        import_conversations(source, tmp_path / "out.jsonl", ImportOptions(format="alpaca"))
+    assert f"{source}:2: history[0]: expected an [instruction, response] pair of texts" in str(e.value)
+    assert f"{source}:3: output: expected text, got list (format alpaca)." in str(e.value)
+    # read as sharegpt, the same file says what is missing, record by record
+    with pytest.raises(UserError, match=r"alpaca.jsonl:1: conversations: expected a list"):
+        import_conversations(source, tmp_path / "out.jsonl", ImportOptions(format="sharegpt"))
+    result = run_molt("data", "import", source, "--out", tmp_path / "cli.jsonl", "--format", "alpaca")
+    assert result.returncode == 2 and "history[0]" in result.stderr and "Traceback" not in result.stderr

@@ -78,7 +78,7 @@ def data():
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["openai", "sharegpt", "chatgpt", "claude", "prompt_completion"]),
+    type=click.Choice(["openai", "sharegpt", "chatgpt", "claude", "prompt_completion", "alpaca"]),
     help="Format of SOURCE. Default: detected from its first record.",
 )
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Keep conversations created on or after this day.")
@@ -134,8 +134,9 @@ def data_import(
     """Import the conversations in SOURCE (a chat export or a JSONL dataset) into molting's data.jsonl.
 
     \b
-    Formats: OpenAI messages JSONL, ShareGPT, the ChatGPT export's conversations.json (the branch you
-    last saw), the Claude export's conversations.json, prompt/completion JSONL.
+    Formats: OpenAI messages JSONL, ShareGPT (LLaMA-Factory's too), the ChatGPT export's
+    conversations.json (the branch you last saw), the Claude export's conversations.json,
+    prompt/completion JSONL, Alpaca instruction/input/output (with LLaMA-Factory's system and history).
     Every skipped conversation and turn is counted by reason; a malformed record stops the import with
     its position (file:line, or conversation index and id) unless --skip-malformed.
 

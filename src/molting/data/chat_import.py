@@ -1,6 +1,6 @@
 """`molt data import`: conversations from the formats people have, into molting's data.jsonl.
 
-Reached through `import_conversations(path, out, ImportOptions(...))`. Five formats, detected from the
+Reached through `import_conversations(path, out, ImportOptions(...))`. Six formats, detected from the
 first record unless given:
 
 - `openai`: JSONL or a JSON list, `{"messages": [{"role", "content"}]}`; content may be a list of parts
@@ -13,7 +13,16 @@ first record unless given:
   (an export without `current_node` follows the latest leaf);
 - `claude`: the Claude data export's `conversations.json`, a list with `chat_messages`
   (`sender`: human|assistant, `text` and/or `content` parts, `created_at`);
-- `prompt_completion`: JSONL, `{"prompt", "completion"}`.
+- `prompt_completion`: JSONL, `{"prompt", "completion"}`;
+- `alpaca`: JSONL or a JSON list, `{"instruction", "input", "output"}` (Stanford Alpaca's alpaca_data.json),
+  with LLaMA-Factory's optional `system` and `history` (earlier `[instruction, response]` pairs, which
+  become earlier turns). The question is `instruction`, then a newline and `input` when there is one, as
+  LLaMA-Factory joins them; an `output` that starts with `<nooutput>` (Stanford's mark for an instruction a
+  text model cannot carry out) is left out and counted.
+
+LLaMA-Factory's sharegpt files read as `sharegpt` (their `function_call` and `observation` turns, a tool call
+and its result, are left out and counted like every tool turn, and the answer after them is tagged), and its
+"openai" variant of sharegpt (`messages` with `role`/`content`) reads as `openai`.
 
 Every conversation goes through the same steps: clean (hidden, tool and empty messages out; consecutive
 turns of one speaker merged), filter (date range, language, keyword, answer length), then split into
@@ -40,7 +49,7 @@ from molting.evaluate.rubric import LANGUAGE_NAMES, detect_language
 from molting.io import jsonl_lines, write_jsonl_atomic
 from molting.yaml_source import is_placeholder
 
-FORMATS = ("openai", "sharegpt", "chatgpt", "claude", "prompt_completion")
+FORMATS = ("openai", "sharegpt", "chatgpt", "claude", "prompt_completion", "alpaca")
 SHAREGPT_ROLES = {
     "human": "user",
     "user": "user",
@@ -160,6 +169,9 @@ def _from_openai(obj: dict, dropped: Counter, parts: Counter) -> list[dict]:
             continue
         if role == "developer":
             role = "system"
+        if role == "function_call":  # LLaMA-Factory's openai-style sharegpt: the assistant calling a tool
+            dropped["tool"] += 1
+            continue
         if role not in ("system", "user", "assistant"):
             raise Malformed(f"messages[{i}].role: unknown role {role!r}")
         left_out: Counter = Counter()
@@ -215,6 +227,34 @@ def _from_prompt_completion(obj: dict, dropped: Counter, parts: Counter) -> list
     if isinstance(obj.get("system"), str):
         out.insert(0, {"role": "system", "content": obj["system"]})
     return out
+
+
+def _from_alpaca(obj: dict, dropped: Counter, parts: Counter) -> list[dict]:
+    for key in ("instruction", "output"):
+        if not isinstance(obj.get(key), str):
+            raise Malformed(f"{key}: expected text, got {_kind(obj.get(key))}")
+    for key in ("input", "system"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise Malformed(f"{key}: expected text, got {_kind(obj[key])}")
+    history = obj.get("history") or []
+    if not isinstance(history, list):
+        raise Malformed(f"history: expected a list of [instruction, response] pairs, got {_kind(history)}")
+    out = [{"role": "system", "content": obj["system"]}] if obj.get("system") else []
+    for i, pair in enumerate(history):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise Malformed(f"history[{i}]: expected an [instruction, response] pair of texts, got {pair!r:.80}")
+        out += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    question = obj["instruction"] + ("\n" + obj["input"] if obj.get("input") else "")
+    out.append({"role": "user", "content": question})
+    if obj["output"].lstrip().startswith("<nooutput>"):
+        dropped["alpaca_nooutput"] += 1  # no answer to learn; the question stays, and is counted unanswered
+    else:
+        out.append({"role": "assistant", "content": obj["output"]})
+    return out
+
+
+def _kind(value) -> str:
+    return "nothing" if value is None else type(value).__name__
 
 
 def _latest_leaf(mapping: dict) -> str:
@@ -348,6 +388,7 @@ READERS: dict[str, Callable[[dict, Counter, Counter], list[dict]]] = {
     "chatgpt": _from_chatgpt,
     "claude": _from_claude,
     "prompt_completion": _from_prompt_completion,
+    "alpaca": _from_alpaca,
 }
 
 
@@ -360,6 +401,7 @@ def _guess_format(obj) -> str | None:
         ("conversations", "sharegpt"),
         ("messages", "openai"),
         ("completion", "prompt_completion"),
+        ("instruction", "alpaca"),
     ):
         if key in obj:
             return fmt
