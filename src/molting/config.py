@@ -370,7 +370,12 @@ class RunConfig:
         }
     )
     persona: str = field(metadata={"help": "Persona card (persona.yaml), relative to this file."})
-    data: str = field(metadata={"help": "Training conversations (data.jsonl), relative to this file."})
+    data: str | list[str] = field(
+        metadata={
+            "help": "Training conversations (data.jsonl), relative to this file; or a list of such files, read in "
+            "order as one dataset (errors name the file and line)."
+        }
+    )
     suite: str = field(metadata={"help": "Evaluation questions (suite.yaml), relative to this file."})
     chat_template: str | None = field(
         default=None,
@@ -435,8 +440,14 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     doc = YamlDoc(doc.path, apply_overrides(doc.data, list(overrides)), doc.lines)
     config = build(RunConfig, doc)
     base_dir = Path(path).resolve().parent
-    for name in ("persona", "data", "suite"):
+    for name in ("persona", "suite"):
         setattr(config, name, str((base_dir / getattr(config, name)).resolve()))
+    if isinstance(config.data, list):
+        if not config.data:
+            raise UserError(f"{doc.where(('data',))}: data: an empty list; name at least one data.jsonl.")
+        config.data = [str((base_dir / p).resolve()) for p in config.data]
+    else:
+        config.data = str((base_dir / config.data).resolve())
     if config.preference_data:
         config.preference_data = str((base_dir / config.preference_data).resolve())
     if config.fluency.calibration:

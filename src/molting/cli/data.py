@@ -371,7 +371,12 @@ def data_curate(
         quiet_libraries()
         cfg = load_config(config, overrides)
         persona, suite = persona or cfg.persona, suite or cfg.suite
-        data_file = data_file or cfg.data
+        if not data_file and isinstance(cfg.data, list) and len(cfg.data) > 1:
+            raise UserError(
+                f"{config}: data lists {len(cfg.data)} files ({', '.join(cfg.data)}); molt data curate reads one: "
+                f"give it as DATA, e.g. molt data curate {cfg.data[0]} --config {config}."
+            )
+        data_file = data_file or (cfg.data[0] if isinstance(cfg.data, list) else cfg.data)
         tokenizer, max_length = config_tokenizer(cfg)
     missing = [n for n, v in (("DATA", data_file), ("--persona", persona), ("--suite", suite)) if not v]
     if missing:

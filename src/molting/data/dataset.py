@@ -1,10 +1,15 @@
 """The training conversations (data.jsonl): one conversation per line in OpenAI `messages` format.
 
-Reached through `load_dataset(path, train_system_prompt)`. Every malformed line is reported as
-`file:line: what is wrong`, all of them at once. The persona card's short training prompt is added as the
-system message unless a line carries its own.
+Reached through `load_dataset(paths, train_system_prompt)`: one file, or the list `data:` gives in molt.yaml,
+read in order. Every malformed line is reported as `file:line: what is wrong`, all of them at once. The
+persona card's short training prompt is added as the system message unless a line carries its own.
+
+An assistant message may carry OpenAI's fine-tuning `"weight": 0` or `1`: a weight-0 answer stays in the
+conversation as context but is not trained on (its tokens get no loss; `chat_format.tokenize_conversation`
+leaves them out of the mask). Messages keep `weight` only when it is 0.
 """
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +23,16 @@ LINE_FIELDS = ("messages", "tags")
 
 @dataclass
 class Conversation:
-    line: int  # 1-based line in data.jsonl
-    messages: list[dict]  # with the system prompt in front
+    line: int  # 1-based line in its file
+    messages: list[dict]  # with the system prompt in front; a weight-0 answer carries "weight": 0
     tags: list[str] = field(default_factory=list)
     own_system_prompt: bool = False  # the line carried its own system message
+    path: str = ""  # the data file it comes from (one of `data:`'s)
+
+    @property
+    def where(self) -> str:
+        """`file:line`, for messages that point at it."""
+        return f"{self.path}:{self.line}"
 
 
 def _line_problems(obj, where: str) -> list[str]:
@@ -41,10 +52,19 @@ def _line_problems(obj, where: str) -> list[str]:
         if not isinstance(m, dict):
             problems.append(f"{at}: expected an object with role and content.")
             continue
-        extra = [k for k in m if k not in ("role", "content")]
+        extra = [k for k in m if k not in ("role", "content", "weight")]
         if extra:
-            problems.append(f"{at}: unknown field {extra[0]!r} (allowed: role, content).")
+            problems.append(f"{at}: unknown field {extra[0]!r} (allowed: role, content, weight).")
         role = m.get("role")
+        if "weight" in m:
+            weight = m["weight"]
+            if role != "assistant":
+                problems.append(f"{at}.weight: only an assistant message has a weight (what is trained); remove it.")
+            elif type(weight) is not int or weight not in (0, 1):
+                problems.append(
+                    f"{at}.weight: {json.dumps(weight)}; use 0 (context only, not trained on) or 1 (trained on, "
+                    "the default)."
+                )
         if role not in ROLES:
             problems.append(f"{at}.role: unknown role {role!r}; use one of {', '.join(ROLES)}.")
         elif role == "system" and i != 0:
@@ -62,25 +82,47 @@ def _line_problems(obj, where: str) -> list[str]:
             f"{where}: the conversation ends with a {roles[-1]!r} message; it must end with the assistant's "
             "answer (that is what gets trained)."
         )
+    elif roles and all(m.get("weight") == 0 for m in messages if isinstance(m, dict) and m.get("role") == "assistant"):
+        problems.append(
+            f"{where}: every assistant message has weight 0, so nothing in it is trained; give one weight 1, or "
+            "remove the line."
+        )
     return problems
 
 
-def load_dataset(path: str | Path, train_system_prompt: str) -> list[Conversation]:
-    path = Path(path)
-    parsed, problems = read_jsonl(path, "Check `data` in molt.yaml (relative to the config file).")
+def data_files(paths: str | Path | list) -> list[Path]:
+    """The data files of `data:`: one path, or a list of them."""
+    return [Path(p) for p in paths] if isinstance(paths, list | tuple) else [Path(paths)]
+
+
+def load_dataset(paths: str | Path | list, train_system_prompt: str) -> list[Conversation]:
+    """The conversations of every file in `paths`, in order; every problem in every file at once."""
+    problems: list[str] = []
     conversations: list[Conversation] = []
-    for n, obj in parsed:
-        line_problems = _line_problems(obj, f"{path}:{n}")
-        if line_problems:
-            problems.extend(line_problems)
-            continue
-        messages = [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
-        own = messages[0]["role"] == "system"
-        if not own:
-            messages.insert(0, {"role": "system", "content": train_system_prompt.strip()})
-        conversations.append(Conversation(n, messages, obj.get("tags", []), own))
+    for path in data_files(paths):
+        parsed, file_problems = read_jsonl(path, "Check `data` in molt.yaml (relative to the config file).")
+        problems += file_problems
+        found = 0
+        for n, obj in parsed:
+            line_problems = _line_problems(obj, f"{path}:{n}")
+            if line_problems:
+                problems.extend(line_problems)
+                continue
+            messages = [_message(m) for m in obj["messages"]]
+            own = messages[0]["role"] == "system"
+            if not own:
+                messages.insert(0, {"role": "system", "content": train_system_prompt.strip()})
+            conversations.append(Conversation(n, messages, obj.get("tags", []), own, str(path)))
+            found += 1
+        if not found and not file_problems and not parsed:
+            problems.append(f'{path}: no conversations. Add one JSON object per line: {{"messages": [...]}}.')
     if problems:
         raise UserError(problems)
-    if not conversations:
-        raise UserError(f'{path}: no conversations. Add one JSON object per line: {{"messages": [...]}}.')
     return conversations
+
+
+def _message(m: dict) -> dict:
+    message = {"role": m["role"], "content": m["content"]}
+    if m.get("weight") == 0:
+        message["weight"] = 0
+    return message

@@ -4,9 +4,10 @@ TRL builds assistant-only labels only for templates with `{% generation %}` mark
 template has none. molting instead renders each conversation prefix with `apply_chat_template` (so the
 template is the model's own, never hand-written: a hand-written one ending turns with `<|endoftext|>` on a
 model that stops at `</s>` trains a model that never stops), finds each assistant
-turn's character span, and marks the tokens inside it, up to and including the end-of-turn token. The
-same function feeds the preflight's budget and EOS checks and the trainer, so what is checked is exactly
-what is trained.
+turn's character span, and marks the tokens inside it, up to and including the end-of-turn token; an
+assistant message with OpenAI's `"weight": 0` is located the same way but left unmarked (context, not
+trained on: TRL labels its tokens -100). The same function feeds the preflight's budget and EOS checks
+and the trainer, so what is checked is exactly what is trained.
 """
 
 from dataclasses import dataclass, field
@@ -15,7 +16,14 @@ from molting.errors import UserError
 
 
 def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    # the template sees role and content only: `weight` decides the mask, not the text
+    messages = [{k: v for k, v in m.items() if k != "weight"} for m in messages]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def supervised(message: dict) -> bool:
+    """An assistant message that is trained on: every one but those with OpenAI's `"weight": 0`."""
+    return message["role"] == "assistant" and message.get("weight", 1) != 0
 
 
 def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
@@ -27,8 +35,8 @@ def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
 @dataclass
 class TokenizedConversation:
     input_ids: list[int]
-    assistant_mask: list[int]  # 1 where the token is supervised (assistant content + end-of-turn)
-    assistant_turns: list[tuple[int, int]]  # token spans [start, end) of each assistant turn
+    assistant_mask: list[int]  # 1 where the token is supervised (assistant content + end-of-turn, weight 1)
+    assistant_turns: list[tuple[int, int]]  # token spans [start, end) of each assistant turn, weight 0 included
     role_tokens: dict[str, int] = field(default_factory=dict)  # tokens per role, template tokens included
     text: str = ""
     assistant_chars: list[tuple[int, int]] = field(default_factory=list)  # the same turns in `text`
@@ -57,6 +65,7 @@ def tokenize_conversation(tokenizer, messages: list[dict]) -> TokenizedConversat
     closing = closing_text(tokenizer)
     role_spans: list[tuple[str, int, int]] = []
     assistant_chars: list[tuple[int, int]] = []
+    trained: list[bool] = []  # per assistant turn: its tokens go in the mask (weight 1)
     previous_end = 0
     for i, message in enumerate(messages):
         upto = render(tokenizer, messages[: i + 1])
@@ -73,6 +82,7 @@ def tokenize_conversation(tokenizer, messages: list[dict]) -> TokenizedConversat
             start = len(prompt) if full.startswith(prompt) else previous_end
             end = len(upto.rstrip())  # the turn ends with its end-of-turn token, not the newline after it
             assistant_chars.append((start, end))
+            trained.append(supervised(message))
         role_spans.append((message["role"], previous_end, len(upto)))
         previous_end = len(upto)
 
@@ -81,10 +91,10 @@ def tokenize_conversation(tokenizer, messages: list[dict]) -> TokenizedConversat
     offsets = encoding["offset_mapping"]
     mask = [0] * len(input_ids)
     turns = []
-    for start, end in assistant_chars:
+    for (start, end), train in zip(assistant_chars, trained, strict=True):
         idx = [t for t, (s, e) in enumerate(offsets) if e > s and start <= s < end]
         for t in idx:
-            mask[t] = 1
+            mask[t] = int(train)
         turns.append((idx[0], idx[-1] + 1) if idx else (0, 0))
     role_tokens: dict[str, int] = {}
     for s, _ in offsets:
@@ -126,6 +136,4 @@ def tokenize_for_training(tokenizer, messages: list[dict]) -> list[TokenizedConv
     try:
         return [tokenize_conversation(tokenizer, messages)]
     except PrefixMismatch:
-        return [
-            tokenize_last_turn(tokenizer, messages[: i + 1]) for i, m in enumerate(messages) if m["role"] == "assistant"
-        ]
+        return [tokenize_last_turn(tokenizer, messages[: i + 1]) for i, m in enumerate(messages) if supervised(m)]

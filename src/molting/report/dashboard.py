@@ -79,7 +79,8 @@ def list_runs(runs_dir: Path) -> list[dict]:
             {
                 "name": path.name,
                 "base_model": config.get("base_model"),
-                "dataset": (Path(data).name if data else "") + (f" ({examples} conversations)" if examples else ""),
+                "dataset": ", ".join(Path(d).name for d in (data if isinstance(data, list) else [data] if data else []))
+                + (f" ({examples} conversations)" if examples else ""),
                 "average": f"{record.average:.2f} ({record.eval_id})" if record.average is not None else "–",
                 "evals": ids,
                 "date": when,

@@ -64,8 +64,14 @@ def peak_memory_mb(device: str) -> dict:
     return out
 
 
-def inputs_record(persona: str, data: str, suite: str) -> dict:
+def inputs_record(persona: str, data: str | list[str], suite: str) -> dict:
+    """Path and sha256 of each input; `data` is a list of them when molt.yaml lists several files."""
+
+    def record(p: str) -> dict:
+        return {"path": str(p), "sha256": sha256_file(p)}
+
     return {
-        name: {"path": str(p), "sha256": sha256_file(p)}
-        for name, p in (("persona", persona), ("data", data), ("suite", suite))
+        "persona": record(persona),
+        "data": [record(p) for p in data] if isinstance(data, list) else record(data),
+        "suite": record(suite),
     }

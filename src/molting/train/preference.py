@@ -89,11 +89,11 @@ def orpo_rows(tokenizer, pairs, conversations) -> list[dict]:
     would prepend BOS and append EOS after the template's trailing newline), labels on the answer up to and
     including its end-of-turn token.
     """
-    from molting.models.chat_format import encode_prompt, tokenize_conversation
+    from molting.models.chat_format import encode_prompt, supervised, tokenize_conversation
 
     examples = [(p.prompt, p.chosen, p.rejected) for p in pairs]
     for conv in conversations:
-        last = max(i for i, m in enumerate(conv.messages) if m["role"] == "assistant")
+        last = max(i for i, m in enumerate(conv.messages) if supervised(m))  # a weight-0 answer is context
         answer = [conv.messages[last]]
         examples.append((conv.messages[:last], answer, answer))
     rows = []

@@ -31,7 +31,7 @@ from molting.data.preference_pairs import GENERATED, PEOPLE, load_pairs
 from molting.errors import UserError
 from molting.findings import Finding
 from molting.models.base_model import load_tokenizer
-from molting.models.chat_format import encode_prompt, render, tokenize_for_training
+from molting.models.chat_format import encode_prompt, render, supervised, tokenize_for_training
 from molting.models.resolve import resolve_base
 
 
@@ -127,13 +127,14 @@ def optimizer_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: f
     }
 
 
-def check_forbidden_in_training(persona: Persona, conversations: list[Conversation], data_path: str) -> list[Finding]:
-    """A warning per training answer that makes a forbidden claim, even negated: training on "o João não é
-    meu filho" teaches "meu filho" (Kassner & Schütze 2020: small models learn the words, not the negation)."""
+def check_forbidden_in_training(persona: Persona, conversations: list[Conversation]) -> list[Finding]:
+    """A warning per trained answer that makes a forbidden claim, even negated: training on "o João não é
+    meu filho" teaches "meu filho" (Kassner & Schütze 2020: small models learn the words, not the negation).
+    A weight-0 answer is context, not trained on, and is not read."""
     findings = []
     for conv in conversations:
         for m in conv.messages:
-            if m["role"] != "assistant":
+            if not supervised(m):
                 continue
             for found in claims_in_text(persona, m["content"]):
                 if found.negated:
@@ -149,7 +150,7 @@ def check_forbidden_in_training(persona: Persona, conversations: list[Conversati
                     Finding(
                         "warning",
                         "negated_claims",
-                        f"{data_path}:{conv.line}: the assistant's answer {why}. State the fact positively instead "
+                        f"{conv.where}: the assistant's answer {why}. State the fact positively instead "
                         "and push the claim down with preference pairs: `molt augment CONFIG` writes both "
                         "(corrective.jsonl, pairs.jsonl; train with train.method: sft+dpo or orpo).",
                     )
@@ -184,7 +185,7 @@ def check_steps(steps: dict, min_steps: int, warmup_steps: int) -> list[Finding]
 
 
 def token_budget(
-    tokenizer, conversations: list[Conversation], max_length: int, data_path: str, allow_truncation: bool
+    tokenizer, conversations: list[Conversation], max_length: int, allow_truncation: bool
 ) -> tuple[TokenBudget, list[dict], list[Finding]]:
     per_example = []
     findings = []
@@ -197,6 +198,7 @@ def token_budget(
         lost = sum(tokenized.assistant_mask[max_length:])
         per_example.append(
             {
+                "file": conv.path,
                 "line": conv.line,
                 "tokens": n,
                 **{f"{r}_tokens": c for r, c in tokenized.role_tokens.items()},
@@ -211,17 +213,17 @@ def token_budget(
                 Finding(
                     "warning" if allow_truncation else "error",
                     "token_budget",
-                    f"{data_path}:{conv.line}: {n} tokens > max_length {max_length}; truncation would cut {lost} "
+                    f"{conv.where}: {n} tokens > max_length {max_length}; truncation would cut {lost} "
                     "assistant tokens, so the model learns to stop mid-answer. Raise train.max_length, shorten "
                     "the example, or pass --allow-truncation.",
                 )
             )
     if split:
-        split_conversations = {e["line"] for e in per_example if "prompt_tokens" in e}
+        split_conversations = {(e["file"], e["line"]) for e in per_example if "prompt_tokens" in e}
         whole_tokens = sum(
             len(tokenizer(render(tokenizer, c.messages), add_special_tokens=False)["input_ids"])
             for c in conversations
-            if c.line in split_conversations
+            if (c.path, c.line) in split_conversations
         )
         findings.append(
             Finding(
@@ -268,14 +270,14 @@ def check_template(
             last = tokenized.input_ids[end - 1] if end > start else None
             if last != tokenizer.eos_token_id:
                 found = "nothing" if last is None else f"{tokenizer.convert_ids_to_tokens(last)!r} ({last})"
-                bad_turns.append((conv.line, tokenized.text[max(0, char_end - 24) : char_end], found))
+                bad_turns.append((conv.where, tokenized.text[max(0, char_end - 24) : char_end], found))
     if bad_turns:
         line, tail, found = bad_turns[0]
         findings.append(
             Finding(
                 "error",
                 "template",
-                f"{len(bad_turns)} assistant turn(s) (first at data line {line}, ending {tail!r}) end with {found}, "
+                f"{len(bad_turns)} assistant turn(s) (first at {line}, ending {tail!r}) end with {found}, "
                 f"not the end-of-turn token {eos!r} ({tokenizer.eos_token_id}) generation stops on: the model would "
                 "never learn to stop, and generation would run on to max_new_tokens. Use the base's own chat "
                 "template (drop `chat_template` from molt.yaml) or fix it.",
@@ -302,7 +304,7 @@ def check_template(
             Finding(
                 "error",
                 "template",
-                f"data line {conv.line}: the inference prompt does not tokenize as a prefix of the training "
+                f"{conv.where}: the inference prompt does not tokenize as a prefix of the training "
                 "sequence, so the model would be asked questions in a format it was not trained on.",
             )
         )
@@ -582,9 +584,10 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
     tokenizer = load_tokenizer(config.base_model, config.chat_template)
     eos_ids, context_window = _model_facts(config, tokenizer)
 
-    budget, examples, findings = token_budget(tokenizer, conversations, config.train.max_length, config.data, allow)
-    by_line = {conv.line: conv for conv in conversations}
-    example_conversations = [by_line[e["line"]] for e in examples]  # a conversation split per turn, once per turn
+    budget, examples, findings = token_budget(tokenizer, conversations, config.train.max_length, allow)
+    by_line = {(conv.path, conv.line): conv for conv in conversations}
+    # a conversation split per turn comes once per turn
+    example_conversations = [by_line[e["file"], e["line"]] for e in examples]
     template, template_findings = check_template(tokenizer, eos_ids, examples, example_conversations)
     trainable_tokens, token_findings = check_token_rows(config, tokenizer)
     findings += token_findings
@@ -610,7 +613,7 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
         + check_steps(steps, config.check.min_steps, config.train.warmup_steps)
         + memory_findings
     )
-    findings += check_forbidden_in_training(persona, conversations, config.data)
+    findings += check_forbidden_in_training(persona, conversations)
     tags: dict[str, int] = {}
     for conv in conversations:
         for tag in conv.tags:
