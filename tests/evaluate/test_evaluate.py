@@ -1,6 +1,7 @@
 """`molt eval`: batched generation with the inference prompt, responses.jsonl and scores.json."""
 
 import json
+import re
 
 from conftest import run_molt
 from typed_results import assert_shape
@@ -74,6 +75,9 @@ def test_eval_cli_prints_the_rubric_table(trained_run):
     result = run_molt("eval", trained_run, "--id", "cli")
     assert result.returncode == 0, result.stderr
     assert "Average" in result.stdout and (trained_run / "eval" / "cli" / "scores.json").is_file()
+    # stderr is a pipe here, as in a CI log: the load and the answers still show progress, as plain lines
+    assert "loading builtin:tiny (float32, cpu) …" in result.stderr
+    assert re.search(r"^answering \(cli\): (\d+)/\1 answers \(100%\), .* elapsed$", result.stderr, re.M), result.stderr
 
 
 def test_eval_of_a_missing_run_is_a_user_error(tmp_path):

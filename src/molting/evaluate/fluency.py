@@ -33,7 +33,6 @@ import hashlib
 import json
 import math
 import random
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -314,12 +313,11 @@ def measure_fluency(
     known = {pair: cache.get(*pair) for pair in known}
     missing = sorted(pair for pair, hit in known.items() if hit is None)
     if missing:
-        from rich.progress import Progress
+        from molting.progress import bar
 
         reference = reference or ReferenceModel(model_spec, batch_size)
-        with Progress(disable=not show_progress, transient=True, console=_stderr_console()) as progress:
-            task = progress.add_task(f"fluency under {model_spec}", total=len(missing))
-            scored = reference.score(missing, lambda n: progress.advance(task, n))
+        with bar(f"fluency under {model_spec}", len(missing), unit="texts", disable=not show_progress) as progress:
+            scored = reference.score(missing, progress.advance)
         for pair, result in zip(missing, scored, strict=True):
             known[pair] = result
             cache.put(*pair, result)
@@ -369,9 +367,3 @@ def fluency_for_rows(
     measured, _, computed = measure_fluency(pairs, model_spec, batch_size, show_progress)
     by_answer = dict(zip(answer_ids, measured, strict=True))
     return FluencyCheck(by_answer, calibration, model_spec, time.time() - started, computed)
-
-
-def _stderr_console():
-    from rich.console import Console
-
-    return Console(file=sys.stderr)

@@ -104,12 +104,11 @@ def probe_and_write(
 ) -> dict:
     """Run the probes and write out_dir/logprob.json (atomically), with `about` (eval id, model) on top;
     returns the report."""
-    from rich.progress import Progress
+    from molting.progress import bar
 
     total = sum(len(c.probes) for c in persona.forbidden_claims)
-    with Progress(disable=not show_progress or total == 0) as progress:
-        task = progress.add_task("log-prob probes", total=total)
-        report = probe_margins(model, tokenizer, persona, on_probe=lambda: progress.advance(task))
+    with bar("log-prob probes", total, unit="probes", disable=not show_progress) as progress:
+        report = probe_margins(model, tokenizer, persona, on_probe=progress.advance)
     report = {**about, **report}
     write_json_atomic(EvalPaths(Path(out_dir)).logprob, report)
     return report

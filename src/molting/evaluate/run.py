@@ -285,7 +285,7 @@ def eval_run(
     LLM judge after the rubric (default: the config's `judge:` section). `endpoint`: take the answers from
     an OpenAI-compatible server instead of the local model (`--backend openai`), `concurrency` requests at
     once. Raises UserError, after writing the files, when no answer could be scored."""
-    from rich.progress import Progress
+    from molting.progress import bar
 
     run_dir = Path(run_dir)
     settings = generation_settings(load_resolved_config(run_dir).generation, samples, temperature, list(overrides))
@@ -314,8 +314,7 @@ def eval_run(
     if endpoint is not None:
         fingerprint = sha256_text(f"{fingerprint}|{endpoint.url}|{endpoint.model}")
     started = time.time()
-    with Progress(disable=not show_progress) as progress:
-        task = progress.add_task(f"answering ({eval_id})", total=len(asks))
+    with bar(f"answering ({eval_id})", len(asks), unit="answers", disable=not show_progress) as progress:
         all_rows, reused = answer_all(
             model,
             tokenizer,
@@ -325,7 +324,7 @@ def eval_run(
             eos_ids,
             out / PARTIAL,
             fingerprint,
-            on_answers=lambda n: progress.advance(task, n),
+            on_answers=progress.advance,
             endpoint=endpoint,
             concurrency=concurrency,
         )

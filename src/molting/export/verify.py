@@ -200,8 +200,9 @@ def verify_export(
     run_dir: str | Path, target: str, max_new_tokens: int | None = None, show_progress: bool = True
 ) -> dict:
     """Verify RUN's export to `target` (see the module docstring). `max_new_tokens` defaults to the run's."""
-    from rich.progress import Progress
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from molting.progress import bar
 
     run_dir = Path(run_dir)
     paths = RunPaths(run_dir)
@@ -225,11 +226,11 @@ def verify_export(
     started = time.time()
     answers: dict[str, list[dict]] = {}
     extra: dict[str, dict] = {}
-    with Progress(disable=not show_progress) as progress:
-        task = progress.add_task("verifying the export", total=len(prompts) * (2 + 2 * len(ggufs)))
+    total = len(prompts) * (2 + 2 * len(ggufs))
+    with bar("verifying the export", total, unit="answers", disable=not show_progress) as progress:
 
         def advance():
-            progress.advance(task)
+            progress.advance()
 
         model, tokenizer = load_adapter_model(run_dir, merge=False)
         from molting.models.base_model import eos_token_ids

@@ -11,6 +11,7 @@ from molting.errors import UserError
 from molting.models.hardware import cpu_supports_bf16
 from molting.models.model_configs import shipped_config
 from molting.models.resolve import resolve_base
+from molting.progress import step
 
 
 def _load_error(spec: str, error: Exception) -> UserError:
@@ -158,8 +159,11 @@ def load_model(spec: str, dtype_setting: str = "auto", device: str | None = None
         kwargs["device_map"] = {"": local_rank}
         if not is_prequantized(spec):
             kwargs["quantization_config"] = quantization_config(quantization, dtype)
+    path = resolve_base(spec)  # builds or converts a builtin:, packaged: or .gguf base first, with its own progress
+    precision = str(dtype).removeprefix("torch.") + (f", {quantization}" if quantization != "none" else "")
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve_base(spec), **kwargs)
+        with step(f"loading {spec} ({precision}, {device})"):
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:
         raise _load_error(spec, e) from None
     return model if quantization != "none" else model.to(device)

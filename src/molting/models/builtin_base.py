@@ -235,12 +235,13 @@ def _pretrain(model, tokenizer, steps: int, block: int = 128, batch: int = 16) -
     peak_lr, warmup = 3e-3, 20
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=0.0)
     use_bf16 = cpu_supports_bf16()
-    from rich.console import Console
-    from rich.progress import track
+    from molting.progress import bar
 
     model.train()
     label = f"building builtin base (once; cached in {cache_dir()}): pretraining"
-    for step in track(range(steps), description=label, console=Console(stderr=True), transient=True):
+    progress = bar(label, steps, unit="steps")
+    progress.start()
+    for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = peak_lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
         x = blocks[torch.randint(0, len(blocks), (batch,), generator=generator)]
@@ -250,6 +251,8 @@ def _pretrain(model, tokenizer, steps: int, block: int = 128, batch: int = 16) -
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        progress.update(completed=step + 1, note=f"loss {loss.item():.3f}")
+    progress.stop()
     model.eval()
     return {
         "steps": steps,

@@ -213,7 +213,7 @@ def _build(name: str, family: Family, sources: list[Path], out: Path) -> None:
     import shutil
 
     shutil.rmtree(config_dir)
-    pretraining = _pretrain(model, tokenizer, PRETRAIN_STEPS)
+    pretraining = _pretrain(model, tokenizer, PRETRAIN_STEPS, name)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=end_ids, pad_token_id=tokenizer.pad_token_id
     )
@@ -277,7 +277,7 @@ def _hub_rope_form(path: Path, family: Family) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
-def _pretrain(model, tokenizer, steps: int, block: int = 128, batch: int = 8) -> dict:
+def _pretrain(model, tokenizer, steps: int, name: str, block: int = 128, batch: int = 8) -> dict:
     """A few steps of causal-LM training on the example conversations in the family's template (names swapped,
     as for `builtin:<size>`), the softmax taken over the tokens the text uses only: with Llama 3's 128,256-token
     vocabulary the full output layer would cost 30 times more, and rows of tokens the text never uses have
@@ -292,8 +292,12 @@ def _pretrain(model, tokenizer, steps: int, block: int = 128, batch: int = 8) ->
     generator = torch.Generator().manual_seed(SEED)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=steps, pct_start=0.1)
+    from molting.progress import bar
+
     model.train()
-    for _ in range(steps):
+    progress = bar(f"building builtin:{name}: pretraining", steps, unit="steps")
+    progress.start()
+    for done in range(steps):
         x = blocks[torch.randint(0, len(blocks), (batch,), generator=generator)]
         hidden = model.model(input_ids=x).last_hidden_state[:, :-1]
         logits = hidden @ model.lm_head.weight[used].T
@@ -303,6 +307,8 @@ def _pretrain(model, tokenizer, steps: int, block: int = 128, batch: int = 8) ->
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
+        progress.update(completed=done + 1, note=f"loss {loss.item():.3f}")
+    progress.stop()
     model.eval()
     return {
         "steps": steps,

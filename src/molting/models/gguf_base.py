@@ -27,6 +27,7 @@ from pathlib import Path
 from molting.errors import UserError
 from molting.io import build_dir_once, sha256_file, write_text_atomic
 from molting.models.builtin_base import cache_dir
+from molting.progress import step
 
 CONVERSION_VERSION = 1  # bump when what a conversion writes changes
 
@@ -141,10 +142,10 @@ def _convert(path: Path, out: Path) -> None:
     size_mb = path.stat().st_size / 2**20
     _say(f"converting {path.name} ({architecture}, {size_mb:.0f} MB) into a Hugging Face model, once: {out.parent}")
     try:
-        _say("  reading the tokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        _say("  dequantising the weights to float32")
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        with step("  reading the tokenizer"):
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        with step("  dequantising the weights to float32"):
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     except ValueError as e:
         if "not supported" in str(e):
             raise UserError(
@@ -162,9 +163,9 @@ def _convert(path: Path, out: Path) -> None:
         tokenizer.chat_template = GEMMA_TEMPLATE
         tokenizer.eos_token = GEMMA_END_OF_TURN  # what ends an assistant turn, so what is supervised
         end_ids = [tokenizer.convert_tokens_to_ids(GEMMA_END_OF_TURN), *end_ids]
-    _say("  writing safetensors")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    with step("  writing safetensors"):
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     generation = GenerationConfig.from_model_config(model.config)
     generation.eos_token_id = list(dict.fromkeys(i for i in end_ids if i is not None))
     generation.pad_token_id = tokenizer.pad_token_id

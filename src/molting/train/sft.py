@@ -80,34 +80,32 @@ def _log_and_progress_callback(
     stage: str = "sft",
     step_offset: int = 0,
 ):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from transformers import TrainerCallback
 
+    from molting.progress import bar
+
     class LogAndProgress(TrainerCallback):
-        """Appends one JSON line per logging step and drives a rich progress bar (on rank 0 only).
+        """Appends one JSON line per logging step and drives a progress bar (on rank 0 only): live in a terminal,
+        a plain line every half minute in a log (molting.progress).
 
         `rows` holds the log kept from before a resume; elapsed_s goes on from where it stopped."""
 
         def __init__(self):
             self.start = time.monotonic() - elapsed_offset
             self.rows: list[dict] = list(rows)
-            self.progress = Progress(
-                TextColumn("training" if stage == "sft" else f"training ({stage})"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} steps"),
-                TextColumn("{task.fields[loss]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
+            self.progress = bar(
+                "training" if stage == "sft" else f"training ({stage})",
+                total_steps,
+                unit="steps",
                 disable=not show_progress,
             )
-            self.task = None
 
         def on_train_begin(self, args, state, control, **kwargs):
+            self.progress.completed = state.global_step  # resumed from a checkpoint: counts from there
             self.progress.start()
-            self.task = self.progress.add_task("train", total=total_steps, loss="", completed=state.global_step)
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.progress.update(self.task, completed=state.global_step)
+            self.progress.update(completed=state.global_step)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs or not state.is_world_process_zero:
@@ -133,7 +131,7 @@ def _log_and_progress_callback(
             self.rows.append(row)
             with log_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
-            self.progress.update(self.task, loss=f"loss {row['loss']:.3f}")
+            self.progress.update(note=f"loss {row['loss']:.3f}")
 
         def on_train_end(self, args, state, control, **kwargs):
             self.progress.stop()
