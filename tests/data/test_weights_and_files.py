@@ -137,3 +137,12 @@ def test_preflight_over_two_files_counts_only_weight_1_tokens(project):
     context_tokens = unweighted["assistant_supervised"] - weighted["assistant_supervised"]
     assert context_tokens >= len(tokenizer(CONTEXT, add_special_tokens=False)["input_ids"])
     assert report["token_budget"]["supervised_tokens"] == sum(e["assistant_supervised"] for e in report["examples"])
+
+
+def test_curate_asks_for_one_file_when_data_lists_several(project):
+    from conftest import run_molt
+
+    path = two_file_project(project, [conversation()])
+    result = run_molt("data", "curate", "--config", path, "--no-embeddings")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "data lists 2 files" in result.stderr and f"molt data curate {project / 'data.jsonl'}" in result.stderr
