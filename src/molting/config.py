@@ -108,6 +108,15 @@ class TrainSettings:
     logging_steps: int = field(
         default=5, metadata={"help": "One line in train_log.jsonl every this many optimizer steps."}
     )
+    eval_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "With `eval_data`: the held-out loss every this many optimizer steps, and at the last step. "
+            "Left out: once per epoch (the steps per epoch `molt check` counts), which costs a forward pass over "
+            "the held-out set per epoch, a few percent of the run whatever the dataset's size; every logging "
+            "step instead would cost as much as the held-out set is large again per logging interval."
+        },
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         default="auto",
         metadata={
@@ -160,6 +169,8 @@ class TrainSettings:
         for name in ("batch_size", "grad_accum", "max_length", "logging_steps"):
             if getattr(self, name) < 1:
                 raise FieldValueError(name, f"{name} must be at least 1.")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise FieldValueError("eval_steps", "eval_steps must be at least 1 (left out: once per epoch).")
         if self.epochs <= 0:
             raise FieldValueError("epochs", "epochs must be positive.")
         if self.learning_rate <= 0:
@@ -377,6 +388,15 @@ class RunConfig:
         }
     )
     suite: str = field(metadata={"help": "Evaluation questions (suite.yaml), relative to this file."})
+    eval_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out conversations (the format of data.jsonl; `molt data curate` writes held_out.jsonl), "
+            "relative to this file. Their assistant-token loss is computed every train.eval_steps during the SFT "
+            "stage and logged as eval_loss in train_log.jsonl: the training loss keeps falling when the adapter "
+            "memorises, the held-out loss turns up. Not trained on. Left out: no held-out loss."
+        },
+    )
     chat_template: str | None = field(
         default=None,
         metadata={
@@ -450,12 +470,20 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         config.data = str((base_dir / config.data).resolve())
     if config.preference_data:
         config.preference_data = str((base_dir / config.preference_data).resolve())
+    if config.eval_data:
+        config.eval_data = str((base_dir / config.eval_data).resolve())
     if config.fluency.calibration:
         config.fluency.calibration = str((base_dir / config.fluency.calibration).resolve())
     if config.train.method != "sft" and not config.preference_data:
         raise UserError(
             f"{doc.where(('train', 'method'))}: train.method {config.train.method!r} needs preference pairs: set "
             "`preference_data: pairs.jsonl` (write them with `molt augment CONFIG`)."
+        )
+    if config.eval_data and config.train.method == "orpo":
+        raise UserError(
+            f"{doc.where(('eval_data',))}: eval_data: train.method orpo trains one stage on preference pairs, "
+            "which has no held-out loss on conversations. Remove eval_data, or train with method sft or sft+dpo "
+            "(whose SFT stage computes it)."
         )
     if config.train.extra_args:
         from molting.train.trainer_args import check_extra_args

@@ -57,7 +57,8 @@ def test_unknown_and_molting_owned_fields_are_errors_naming_file_and_line(projec
         ("max_grad_norm", "abc", "SFTConfig.max_grad_norm takes a number, got 'abc'"),
         ("packing", "'yes'", "SFTConfig.packing takes true or false, got 'yes'"),
         ("hub_token", "hf_x", "HF_TOKEN in the environment"),
-        ("eval_strategy", "steps", "no held-out set"),
+        ("eval_strategy", "steps", r"eval_data \(the held-out conversations\) and train.eval_steps"),
+        ("eval_steps", 10, "molting sets eval_steps itself from train.eval_steps"),
         ("beta", 0.5, "preference.beta"),
     ],
 )

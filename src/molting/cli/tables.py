@@ -45,6 +45,14 @@ def print_preflight(report: PreflightReport) -> None:
     pref = report.get("preference")
     if pref:
         table.add_row("preference pairs", preference_pairs_text(pref))
+    held_out = report.get("eval_data")
+    if held_out:
+        hb = held_out["token_budget"]
+        table.add_row(
+            "held-out set (eval_data)",
+            f"{held_out['conversations']} conversations, max {hb['max_tokens']} tokens, loss every "
+            f"{held_out['eval_steps']} steps ({held_out['evaluations']} times)",
+        )
     mem = report.get("memory")
     if mem:
         table.add_row(

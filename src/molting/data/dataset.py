@@ -95,12 +95,13 @@ def data_files(paths: str | Path | list) -> list[Path]:
     return [Path(p) for p in paths] if isinstance(paths, list | tuple) else [Path(paths)]
 
 
-def load_dataset(paths: str | Path | list, train_system_prompt: str) -> list[Conversation]:
-    """The conversations of every file in `paths`, in order; every problem in every file at once."""
+def load_dataset(paths: str | Path | list, train_system_prompt: str, setting: str = "data") -> list[Conversation]:
+    """The conversations of every file in `paths`, in order; every problem in every file at once. `setting`:
+    the molt.yaml field that names the files (data, or eval_data for the held-out set)."""
     problems: list[str] = []
     conversations: list[Conversation] = []
     for path in data_files(paths):
-        parsed, file_problems = read_jsonl(path, "Check `data` in molt.yaml (relative to the config file).")
+        parsed, file_problems = read_jsonl(path, f"Check `{setting}` in molt.yaml (relative to the config file).")
         problems += file_problems
         found = 0
         for n, obj in parsed:

@@ -64,8 +64,9 @@ def peak_memory_mb(device: str) -> dict:
     return out
 
 
-def inputs_record(persona: str, data: str | list[str], suite: str) -> dict:
-    """Path and sha256 of each input; `data` is a list of them when molt.yaml lists several files."""
+def inputs_record(persona: str, data: str | list[str], suite: str, eval_data: str | None = None) -> dict:
+    """Path and sha256 of each input; `data` is a list of them when molt.yaml lists several files; eval_data
+    only when there is one."""
 
     def record(p: str) -> dict:
         return {"path": str(p), "sha256": sha256_file(p)}
@@ -74,4 +75,5 @@ def inputs_record(persona: str, data: str | list[str], suite: str) -> dict:
         "persona": record(persona),
         "data": [record(p) for p in data] if isinstance(data, list) else record(data),
         "suite": record(suite),
+        **({"eval_data": record(eval_data)} if eval_data else {}),
     }

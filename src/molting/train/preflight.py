@@ -93,6 +93,17 @@ class DatasetFacts(TypedDict):
     own_system_prompt: int
 
 
+class EvalDataReport(TypedDict):
+    """The held-out conversations of eval_data (preflight.json's `eval_data`)."""
+
+    path: str
+    conversations: int
+    token_budget: TokenBudget
+    eval_steps: int  # optimizer steps between two held-out losses
+    evaluations: int  # held-out losses in the run: every eval_steps, and at the last step
+    also_in_training: int  # held-out conversations whose turns (the system prompt aside) are in the data too
+
+
 class PreflightReport(TypedDict):
     """`run_preflight`'s result, written as preflight.json."""
 
@@ -106,6 +117,7 @@ class PreflightReport(TypedDict):
     steps: StepCount
     memory: dict[str, Any] | None  # molting.train.memory_estimate's estimate, with the device and budget
     preference: dict[str, Any] | None  # the preference pairs' part (molting.data.preference_pairs)
+    eval_data: EvalDataReport | None  # the held-out set, when molt.yaml names one
     findings: list[dict[str, Any]]
     examples: list[dict[str, Any]]  # per example: line, tokens, tokens per role, supervised, truncated, lost
 
@@ -185,8 +197,10 @@ def check_steps(steps: dict, min_steps: int, warmup_steps: int) -> list[Finding]
 
 
 def token_budget(
-    tokenizer, conversations: list[Conversation], max_length: int, allow_truncation: bool
+    tokenizer, conversations: list[Conversation], max_length: int, allow_truncation: bool, held_out: bool = False
 ) -> tuple[TokenBudget, list[dict], list[Finding]]:
+    """Every example against max_length. `held_out`: the eval_data conversations, where a cut answer is not
+    learnt wrong, only left out of the held-out loss (a warning)."""
     per_example = []
     findings = []
     split, split_tokens, whole_tokens = 0, 0, 0
@@ -208,7 +222,16 @@ def token_budget(
                 "_tokenized": tokenized,
             }
         )
-        if lost:
+        if lost and held_out:
+            findings.append(
+                Finding(
+                    "warning",
+                    "eval_data",
+                    f"{conv.where}: {n} tokens > max_length {max_length}; the held-out loss leaves out the {lost} "
+                    "assistant tokens past it. Raise train.max_length or shorten the example.",
+                )
+            )
+        elif lost:
             findings.append(
                 Finding(
                     "warning" if allow_truncation else "error",
@@ -218,7 +241,7 @@ def token_budget(
                     "the example, or pass --allow-truncation.",
                 )
             )
-    if split:
+    if split and not held_out:  # the same template splits the training data, and is reported there
         split_conversations = {(e["file"], e["line"]) for e in per_example if "prompt_tokens" in e}
         whole_tokens = sum(
             len(tokenizer(render(tokenizer, c.messages), add_special_tokens=False)["input_ids"])
@@ -499,6 +522,56 @@ def memory_check(config: RunConfig, longest_example: int) -> tuple[dict, list[Fi
     return report, findings
 
 
+def _turns(conv: Conversation) -> str:
+    """A conversation's turns without its system prompt: what makes two conversations the same example."""
+    return repr([(m["role"], m["content"]) for m in conv.messages if m["role"] != "system"])
+
+
+def eval_data_preflight(
+    config: RunConfig, persona: Persona, tokenizer, conversations: list[Conversation], steps: StepCount
+) -> tuple[EvalDataReport, list[Finding]]:
+    """eval_data read as data.jsonl is (every bad line named), its examples against max_length (a cut answer
+    only shortens what the loss measures: a warning), conversations that are in the training data too (their
+    loss measures memorising), and how often the held-out loss is computed in the SFT stage's `steps`."""
+    assert config.eval_data is not None
+    held_out = load_dataset(config.eval_data, persona.system_prompts.train, "eval_data")
+    budget, _, findings = token_budget(tokenizer, held_out, config.train.max_length, True, held_out=True)
+    training = {_turns(c): c for c in conversations}
+    repeated = [(c, training[_turns(c)]) for c in held_out if _turns(c) in training]
+    for conv, twin in repeated[:5]:
+        findings.append(
+            Finding(
+                "warning",
+                "eval_data",
+                f"{conv.where}: the same conversation as {twin.where} of the training data; its held-out loss "
+                "measures memorising, not generalising. Remove it from one of the files (`molt data curate` "
+                "splits a dataset without overlap).",
+            )
+        )
+    every = config.train.eval_steps or steps["steps_per_epoch"]
+    total = steps["total_steps"]
+    evaluations = total // every + int(total % every > 0)
+    findings.append(
+        Finding(
+            "info",
+            "eval_data",
+            f"eval_data: {len(held_out)} held-out conversations ({budget['supervised_tokens']} assistant tokens), "
+            f"their loss every {every} optimizer steps"
+            + ("" if config.train.eval_steps else " (once per epoch)")
+            + f" and at the last: {evaluations} time(s) in {total} steps.",
+        )
+    )
+    report: EvalDataReport = {
+        "path": config.eval_data,
+        "conversations": len(held_out),
+        "token_budget": budget,
+        "eval_steps": every,
+        "evaluations": evaluations,
+        "also_in_training": len(repeated),
+    }
+    return report, findings
+
+
 def preference_preflight(config, persona, tokenizer, conversations: int = 0, world_size: int = 1) -> tuple[dict, list]:
     """The preference stage's part of the preflight: pairs parse, fit max_length, put no forbidden claim
     on the chosen side, and how many optimizer steps the stage takes. For train.method orpo the stage is
@@ -606,7 +679,13 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
         steps = optimizer_steps(
             len(examples), config.train.batch_size, config.train.grad_accum, config.train.epochs, world_size
         )
-    memory, memory_findings = memory_check(config, budget["max_tokens"])
+    held_out = None
+    if config.eval_data:  # the SFT stage's held-out loss; ORPO has none (config.load_run_config refuses it)
+        held_out, held_out_findings = eval_data_preflight(config, persona, tokenizer, conversations, steps)
+        findings += held_out_findings
+    # held-out batches are as large as training's, and need less memory at the same length (no gradients)
+    longest = max(budget["max_tokens"], held_out["token_budget"]["max_tokens"] if held_out else 0)
+    memory, memory_findings = memory_check(config, longest)
     findings += (
         template_findings
         + infer_findings
@@ -636,6 +715,7 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
         "steps": steps,
         "memory": memory,
         "preference": preference,
+        "eval_data": held_out,
         "findings": [f.as_dict() for f in findings],
         "examples": examples,
     }

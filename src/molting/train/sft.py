@@ -11,6 +11,9 @@ one stage with ORPOTrainer instead of SFTTrainer over the preference pairs and t
 (preference_train.orpo_rows), with everything else (checkpoints, resume, ranks, log, saving) as for SFT.
 train.extra_args go to each stage's config (trainer_args); the manifest records them as the trainer held them,
 with the optimizer it built.
+With `eval_data` the SFT stage gets the held-out conversations, tokenized the same way, as SFTTrainer's
+eval_dataset: the trainer computes their assistant-token loss every train.eval_steps and at the last step, and
+each lands in train_log.jsonl as a line with `eval_loss` (no `loss`). The DPO stage does not use them.
 """
 
 import json
@@ -58,16 +61,46 @@ def save_resolved_config(config: RunConfig, run_dir: Path) -> None:
     )
 
 
+def _epoch_of(row: dict) -> int:
+    return max(1, math.ceil(row["epoch"] - 1e-9))
+
+
 def loss_by_epoch(log: list[dict]) -> list[dict]:
-    """Mean logged loss within each epoch, and the last logged loss of it (the loss at the epoch's end)."""
+    """Mean logged loss within each epoch, the last logged loss of it (the loss at the epoch's end), and the
+    last held-out loss of it (None without eval_data)."""
     epochs: dict[int, list[float]] = {}
+    held_out: dict[int, float] = {}
     for row in log:
         if "loss" in row:
-            epochs.setdefault(max(1, math.ceil(row["epoch"] - 1e-9)), []).append(row["loss"])
+            epochs.setdefault(_epoch_of(row), []).append(row["loss"])
+        if "eval_loss" in row:
+            held_out[_epoch_of(row)] = row["eval_loss"]  # the epoch's last one stays
     return [
-        {"epoch": e, "mean_loss": round(sum(v) / len(v), 4), "end_loss": round(v[-1], 4)}
+        {
+            "epoch": e,
+            "mean_loss": round(sum(v) / len(v), 4),
+            "end_loss": round(v[-1], 4),
+            "end_eval_loss": held_out.get(e),
+        }
         for e, v in sorted(epochs.items())
     ]
+
+
+def held_out_loss(log: list[dict]) -> dict | None:
+    """The held-out loss over a run (the `eval_loss` lines of its log): how many, the first, the last and the
+    lowest with its step and epoch. None without eval_data."""
+    rows = [r for r in log if "eval_loss" in r]
+    if not rows:
+        return None
+    best = min(rows, key=lambda r: r["eval_loss"])
+    return {
+        "evaluations": len(rows),
+        "first": rows[0]["eval_loss"],
+        "final": rows[-1]["eval_loss"],
+        "best": best["eval_loss"],
+        "best_step": best["step"],
+        "best_epoch": best["epoch"],
+    }
 
 
 def _log_and_progress_callback(
@@ -108,7 +141,21 @@ def _log_and_progress_callback(
             self.progress.update(completed=state.global_step)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs or not state.is_world_process_zero:
+            if not logs or not state.is_world_process_zero:
+                return
+            if "eval_loss" in logs:  # the trainer's evaluation of eval_data: a line of its own
+                self._append(
+                    {
+                        "stage": stage,
+                        "step": step_offset + state.global_step,
+                        "epoch": round(state.epoch or 0.0, 4),
+                        "eval_loss": round(logs["eval_loss"], 4),
+                        "elapsed_s": round(time.monotonic() - self.start, 2),
+                    }
+                )
+                self.progress.update(note=f"held-out loss {logs['eval_loss']:.3f}")
+                return
+            if "loss" not in logs:
                 return
             row = {
                 "stage": stage,
@@ -128,10 +175,13 @@ def _log_and_progress_callback(
                     if k.startswith(("rewards/", "logps/", "log_odds", "nll_loss"))
                 },
             }
+            self._append(row)
+            self.progress.update(note=f"loss {row['loss']:.3f}")
+
+        def _append(self, row: dict) -> None:
             self.rows.append(row)
             with log_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
-            self.progress.update(note=f"loss {row['loss']:.3f}")
 
         def on_train_end(self, args, state, control, **kwargs):
             self.progress.stop()
@@ -290,6 +340,16 @@ def _give_token_wrappers_a_bias(model) -> None:
                 object.__setattr__(module, "bias", None)
 
 
+def _sft_rows(tokenizer, conversations) -> list[dict]:
+    """SFTTrainer's pre-tokenized rows: one per conversation, or one per assistant turn where the template
+    needs it (`tokenize_for_training`), with the mask of the tokens the loss is on."""
+    rows = []
+    for conv in conversations:
+        for tokenized in tokenize_for_training(tokenizer, conv.messages):
+            rows.append({"input_ids": tokenized.input_ids, "assistant_masks": tokenized.assistant_mask})
+    return rows
+
+
 def _train(
     config: RunConfig,
     run_dir: Path,
@@ -348,6 +408,7 @@ def _train(
 
     persona = load_persona(config.persona)
     conversations = load_dataset(config.data, persona.system_prompts.train)
+    held_out = load_dataset(config.eval_data, persona.system_prompts.train, "eval_data") if config.eval_data else []
     tokenizer = load_tokenizer(config.base_model, config.chat_template)
     orpo = config.train.method == "orpo"  # one stage, ORPOTrainer instead of SFTTrainer, same run otherwise
     stage = "orpo" if orpo else "sft"
@@ -420,14 +481,18 @@ def _train(
         rows = orpo_rows(tokenizer, pairs, conversations)
         trainer = orpo_trainer(model, tokenizer, config, rows, lora, common_args, callbacks)
     else:
-        rows = []
-        for conv in conversations:  # one row, or one per assistant turn where the template needs it
-            for tokenized in tokenize_for_training(tokenizer, conv.messages):
-                rows.append({"input_ids": tokenized.input_ids, "assistant_masks": tokenized.assistant_mask})
+        eval_args = {}
+        if held_out:  # the held-out loss: TRL builds its labels from the same assistant masks as training's
+            eval_args = dict(
+                eval_strategy="steps",
+                eval_steps=report["eval_data"]["eval_steps"],
+                per_device_eval_batch_size=config.train.batch_size,
+            )
         trainer = SFTTrainer(
             model=model,
-            args=SFTConfig(**common_args, **extra_args_for(SFTConfig, config.train.extra_args)),
-            train_dataset=Dataset.from_list(rows),
+            args=SFTConfig(**common_args, **eval_args, **extra_args_for(SFTConfig, config.train.extra_args)),
+            train_dataset=Dataset.from_list(_sft_rows(tokenizer, conversations)),
+            eval_dataset=Dataset.from_list(_sft_rows(tokenizer, held_out)) if held_out else None,
             processing_class=tokenizer,
             peft_config=lora,
             callbacks=callbacks,
@@ -495,10 +560,11 @@ def _train(
     shutil.rmtree(checkpoints, ignore_errors=True)  # pruned on success
 
     by_epoch = loss_by_epoch(callback.rows)  # the SFT (or ORPO) stage's rows; a DPO stage has its own callback
+    train_rows = [r for r in callback.rows if "loss" in r]
     manifest = {
         "run": name,
         "config": config.to_dict(),
-        "inputs": inputs_record(config.persona, config.data, config.suite),
+        "inputs": inputs_record(config.persona, config.data, config.suite, config.eval_data),
         "versions": versions(),
         "git_commit": git_commit(Path(config.persona).parent),
         "machine": machine(),
@@ -517,8 +583,9 @@ def _train(
             "train_loss_mean": round(result.training_loss, 4),
             "optimizer": type(getattr(trainer.optimizer, "optimizer", trainer.optimizer)).__name__,
             "extra_args": as_the_trainer_holds(trainer.args, config.train.extra_args),
-            "final_loss": callback.rows[-1]["loss"] if callback.rows else None,
+            "final_loss": train_rows[-1]["loss"] if train_rows else None,
             "loss_by_epoch": by_epoch,
+            "eval_loss": held_out_loss(callback.rows),
             "seconds": round(train_seconds, 1),
         },
         "preference": preference,

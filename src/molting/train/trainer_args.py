@@ -50,8 +50,11 @@ MOLTING_SETS = {
     "assistant_only_loss": "molting's own assistant-only loss mask (chat_format), used for every template",
     "completion_only_loss": "molting's own assistant-only loss mask (chat_format), used for every template",
     "remove_unused_columns": "molting's pre-tokenized rows",
-    "eval_strategy": "molt train, which gives the trainer no held-out set to evaluate",
-    "do_eval": "molt train, which gives the trainer no held-out set to evaluate",
+    "eval_strategy": "eval_data (the held-out conversations) and train.eval_steps",
+    "eval_steps": "train.eval_steps",
+    "do_eval": "eval_data (the held-out conversations)",
+    "per_device_eval_batch_size": "train.batch_size (held-out batches are as large as training's, which the memory "
+    "check covers)",
     "beta": "preference.beta",
     "loss_type": "preference.rpo_alpha (sigmoid, plus the SFT term when rpo_alpha > 0)",
     "loss_weights": "preference.rpo_alpha",
