@@ -116,6 +116,7 @@ def run_facts(run: RunRecord) -> dict:
     pf = run.preflight or {}
     ib = pf.get("inference_budget", {})
     mem = m.get("memory", {})
+    held_out = t.get("eval_loss") or {}
     lora_text = None
     if lora:
         lora_text = f"r={lora.get('r')} α={lora.get('alpha')} dropout={t.get('lora_dropout', lora.get('dropout'))}"
@@ -138,7 +139,12 @@ def run_facts(run: RunRecord) -> dict:
         "epochs": train.get("epochs"),
         "optimizer_steps": t.get("optimizer_steps"),
         "loss_by_epoch": [e["end_loss"] for e in t.get("loss_by_epoch", [])],
+        "eval_loss_by_epoch": [e.get("end_eval_loss") for e in t.get("loss_by_epoch", [])],
         "final_loss": t.get("final_loss"),
+        "eval_data": Path(c["eval_data"]).name if c.get("eval_data") else None,
+        "final_eval_loss": held_out.get("final"),
+        "best_eval_loss": held_out.get("best"),
+        "best_eval_epoch": held_out.get("best_epoch"),
         "peak_memory_mb": mem.get("peak_cuda_allocated_mb", mem.get("peak_rss_mb")),
         "train_seconds": (m.get("timings") or {}).get("train_seconds"),
         "eval_id": run.eval_id,
@@ -164,6 +170,10 @@ FACT_ROWS = (
 )
 TAIL_ROWS = (
     ("Final loss", "final_loss"),
+    ("Held-out set (eval_data)", "eval_data"),
+    ("Final held-out loss", "final_eval_loss"),
+    ("Lowest held-out loss", "best_eval_loss"),
+    ("Epoch of the lowest held-out loss", "best_eval_epoch"),
     ("Peak memory, MB", "peak_memory_mb"),
     ("Training time, s", "train_seconds"),
     ("Evaluation", "eval_id"),
@@ -197,6 +207,12 @@ def compare_runs(run_dirs: list[str | Path], eval_id: str = "final") -> CompareR
     for e in range(epochs):
         values = [f["loss_by_epoch"][e] if e < len(f["loss_by_epoch"]) else None for f in facts]
         rows.append({"metric": f"Loss at end of epoch {e + 1}", "values": values, "differs": len(set(values)) > 1})
+    held_out = [f["eval_loss_by_epoch"] for f in facts]
+    for e in range(epochs if any(v is not None for losses in held_out for v in losses) else 0):
+        values = [losses[e] if e < len(losses) else None for losses in held_out]
+        rows.append(
+            {"metric": f"Held-out loss at end of epoch {e + 1}", "values": values, "differs": len(set(values)) > 1}
+        )
     for label, key in TAIL_ROWS:
         values = [f[key] for f in facts]
         if any(v is not None for v in values):
@@ -347,7 +363,8 @@ def to_markdown(result: CompareResult) -> str:
 
 
 def loss_curves_png(curves: dict[str, list[dict]], title: str) -> bytes:
-    """One PNG with the training loss of every run against epoch."""
+    """One PNG with the training loss of every run against epoch, and its held-out loss (eval_data) dashed in
+    the same colour where it has one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -355,14 +372,27 @@ def loss_curves_png(curves: dict[str, list[dict]], title: str) -> bytes:
 
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
     for name, rows in curves.items():
-        rows = [r for r in rows if "loss" in r]
-        if rows:
-            ax.plot([r["epoch"] for r in rows], [r["loss"] for r in rows], marker=".", linewidth=1.2, label=name)
+        train = [r for r in rows if "loss" in r]
+        held_out = [r for r in rows if "eval_loss" in r]
+        if train:
+            (line,) = ax.plot(
+                [r["epoch"] for r in train], [r["loss"] for r in train], marker=".", linewidth=1.2, label=name
+            )
+            if held_out:
+                ax.plot(
+                    [r["epoch"] for r in held_out],
+                    [r["eval_loss"] for r in held_out],
+                    marker="o",
+                    linestyle="--",
+                    linewidth=1.2,
+                    color=line.get_color(),
+                    label=f"{name} held-out",
+                )
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss (assistant tokens)")
+    ax.set_ylabel("loss (assistant tokens)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    if len(curves) > 1:
+    if len(curves) > 1 or any("eval_loss" in r for rows in curves.values() for r in rows):
         ax.legend()
     buffer = io.BytesIO()
     fig.tight_layout()

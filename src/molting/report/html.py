@@ -104,7 +104,13 @@ def run_context(run_dir: str | Path) -> dict:
     facts = run_facts(first)
     rows = [[label, fmt_value(facts[key])] for label, key in FACT_ROWS]
     rows += [[f"Loss at end of epoch {e + 1}", fmt_value(v)] for e, v in enumerate(facts["loss_by_epoch"])]
+    if any(v is not None for v in facts["eval_loss_by_epoch"]):
+        rows += [
+            [f"Held-out loss at end of epoch {e + 1}", fmt_value(v)] for e, v in enumerate(facts["eval_loss_by_epoch"])
+        ]
     training = ("final_loss", "peak_memory_mb", "train_seconds")  # the eval rows are in each eval's table
+    if facts["eval_data"]:  # the held-out loss, in a run trained with eval_data
+        training += ("eval_data", "final_eval_loss", "best_eval_loss", "best_eval_epoch")
     rows += [[label, fmt_value(facts[key])] for label, key in TAIL_ROWS if key in training]
     config_path = RunPaths(run_dir).config
     texts: dict[str, str] = {}

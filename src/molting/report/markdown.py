@@ -11,13 +11,14 @@ evidence, peak memory and duration.
 """
 
 import io
+import math
 from pathlib import Path
 
 from molting.errors import UserError
 from molting.evaluate.rubric import DIMENSION_NAMES, DIMENSIONS
 from molting.io import write_bytes_atomic, write_text_atomic
 from molting.paths import RunPaths
-from molting.report.compare import verdict
+from molting.report.compare import fmt_value, verdict
 from molting.report.run_record import RunFiles, read_run
 
 # Detectors listed in every report, fired or not, so "0/8 template token leakage" is visible.
@@ -41,15 +42,27 @@ def _md_text(text: str) -> str:
 
 
 def plot_loss(rows: list[dict], out: Path, title: str) -> None:
+    """The training loss against epoch, and the held-out loss (eval_data) beside it when the run has one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
-    ax.plot([r["epoch"] for r in rows], [r["loss"] for r in rows], marker=".", linewidth=1.2)
+    train = [r for r in rows if "loss" in r]
+    held_out = [r for r in rows if "eval_loss" in r]
+    ax.plot([r["epoch"] for r in train], [r["loss"] for r in train], marker=".", linewidth=1.2, label="training")
+    if held_out:
+        ax.plot(
+            [r["epoch"] for r in held_out],
+            [r["eval_loss"] for r in held_out],
+            marker="o",
+            linewidth=1.2,
+            label="held-out (eval_data)",
+        )
+        ax.legend()
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss (assistant tokens)")
+    ax.set_ylabel("loss (assistant tokens)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     buffer = io.BytesIO()
@@ -57,6 +70,22 @@ def plot_loss(rows: list[dict], out: Path, title: str) -> None:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     write_bytes_atomic(out, buffer.getvalue())
+
+
+def _held_out_sentence(held_out: dict, config: dict) -> str:
+    """The held-out loss in words: where it ended, and where it was lowest when that was earlier."""
+    text = (
+        f"Held-out loss (the assistant tokens of `{Path(config['eval_data']).name}`, not trained on; "
+        f"{held_out['evaluations']} evaluations): first {held_out['first']}, final {held_out['final']}, "
+        f"lowest {held_out['best']} at step {held_out['best_step']} (epoch {held_out['best_epoch']:g})."
+    )
+    if held_out["final"] > held_out["best"]:
+        text += (
+            f" It rose by {held_out['final'] - held_out['best']:.4g} after its lowest point: the later steps fit the "
+            "training data at the held-out data's expense, the sign of overfitting. Consider fewer epochs (the "
+            f"lowest came in epoch {max(1, math.ceil(held_out['best_epoch'] - 1e-9))})."
+        )
+    return text
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -132,14 +161,15 @@ def _human_section(scores: dict) -> list[str]:
     rows = []
     for dim, f in human["agreement"].items():
         if f["n"]:
-            kappa = f"{f['kappa']:.2f}" if f["kappa"] is not None else "n/a"
-            rows.append([dim, f["n"], f"{f['exact']:.0%}", f"{f['within_one']:.0%}", kappa])
+            kappas = [f.get(k) for k in ("kappa", "kappa_quadratic")]  # scores.json files of older runs lack the second
+            shown = [f"{k:.2f}" if k is not None else "n/a" for k in kappas]
+            rows.append([dim, f["n"], f"{f['exact']:.0%}", f"{f['within_one']:.0%}", *shown])
     return [
         f"Human scores (manual_scores.json) replace the automatic ones for {human['dims']} scores on "
         f"{human['answers']} answers; the tables above show them (ʰ marks a human score). "
         "Agreement of the automatic scores with the human:",
         "",
-        _table(["Dim", "Scored by both", "Exact", "Within one", "Cohen's κ"], rows),
+        _table(["Dim", "Scored by both", "Exact", "Within one", "Cohen's κ", "Quadratic-weighted κ"], rows),
         "",
     ]
 
@@ -334,19 +364,26 @@ def build_report(run: RunFiles) -> str:
     if manifest and log:
         plot_loss(log, RunPaths(run_dir).loss_png, f"{run_dir.name}: {manifest['config']['base_model']}")
         by_epoch = manifest["train"]["loss_by_epoch"]
+        held_out = manifest["train"].get("eval_loss")
+        header = ["Epoch", "Mean loss", "Loss at end"] + (["Held-out loss at end"] if held_out else [])
+        rows = [
+            [e["epoch"], e["mean_loss"], e["end_loss"]] + ([fmt_value(e.get("end_eval_loss"))] if held_out else [])
+            for e in by_epoch
+        ]
+        first_loss = next(r["loss"] for r in log if "loss" in r)
         out += [
             "## Loss",
             "",
             "![loss](loss.png)",
             "",
-            _table(
-                ["Epoch", "Mean loss", "Loss at end"], [[e["epoch"], e["mean_loss"], e["end_loss"]] for e in by_epoch]
-            ),
+            _table(header, rows),
             "",
-            f"First logged loss {log[0]['loss']}, final {manifest['train']['final_loss']}, "
+            f"First logged loss {first_loss}, final {manifest['train']['final_loss']}, "
             f"mean over training {manifest['train']['train_loss_mean']}.",
             "",
         ]
+        if held_out:
+            out += [_held_out_sentence(held_out, manifest["config"]), ""]
     preference = (manifest or {}).get("preference")
     if preference:
         orpo = preference["method"] == "orpo"
