@@ -75,17 +75,15 @@ def table(results: dict) -> str:
     """The markdown table: exact agreement per column, and κ and within-one for the fluency column."""
     after = results["fluency"]
     lines = [
-        "| dim | v1 | no fluency | fluency | within one | Cohen's κ | target (exact) |",
-        "|---|---|---|---|---|---|---|",
+        "| dim | v1 | no fluency | fluency | within one | Cohen's κ | quadratic-weighted κ | target (exact) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for dim, name in DIMENSION_NAMES.items():
         cells = [f"{results[c].figures[dim]['exact']:.1%}" for c in ("v1", "no fluency", "fluency")]
-        kappa = after.figures[dim]["kappa"]
+        f = after.figures[dim]
+        kappas = [f"{f[k]:.2f}" if f[k] is not None else "n/a" for k in ("kappa", "kappa_quadratic")]
         lines.append(
-            f"| {dim} {name} | {' | '.join(cells)} | {after.figures[dim]['within_one']:.1%} | "
-            f"{kappa:.2f} | {TARGETS[dim]:.0%} |"
-            if kappa is not None
-            else f"| {dim} {name} | {' | '.join(cells)} | {after.figures[dim]['within_one']:.1%} | n/a | "
+            f"| {dim} {name} | {' | '.join(cells)} | {f['within_one']:.1%} | {' | '.join(kappas)} | "
             f"{TARGETS[dim]:.0%} |"
         )
     groups = [
@@ -143,16 +141,19 @@ def main() -> int:
     n = next(iter(after.figures.values()))["n"]
     print(f"scorer vs {n} hand-labelled answers ({LABELLED.relative_to(REPO)}), exact agreement")
     print(f"fluency: {calibration.model}, drift at order ratio {calibration.drift}, salad at {calibration.salad}")
-    print(f"{'dim':<4} {'v1':>7} {'no-flu':>7} {'fluency':>8} {'within-1':>9} {'kappa':>6} {'target':>7}")
+    print(
+        f"{'dim':<4} {'v1':>7} {'no-flu':>7} {'fluency':>8} {'within-1':>9} {'kappa':>6} {'qw-kappa':>8} {'target':>7}"
+    )
     missed = 0
     for dim in DIMENSION_NAMES:
         f = after.figures[dim]
         ok = f["exact"] >= TARGETS[dim]
         missed += not ok
-        kappa = f"{f['kappa']:.3f}" if f["kappa"] is not None else "n/a"
+        kappa, weighted = (f"{f[k]:.3f}" if f[k] is not None else "n/a" for k in ("kappa", "kappa_quadratic"))
         print(
             f"{dim:<4} {results['v1'].figures[dim]['exact']:>7.1%} {results['no fluency'].figures[dim]['exact']:>7.1%}"
-            f" {f['exact']:>8.1%} {f['within_one']:>9.1%} {kappa:>6} {TARGETS[dim]:>6.0%} {'ok' if ok else 'MISSED'}"
+            f" {f['exact']:>8.1%} {f['within_one']:>9.1%} {kappa:>6} {weighted:>8} {TARGETS[dim]:>6.0%}"
+            f" {'ok' if ok else 'MISSED'}"
         )
     salad, good = after.groups["word_salad"], after.groups["good"]
     salad_ok, good_ok = salad["max_total"] <= SALAD_MAX, good["min_total"] >= GOOD_MIN

@@ -32,13 +32,34 @@ def test_kappa_matches_a_hand_computed_example():
     # By hand: 7 of 10 agree, p_o = 0.7. Label counts auto 0:2 1:3 2:5, human 0:2 1:4 2:4, so chance
     # agreement p_e = (2·2 + 3·4 + 5·4) / 100 = 0.36 and kappa = (0.7 − 0.36) / (1 − 0.36) = 0.53125.
     assert cohen_kappa(auto, human) == pytest.approx(0.53125)
-    assert agreement(auto, human) == {"n": 10, "exact": 0.7, "within_one": 1.0, "kappa": 0.5312}
+    # Quadratic weights (i − j)²: the 3 disagreements are one level apart, observed cost 3. Expected cost
+    # Σ (i − j)² · auto_i · human_j / n = (1·2·4 + 4·2·4 + 1·3·2 + 1·3·4 + 4·5·2 + 1·5·4) / 10 = 11.8, so the
+    # weighted kappa is 1 − 3 / 11.8 = 0.7458.
+    assert cohen_kappa(auto, human, weights="quadratic") == pytest.approx(1 - 3 / 11.8)
+    assert agreement(auto, human) == {
+        "n": 10,
+        "exact": 0.7,
+        "within_one": 1.0,
+        "kappa": 0.5312,
+        "kappa_quadratic": 0.7458,
+    }
+
+
+def test_quadratic_kappa_counts_a_far_disagreement_more_than_a_near_one():
+    auto = [0, 1, 2, 2, 0, 1, 2, 1]
+    near = [0, 1, 2, 1, 0, 1, 2, 1]  # one answer 1 level off
+    far = [0, 1, 2, 0, 0, 1, 2, 1]  # the same answer 2 levels off
+    assert cohen_kappa(auto, near) == pytest.approx(cohen_kappa(auto, far), abs=0.05)
+    assert cohen_kappa(auto, far, weights="quadratic") < cohen_kappa(auto, near, weights="quadratic") - 0.1
 
 
 def test_kappa_edge_cases():
     assert cohen_kappa([2, 0, 1], [2, 0, 1]) == pytest.approx(1.0)
     assert cohen_kappa([2, 2, 0, 0], [0, 0, 2, 2]) == pytest.approx(-1.0)  # always disagreeing
-    assert cohen_kappa([2, 2, 2], [2, 2, 2]) is None  # chance agreement is 1: undefined
+    assert cohen_kappa([2, 2, 0, 0], [0, 0, 2, 2], weights="quadratic") == pytest.approx(-1.0)
+    # chance agreement is 1: undefined (scikit-learn warns and returns nan; molting reports n/a)
+    assert cohen_kappa([2, 2, 2], [2, 2, 2]) is None
+    assert cohen_kappa([2, 2, 2], [2, 2, 2], weights="quadratic") is None
     assert cohen_kappa([], []) is None
     assert agreement([0, 2], [2, 2])["within_one"] == 0.5
 
@@ -47,10 +68,11 @@ def test_agreement_by_dimension_skips_what_a_person_left_blank():
     auto = {"Q1": {"D1": 2, "D2": 1, "D3": 2, "D4": 2, "D5": 0}, "Q2": {"D1": 0, "D2": 2, "D3": 2, "D4": 2, "D5": 2}}
     human = {"Q1": {"D1": 2, "D5": 1}, "Q2": {"D1": 1}, "Q9": {"D1": 2}}  # Q9: no automatic score
     figures = agreement_by_dimension(auto, human, DIMENSIONS)
-    # D1 pairs (2, 2) and (0, 1): p_o = 1/2, p_e = 1/4 (only the label 2 is shared), kappa = 1/3
-    assert figures["D1"] == {"n": 2, "exact": 0.5, "within_one": 1.0, "kappa": 0.3333}
+    # D1 pairs (2, 2) and (0, 1): p_o = 1/2, p_e = 1/4 (only the label 2 is shared), kappa = 1/3; quadratic:
+    # observed cost 1, expected (1·1·1 + 4·1·1 + 1·1·1) / 2 = 3, weighted kappa 1 − 1/3
+    assert figures["D1"] == {"n": 2, "exact": 0.5, "within_one": 1.0, "kappa": 0.3333, "kappa_quadratic": 0.6667}
     assert figures["D5"]["n"] == 1 and figures["D5"]["exact"] == 0.0
-    assert figures["D2"] == {"n": 0, "exact": None, "within_one": None, "kappa": None}
+    assert figures["D2"] == {"n": 0, "exact": None, "within_one": None, "kappa": None, "kappa_quadratic": None}
 
 
 def test_scorer_agrees_with_the_labelled_set_at_the_targets():

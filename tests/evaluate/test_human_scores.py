@@ -88,12 +88,16 @@ def test_sheet_import_and_report(run_dir, tmp_path):
     assert "Human scores (manual_scores.json) replace the automatic ones for 6 scores on 2 answers" in report
     q2_row = next(line for line in report.splitlines() if line.startswith("| Q2"))
     assert "| 1ʰ |" in q2_row
-    assert "Cohen's κ" in report
+    assert "| Cohen's κ | Quadratic-weighted κ |" in report
 
     result = run_molt("scores", "agreement", run_dir, "--json")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     assert figures["D2"]["n"] == 2 and figures["D1"]["n"] == 1
+    assert set(figures["D2"]) == {"n", "exact", "within_one", "kappa", "kappa_quadratic"}
+    result = run_molt("scores", "agreement", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert "Quadratic-weighted kappa" in result.stdout
 
 
 def test_import_rejects_bad_rows_with_file_and_line(run_dir, tmp_path):

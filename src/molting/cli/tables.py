@@ -227,14 +227,14 @@ def print_logprob_report(report: dict, run: str) -> None:
 
 def print_agreement(figures: dict, title: str) -> None:
     table = Table(title=title)
-    for column in ("Dim", "Scored by both", "Exact", "Within one", "Cohen's kappa"):
+    for column in ("Dim", "Scored by both", "Exact", "Within one", "Cohen's kappa", "Quadratic-weighted kappa"):
         table.add_column(column, justify="right")
     for dim, f in figures.items():
         if not f["n"]:
-            table.add_row(dim, "0", "–", "–", "–")
+            table.add_row(dim, "0", "–", "–", "–", "–")
             continue
-        kappa = f"{f['kappa']:.3f}" if f["kappa"] is not None else "n/a"
-        table.add_row(dim, str(f["n"]), f"{f['exact']:.0%}", f"{f['within_one']:.0%}", kappa)
+        kappas = [f"{f[k]:.3f}" if f[k] is not None else "n/a" for k in ("kappa", "kappa_quadratic")]
+        table.add_row(dim, str(f["n"]), f"{f['exact']:.0%}", f"{f['within_one']:.0%}", *kappas)
     console.print(table)
 
 

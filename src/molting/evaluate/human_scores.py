@@ -18,8 +18,8 @@ Reached through:
 - `load_manual_scores`, the one reader; `effective_scores(scores, manual)` is what every reader of
   scores.json should show: human scores replace the automatic ones dimension by dimension, and the
   averages are recomputed;
-- `human_agreement` / `run_agreement` (`molt scores agreement RUN`): exact, within-one and Cohen's kappa
-  per dimension between the automatic and the human scores.
+- `human_agreement` / `run_agreement` (`molt scores agreement RUN`): exact, within-one and Cohen's kappa (plain and
+  quadratic-weighted) per dimension between the automatic and the human scores.
 
 `_merge_manual_scores` is the one writer of manual_scores.json. Each write is a read-modify-write under an
 exclusive lock (`filelock`'s: flock, or LockFileEx on Windows) on a sidecar `.lock` file, and the new content

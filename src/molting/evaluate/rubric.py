@@ -903,7 +903,7 @@ class LabelledAnswer:
 
 @dataclass
 class LabelledResult:
-    figures: dict  # {dim: {n, exact, within_one, kappa}}
+    figures: dict  # {dim: {n, exact, within_one, kappa, kappa_quadratic}}
     disagreements: list[dict] = field(default_factory=list)  # {id, dim, label, scorer, reason, evidence}
     groups: dict = field(default_factory=dict)  # word_salad: {n, max_total}; good (labelled 10/10): {n, min_total}
 

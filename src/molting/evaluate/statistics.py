@@ -16,10 +16,11 @@ Agreement (`agreement_by_dimension`: automatic against human scores, `molt score
 against the hand-labelled set, `molting.evaluate.rubric.labelled_agreement`) is three figures per
 dimension, as persona benchmarks report them: exact agreement (same 0/1/2), within-one agreement
 (|a − b| ≤ 1) and Cohen's kappa (agreement corrected for what two scorers with the same label frequencies
-would reach by chance).
+would reach by chance), from scikit-learn, both unweighted and quadratic-weighted: the scores are ordinal,
+so a 0 against a 2 is a worse disagreement than a 1 against a 2, and the weighted kappa counts it four times.
 """
 
-from collections import Counter
+import warnings
 
 import numpy as np
 
@@ -86,31 +87,40 @@ def group_summary(
     return summaries, average, ci
 
 
-def cohen_kappa(a: list[int], b: list[int]) -> float | None:
-    """Unweighted Cohen's kappa: (p_o − p_e) / (1 − p_e). None when undefined (no items, or both scorers
-    gave one and the same label to everything, so chance agreement is already 1)."""
-    n = len(a)
-    if n == 0 or n != len(b):
+SCORE_LEVELS = (0, 1, 2)  # a dimension's score
+
+
+def cohen_kappa(a: list[int], b: list[int], weights: str | None = None) -> float | None:
+    """Cohen's kappa (scikit-learn's `cohen_kappa_score`), unweighted or with `weights="quadratic"`. None when
+    undefined: no items, or both scorers gave one and the same label to everything, so chance agreement is
+    already 1 (scikit-learn warns and returns nan there)."""
+    if not a or len(a) != len(b):
         return None
-    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
-    ca, cb = Counter(a), Counter(b)
-    expected = sum(ca[k] * cb[k] for k in set(ca) | set(cb)) / (n * n)
-    if expected == 1:
-        return None
-    return (observed - expected) / (1 - expected)
+    # scikit-learn costs a second to import, and rubric (which every config load reads) imports this module
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import cohen_kappa_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        # the whole score scale as labels: the confusion matrix keeps its shape when one label is all there is
+        kappa = float(cohen_kappa_score(a, b, labels=sorted({*SCORE_LEVELS, *a, *b}), weights=weights))
+    return None if np.isnan(kappa) else kappa
 
 
 def agreement(auto: list[int], human: list[int]) -> dict:
-    """Exact and within-one agreement (fractions) and kappa for paired scores."""
+    """Exact and within-one agreement (fractions), unweighted kappa and quadratic-weighted kappa
+    (`kappa_quadratic`) for paired scores."""
     n = len(auto)
     if n == 0:
-        return {"n": 0, "exact": None, "within_one": None, "kappa": None}
+        return {"n": 0, "exact": None, "within_one": None, "kappa": None, "kappa_quadratic": None}
     kappa = cohen_kappa(auto, human)
+    weighted = cohen_kappa(auto, human, weights="quadratic")
     return {
         "n": n,
         "exact": round(sum(a == h for a, h in zip(auto, human, strict=True)) / n, 4),
         "within_one": round(sum(abs(a - h) <= 1 for a, h in zip(auto, human, strict=True)) / n, 4),
         "kappa": round(kappa, 4) if kappa is not None else None,
+        "kappa_quadratic": round(weighted, 4) if weighted is not None else None,
     }
 
 
@@ -118,7 +128,8 @@ def agreement_by_dimension(
     auto: dict[str, dict[str, int]], human: dict[str, dict[str, int]], dimensions: tuple[str, ...]
 ) -> dict:
     """`auto` and `human` map answer ids to {dim: score}; dimensions a person left blank are skipped.
-    Returns {dim: {n, exact, within_one, kappa}} for each of `dimensions`, over the answers both scored."""
+    Returns {dim: {n, exact, within_one, kappa, kappa_quadratic}} for each of `dimensions`, over the answers
+    both scored."""
     out = {}
     for dim in dimensions:
         pairs = [(auto[a][dim], h[dim]) for a, h in human.items() if a in auto and dim in h and dim in auto[a]]
