@@ -1,5 +1,6 @@
-"""`molt compare`: the table of settings and scores, verdicts from confidence intervals, an honest
-NO VERDICT for one sample per question, human scores overriding automatic ones, and the CLI outputs."""
+"""`molt compare`: the table of settings and scores, verdicts from confidence intervals and from the paired
+bootstrap of per-question differences, an honest NO VERDICT for one sample per question, human scores
+overriding automatic ones, and the CLI outputs."""
 
 import json
 
@@ -7,6 +8,7 @@ from conftest import run_molt
 from fake_runs import BAD, make_run, read_json, references, write_eval
 
 from molting.evaluate.human_scores import set_human_score
+from molting.evaluate.statistics import mean_ci
 from molting.io import write_json_atomic
 from molting.report.compare import IMPROVEMENT, NO_CHANGE, REGRESSION, compare_runs, to_markdown, verdict_lines
 
@@ -29,6 +31,7 @@ def test_one_sample_per_question_gives_no_verdict_and_the_table_marks_difference
     overall = result["overall"][0]
     assert overall["verdict"] == "NO VERDICT (1 sample)"
     assert overall["average_delta"] < -5  # the point estimate fell a lot, and still no verdict is claimed
+    assert overall["paired"]["verdict"] == "NO VERDICT (1 sample)" and overall["paired"]["ci95"][1] < 0
     assert all(q["verdicts"] == ["NO VERDICT (1 sample)"] for q in result["questions"])
     assert "One sample per question cannot support a verdict" in result["notes"][0]
     rows = {r["metric"]: r for r in result["rows"]}
@@ -76,6 +79,71 @@ def test_improvement_and_no_change(tmp_path):
     assert all(q["verdicts"] == [IMPROVEMENT, NO_CHANGE] for q in result["questions"])
     same = compare_runs([mixed, shuffled])  # the same answers in another order: nothing changed
     assert same["overall"][0]["verdict"] == NO_CHANGE and same["overall"][0]["average_delta"] == 0
+    assert same["overall"][0]["paired"] == {
+        "questions": len(references()),
+        "mean_delta": 0.0,
+        "ci95": [0.0, 0.0],
+        "p_value": 1.0,
+        "verdict": NO_CHANGE,
+    }
+
+
+def summarised_run(tmp_path, name: str, means: list[float]):
+    """A run whose scores.json summarises each question as `molt eval` does with three samples: its mean with
+    a wide interval, and the average's interval bootstrapped over the question means."""
+    run = make_run(tmp_path, name, answers(["REF", "REF", "REF"]), LOSSES_A)
+    path = run / "eval" / "final" / "scores.json"
+    scores = read_json(path)
+    scores["per_question"] = [
+        {
+            "id": q,
+            "samples": 3,
+            "mean": m,
+            "ci95": [m - 1.5, m + 1.5],
+            "dims": {d: m / 5 for d in "D1 D2 D3 D4 D5".split()},
+        }
+        for q, m in zip(references(), means, strict=True)
+    ]
+    scores["average_ci95"] = mean_ci(means)
+    write_json_atomic(path, scores)
+    return run
+
+
+def test_the_paired_test_finds_a_small_gain_on_every_question_that_the_intervals_miss(tmp_path):
+    n = len(references())
+    spread = [2.0 + 7.5 * i / (n - 1) for i in range(n)]  # easy and hard questions: wide intervals
+    gains = [0.2, 0.5, 0.3, 0.4, 0.6, 0.25, 0.35, 0.45, 0.3, 0.5][:n]  # small, and on every question
+    base = summarised_run(tmp_path, "base", spread)
+    better = summarised_run(tmp_path, "better", [m + g for m, g in zip(spread, gains, strict=True)])
+    result = compare_runs([base, better])
+    overall = result["overall"][0]
+    assert overall["verdict"] == NO_CHANGE  # the averages' intervals overlap
+    paired = overall["paired"]
+    assert paired["verdict"] == IMPROVEMENT and paired["questions"] == n
+    assert paired["mean_delta"] == round(sum(gains) / n, 4)
+    assert 0 < paired["ci95"][0] < paired["mean_delta"] < paired["ci95"][1] <= max(gains)
+    assert paired["p_value"] < 0.01
+    assert compare_runs([base, better])["overall"] == result["overall"]  # seeded: the same figures every time
+    line = verdict_lines(result)[0]
+    assert line.startswith("VERDICT better vs base: NO SIGNIFICANT CHANGE")
+    assert f"Paired test over {n} questions: IMPROVEMENT (mean difference +{paired['mean_delta']:.2f}" in line
+    assert f"**{line}**" in to_markdown(result)
+    html = tmp_path / "cmp.html"
+    cli = run_molt("compare", base, better, "--html", html, "--fail-on-regression")
+    assert cli.returncode == 0, cli.stderr
+    assert f"Paired test over {n} questions: IMPROVEMENT" in cli.stdout.replace("\n", " ")
+    assert f"Paired test over {n} questions: IMPROVEMENT" in html.read_text()
+
+
+def test_the_paired_test_finds_nothing_where_gains_and_losses_cancel(tmp_path):
+    n = len(references())
+    spread = [2.0 + 7.5 * i / (n - 1) for i in range(n)]
+    changes = [0.5 if i % 2 else -0.5 for i in range(n)]
+    base = summarised_run(tmp_path, "base", spread)
+    other = summarised_run(tmp_path, "other", [m + c for m, c in zip(spread, changes, strict=True)])
+    paired = compare_runs([base, other])["overall"][0]["paired"]
+    assert paired["verdict"] == NO_CHANGE
+    assert paired["ci95"][0] < 0 < paired["ci95"][1] and paired["p_value"] > 0.2
 
 
 def test_the_scorers_own_intervals_are_used_when_present(tmp_path):

@@ -34,7 +34,9 @@ def compare(runs, eval_id, as_md, as_json, html_out, plot_out, fail_on_regressio
     The first run is the baseline. Each other run gets a verdict per question and overall: IMPROVEMENT
     or REGRESSION when the 95% confidence intervals do not overlap, NO SIGNIFICANT CHANGE when they do,
     and NO VERDICT when there is one answer per question (one sample cannot tell a change from noise).
-    Human scores in eval/ID/manual_scores.json replace the automatic ones they cover.
+    Beside the overall verdict, a paired test: a seeded bootstrap of the per-question differences, with
+    the 95% interval of their mean and a p-value. Human scores in eval/ID/manual_scores.json replace the
+    automatic ones they cover.
 
     \b
     Example:

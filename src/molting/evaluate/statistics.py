@@ -12,6 +12,12 @@ each question resample its answers. The resampling seed is fixed, so the same sc
 same interval. One answer per question gives no interval for that question (`ci95` is null): a single
 answer cannot show how much the next one would differ.
 
+Two runs answering the same questions are compared by `paired_bootstrap` (`molt compare`): the per-question
+differences of their means, resampled together with scipy's `bootstrap(paired=True)`, give a 95% interval
+of the mean difference and a two-sided bootstrap p-value. Pairing removes what the questions themselves
+contribute (an easy question is easy for both runs), so a small gain on every question shows, where two
+overlapping intervals of the averages would hide it.
+
 Agreement (`agreement_by_dimension`: automatic against human scores, `molt scores agreement`; the rubric
 against the hand-labelled set, `molting.evaluate.rubric.labelled_agreement`) is three figures per
 dimension, as persona benchmarks report them: exact agreement (same 0/1/2), within-one agreement
@@ -21,6 +27,7 @@ so a 0 against a 2 is a worse disagreement than a 1 against a 2, and the weighte
 """
 
 import warnings
+from typing import TypedDict
 
 import numpy as np
 
@@ -85,6 +92,49 @@ def group_summary(
     average = round(float(np.mean(means)), 3) if means else None
     ci = two_level_ci([[a["total"] for a in answers] for answers in groups.values()])
     return summaries, average, ci
+
+
+PAIRED_RESAMPLES = 10_000  # the p-value's resolution is 1 / PAIRED_RESAMPLES
+
+
+class PairedDifference(TypedDict):
+    """The paired bootstrap of two runs' per-question means: `other` minus `base`."""
+
+    questions: int  # questions both runs answered
+    mean_delta: float
+    ci95: list[float]  # 95% percentile interval of the mean difference
+    p_value: float  # two-sided: twice the share of resampled mean differences on the far side of 0, at most 1
+
+
+def paired_bootstrap(
+    base: list[float], other: list[float], resamples: int = PAIRED_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> PairedDifference | None:
+    """95% interval and bootstrap p-value of mean(other − base) over paired values (the same questions, in the
+    same order); None for fewer than two pairs. Seeded: the same scores give the same figures."""
+    if len(base) != len(other):
+        raise ValueError("paired_bootstrap needs one value of each run per question")
+    if len(base) < 2:
+        return None
+    from scipy.stats import bootstrap  # scipy.stats costs a second to import; only `molt compare` needs it
+
+    result = bootstrap(
+        (np.asarray(base, dtype=float), np.asarray(other, dtype=float)),
+        lambda a, b, axis: np.mean(b - a, axis=axis),
+        paired=True,
+        vectorized=True,
+        n_resamples=resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    replicates = result.bootstrap_distribution
+    p_value = min(1.0, 2 * min(float(np.mean(replicates <= 0)), float(np.mean(replicates >= 0))))
+    low, high = result.confidence_interval
+    return {
+        "questions": len(base),
+        "mean_delta": round(float(np.mean(np.subtract(other, base))), 4),
+        "ci95": [round(float(low), 4), round(float(high), 4)],
+        "p_value": round(p_value, 4),
+    }
 
 
 SCORE_LEVELS = (0, 1, 2)  # a dimension's score

@@ -11,7 +11,12 @@ other run gets a verdict against it, per question and overall:
 - NO VERDICT when either side has one answer per question: one greedy answer cannot tell a change from
   noise, and the comparison says so instead of inventing a verdict.
 Non-overlap of two 95% intervals is a conservative test (it misses some real changes); it was chosen
-because a person can check it by eye in the table.
+because a person can check it by eye in the table. Beside it, the overall verdict reports a paired test
+(`molting.evaluate.statistics.paired_bootstrap`): the per-question differences of the two runs' means over
+the questions both answered, with a 95% bootstrap interval of their mean and a p-value. A small gain on
+every question is a real change the overlap rule misses; the paired test finds it. Its verdict follows the
+same words (the interval of the difference above 0, below 0, or around it, and NO VERDICT with one answer per
+question); `--fail-on-regression` reads the overlap verdict alone.
 """
 
 import io
@@ -20,6 +25,7 @@ from typing import Any, TypedDict
 
 from molting.errors import UserError
 from molting.evaluate.rubric import DIMENSIONS
+from molting.evaluate.statistics import PAIRED_RESAMPLES, PairedDifference, paired_bootstrap
 from molting.io import write_bytes_atomic
 from molting.report.run_record import RunRecord, load_run
 
@@ -47,13 +53,18 @@ class QuestionComparison(TypedDict):
     verdicts: list[str]  # one per run after the baseline
 
 
+class PairedVerdict(PairedDifference):
+    verdict: str  # from the interval of the mean difference: IMPROVEMENT, REGRESSION, NO SIGNIFICANT CHANGE
+
+
 class Verdict(TypedDict):
     run: str
     against: str
-    verdict: str
+    verdict: str  # the interval-overlap rule
     average_delta: float | None  # None when either run has no scored answer
     questions_regressed: list[str]
     questions_improved: list[str]
+    paired: PairedVerdict | None  # None with fewer than two questions scored in both runs
 
 
 class AverageScore(TypedDict):
@@ -97,6 +108,22 @@ def verdict(
     if other_ci[1] < base_ci[0]:
         return REGRESSION
     return NO_CHANGE
+
+
+def paired_verdict(base: list[dict | None], other: list[dict | None]) -> PairedVerdict | None:
+    """The paired test of two runs' question scores (RunScore per question, None where a run has no answer),
+    over the questions both answered."""
+    pairs = [(b, o) for b, o in zip(base, other, strict=True) if b is not None and o is not None]
+    test = paired_bootstrap([b["mean"] for b, _ in pairs], [o["mean"] for _, o in pairs])
+    if test is None:
+        return None
+    samples = min(min(b["samples"], o["samples"]) for b, o in pairs)
+    low, high = test["ci95"]
+    if samples <= 1:
+        word = no_verdict(samples)
+    else:
+        word = IMPROVEMENT if low > 0 else REGRESSION if high < 0 else NO_CHANGE
+    return {**test, "verdict": word}
 
 
 def fmt_value(value, digits: int = 4) -> str:
@@ -259,6 +286,9 @@ def compare_runs(run_dirs: list[str | Path], eval_id: str = "final") -> CompareR
                 "average_delta": None if None in (r.average, base.average) else round(r.average - base.average, 4),
                 "questions_regressed": regressed,
                 "questions_improved": improved,
+                "paired": paired_verdict(
+                    [q["scores"][0] for q in questions], [q["scores"][runs.index(r)] for q in questions]
+                ),
             }
         )
     notes = []
@@ -339,6 +369,12 @@ def verdict_lines(result: CompareResult) -> list[str]:
             line += f"; regressed: {', '.join(o['questions_regressed'])}"
         if o["questions_improved"]:
             line += f"; improved: {', '.join(o['questions_improved'])}"
+        if paired := o.get("paired"):
+            p_text = f"p < {1 / PAIRED_RESAMPLES:g}" if paired["p_value"] == 0 else f"p = {paired['p_value']:.3g}"
+            line += (
+                f". Paired test over {paired['questions']} questions: {paired['verdict']} (mean difference "
+                f"{paired['mean_delta']:+.2f}, 95% CI [{paired['ci95'][0]:+.2f}, {paired['ci95'][1]:+.2f}], {p_text})"
+            )
         lines.append(line)
     return lines
 
