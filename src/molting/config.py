@@ -321,12 +321,32 @@ class JudgeSettings:
     retries: int = field(default=2, metadata={"help": "Retries per call after the first attempt."})
     dims: list[str] = field(default_factory=lambda: list(DIMENSIONS), metadata={"help": "Dimensions the judge scores."})
     concurrency: int = field(default=4, metadata={"help": "Judge calls in flight at once."})
-    json_mode: bool = field(
-        default=False,
-        metadata={"help": 'Also send response_format {"type": "json_object"} (for servers that support it).'},
+    response_format: Literal["auto", "json_schema", "json_object", "none"] = field(
+        default="auto",
+        metadata={
+            "help": "What each judge call asks of the reply's form. auto: response_format json_schema (the verdict's "
+            "JSON schema, strict), and when the server refuses it (HTTP 400 or 422) json_object, then none, "
+            "the fallback kept for the rest of the run; json_schema, json_object or none: that one only. "
+            "scores.json records the one used (judge.response_format)."
+        },
+    )
+    json_mode: bool | None = field(
+        default=None,
+        metadata={
+            "help": "The older switch for the same thing, still read: true is response_format json_object; false "
+            "changes nothing. Use response_format."
+        },
     )
 
     def __post_init__(self):
+        if self.json_mode and self.response_format not in ("auto", "json_object"):
+            raise FieldValueError(
+                "json_mode",
+                f"json_mode: true asks for json_object, response_format for {self.response_format}; keep "
+                "response_format alone.",
+            )
+        if self.json_mode:
+            self.response_format = "json_object"
         unknown = [d for d in self.dims if d not in DIMENSIONS]
         if unknown:
             raise FieldValueError("dims", f"unknown dimension(s) {unknown}; use D1, D2, D3, D4, D5.")

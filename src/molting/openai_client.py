@@ -58,10 +58,12 @@ class ChatReply:
 
 
 class ChatError(Exception):
-    """The endpoint gave no usable answer after every retry; `reason` says why in one line."""
+    """The endpoint gave no usable answer after every retry; `reason` says why in one line. `status` is the
+    HTTP status of a refusal the server answered (400: the request itself was refused), None otherwise."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, status: int | None = None):
         self.reason = reason
+        self.status = status
         super().__init__(reason)
 
 
@@ -139,7 +141,7 @@ def _post_once(endpoint: Endpoint, body: dict) -> ChatReply:
                     "molting waits; lower the request rate, e.g. --concurrency 1, or try later)"
                 ) from None
             raise _Retryable(message, wait) from None
-        raise ChatError(message) from None
+        raise ChatError(message, status=e.code) from None
     except TimeoutError:
         raise _Retryable(f"no answer from {endpoint.chat_url} within {endpoint.timeout_s:g} s") from None
     except urllib.error.URLError as e:

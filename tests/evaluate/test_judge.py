@@ -1,11 +1,13 @@
 """The LLM judge against a real OpenAI-compatible HTTP server on 127.0.0.1: a good
 judge, a judge capped by a deterministic detector, a judge that is down, stalled or returns garbage (the
-dimension is left unscored with the reason, the evaluation goes on), and the cache on a re-run."""
+dimension is left unscored with the reason, the evaluation goes on), the cache on a re-run, and the
+response_format each call asks for: json_schema, and json_object then none from servers that refuse it."""
 
 import json
 import re
 import socket
 
+import jsonschema
 import pytest
 from conftest import EXAMPLE
 from openai_server import serve
@@ -13,7 +15,14 @@ from openai_server import serve
 from molting.card.persona import load_persona
 from molting.card.suite import load_suite
 from molting.config import JudgeSettings
-from molting.evaluate.judge import apply_judge, judge_messages, level_examples, parse_verdict
+from molting.evaluate.judge import (
+    VERDICT_SCHEMA,
+    apply_judge,
+    judge_messages,
+    level_examples,
+    parse_verdict,
+    response_format_note,
+)
 from molting.evaluate.rubric import DIMENSIONS, score_responses
 
 
@@ -176,10 +185,16 @@ def test_judge_section_of_the_config_is_checked(project):
     )
     assert config.judge.enabled and config.judge.dims == ["D2"] and config.judge.api_key_env == "OPENAI_API_KEY"
     assert not load_run_config(project / "molt.yaml").judge.enabled  # off unless a url is set
+    assert load_run_config(project / "molt.yaml").judge.response_format == "auto"
+    # a config (or a trained run's config.yaml) written with the older switch still loads, and means the same
+    assert load_run_config(project / "molt.yaml", ["judge.json_mode=true"]).judge.response_format == "json_object"
+    assert load_run_config(project / "molt.yaml", ["judge.json_mode=false"]).judge.response_format == "auto"
     for bad, message in [
         (["judge.url=http://127.0.0.1:9/v1"], "judge.model is not"),
         (["judge.url=127.0.0.1:9", "judge.model=j"], "must start with http"),
         (["judge.dims=[D9]"], "unknown dimension"),
+        (["judge.response_format=json"], "expected one of 'auto', 'json_schema', 'json_object', 'none'"),
+        (["judge.json_mode=true", "judge.response_format=json_schema"], "keep response_format alone"),
     ]:
         with pytest.raises(UserError, match=message) as e:
             load_run_config(project / "molt.yaml", bad)
@@ -276,3 +291,72 @@ def test_judge_limits_from_the_command_line_override_the_config(project):
     assert (settings.timeout, settings.concurrency, settings.url) == (300.0, 1, "http://127.0.0.1:9/v1")
     with pytest.raises(UserError, match="concurrency must be at least 1"):
         judge_for_run(run, concurrency=0)
+
+
+def _verdict_unless_refused(refuse: set[str]):
+    """A server that answers 400, naming the response_format, to the forms in `refuse`; a verdict otherwise."""
+
+    def respond(body, n):
+        form = body.get("response_format", {}).get("type", "none")
+        if form in refuse:
+            return (400, {"error": {"message": f"response_format type {form} is not supported", "type": "invalid"}})
+        return json.dumps({"score": 2, "reason": f"{_dim(body)} is as the card says"})
+
+    return respond
+
+
+def _forms(server) -> list[str]:
+    return [r["body"].get("response_format", {}).get("type", "none") for r in server.requests]
+
+
+def test_the_judge_asks_for_the_verdicts_json_schema(card, suite, tmp_path):
+    with serve(_verdict_unless_refused(set())) as server:
+        scores = _judge(card, suite, server.url, tmp_path)
+    assert len(server.requests) == 10 and _forms(server) == ["json_schema"] * 10
+    sent = server.requests[0]["body"]["response_format"]
+    assert sent == {
+        "type": "json_schema",
+        "json_schema": {"name": "judge_verdict", "schema": VERDICT_SCHEMA, "strict": True},
+    }
+    assert scores["judge"]["response_format"] == "json_schema" and scores["judge"]["response_format_refused"] == []
+    assert scores["judge"]["unscored"] == 0
+    # the schema admits exactly what parse_verdict accepts
+    jsonschema.validate({"score": 1, "reason": "x"}, VERDICT_SCHEMA)
+    for wrong in ({"score": 3, "reason": "x"}, {"score": 1}, {"score": 1, "reason": "x", "extra": 1}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(wrong, VERDICT_SCHEMA)
+
+
+def test_a_server_refusing_json_schema_gets_json_object_for_the_rest_of_the_run(card, suite, tmp_path):
+    with serve(_verdict_unless_refused({"json_schema"})) as server:
+        scores = _judge(card, suite, server.url, tmp_path)
+    # one refused call settles it: json_schema is not asked again on every call
+    assert _forms(server) == ["json_schema"] + ["json_object"] * 10
+    assert scores["judge"]["unscored"] == 0 and scores["judge"]["response_format"] == "json_object"
+    (refused,) = scores["judge"]["response_format_refused"]
+    assert refused["response_format"] == "json_schema"
+    assert refused["reason"].startswith("HTTP 400") and "json_schema is not supported" in refused["reason"]
+    note = response_format_note(scores["judge"])
+    assert note.startswith("response_format json_object (the server refused json_schema: HTTP 400")
+
+
+def test_a_server_refusing_both_forms_is_asked_with_none(card, suite, tmp_path):
+    with serve(_verdict_unless_refused({"json_schema", "json_object"})) as server:
+        scores = _judge(card, suite, server.url, tmp_path, dims=["D1", "D2"])
+        first = len(server.requests)
+        again = _judge(card, suite, server.url, tmp_path, dims=["D1", "D2"])
+    assert _forms(server)[:first] == ["json_schema", "json_object"] + ["none"] * 4
+    assert "response_format" not in server.requests[-1]["body"]
+    assert scores["judge"]["response_format"] == "none" and scores["judge"]["unscored"] == 0
+    assert [r["response_format"] for r in scores["judge"]["response_format_refused"]] == ["json_schema", "json_object"]
+    # the verdicts were cached whatever form they came in: a rerun asks nothing, and says so
+    assert len(server.requests) == first
+    assert again["judge"]["response_format"] is None and response_format_note(again["judge"]).startswith("every")
+
+
+def test_a_chosen_response_format_is_not_replaced(card, suite, tmp_path):
+    with serve(_verdict_unless_refused({"json_schema"})) as server:
+        scores = _judge(card, suite, server.url, tmp_path, dims=["D1"], response_format="json_schema")
+    assert _forms(server) == ["json_schema", "json_schema"]
+    assert all("HTTP 400" in q["judge"]["D1"]["unscored"] for q in scores["questions"])
+    assert scores["judge"]["response_format_refused"] == []

@@ -196,8 +196,15 @@ def eval_cmd(
     for missing in scores.get("no_answer", []):
         err_console.print(f"[yellow]no answer[/] for {missing['id']}: {missing['reason']}", highlight=False)
     if scores.get("judge"):
+        from molting.evaluate.judge import response_format_note
+
         j = scores["judge"]
-        console.print(f"judge {j['model']}: {j['calls']} calls, {j['unscored']} dimension(s) left unscored")
+        note = response_format_note(j)
+        console.print(
+            f"judge {j['model']}: {j['calls']} calls, {j['unscored']} dimension(s) left unscored"
+            + (f"; {note}" if note else ""),
+            highlight=False,
+        )
     console.print(f"wrote {RunPaths(run).eval(scores['eval_id']).scores}")
     missed = shortfalls(scores, min_average, minimum_by_dim)
     if missed:
@@ -311,7 +318,7 @@ def scores():
     \b
       molt scores sheet RUN              write RUN/eval/final/scoring_sheet.csv
       molt scores import RUN --csv FILE  validate it and merge it into manual_scores.json
-      molt scores agreement RUN          exact, within-one and Cohen's kappa per dimension
+      molt scores agreement RUN          exact, within-one, Cohen's kappa (plain, quadratic-weighted)
     Human scores override the automatic ones in report.md.
     """
 
@@ -356,7 +363,8 @@ def scores_import(run, csv_path, eval_id):
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def scores_agreement(run, eval_id, as_json):
     """Agreement of the automatic scores (rubric, and the judge where it scored) with the human ones:
-    exact, within-one and Cohen's kappa per dimension, over the answers both scored."""
+    exact, within-one, and Cohen's kappa unweighted and quadratic-weighted (the scores are ordinal: a 0
+    against a 2 costs four times a 1 against a 2) per dimension, over the answers both scored."""
     from molting.evaluate.human_scores import run_agreement
 
     figures = run_agreement(run, eval_id)

@@ -15,9 +15,18 @@ detector capped the dimension, and then never above the cap: detectors keep thei
 says. A judge that is down, slow or returns garbage leaves its dimension `{"unscored": reason}` and the
 dimension keeps rubric v2's score; the judge never crashes an evaluation and never invents a score.
 
+Each call asks for the verdict's form in `response_format` (judge.response_format): by default
+`json_schema`, the verdict's JSON schema with strict decoding, so a server that constrains its output cannot
+reply anything else. A server that refuses it (HTTP 400 or 422: an older llama.cpp or vLLM, a hosted API
+without structured outputs) is asked again with `json_object`, then with none; the first call settles the
+form, and every other call of the run uses it, so the refusal costs one call, not one per answer.
+scores.json's `judge.response_format` records the form used and `judge.response_format_refused` what
+the server refused and why.
+
 Replies are cached in eval/<id>/judge_cache/ (the OpenAI client's ChatCache: keyed by the judge model and
-the full prompt, which holds the rubric version and text, the card, the question and the answer); only
-replies that parsed are stored, so a re-run asks again exactly where the judge failed.
+the full prompt, which holds the rubric version and text, the card, the question and the answer, but not
+the response_format, which changes how the verdict is decoded, not what is asked); only replies that parsed
+are stored, so a re-run asks again exactly where the judge failed.
 """
 
 import json
@@ -28,9 +37,26 @@ from molting.card.suite import Question
 from molting.card.text_match import fold
 from molting.config import JudgeSettings
 from molting.evaluate.rubric import DIMENSION_NAMES, DIMENSIONS, TECHNOLOGIES
-from molting.openai_client import ChatCache, ChatError, ChatReply, Endpoint, chat_many
+from molting.openai_client import ChatCache, ChatError, ChatReply, Endpoint, chat, chat_many
 
 JUDGE_RUBRIC_VERSION = "judge-v1"
+# The verdict parse_verdict accepts, as the JSON schema a server with structured outputs decodes to.
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {"score": {"type": "integer", "enum": [0, 1, 2]}, "reason": {"type": "string"}},
+    "required": ["score", "reason"],
+    "additionalProperties": False,
+}
+RESPONSE_FORMATS: dict[str, dict | None] = {
+    "json_schema": {
+        "type": "json_schema",
+        "json_schema": {"name": "judge_verdict", "schema": VERDICT_SCHEMA, "strict": True},
+    },
+    "json_object": {"type": "json_object"},
+    "none": None,
+}
+FALLBACK_ORDER = ("json_schema", "json_object", "none")  # judge.response_format auto
+REFUSED_REQUEST = (400, 422)  # what a server answers to a response_format it does not support
 LANGUAGE_NAMES = {"pt": "Portuguese (Brazil)", "en": "English"}
 
 # What each score means, per dimension (the same meaning as the hand-labelled set's README).
@@ -275,12 +301,18 @@ def judge_messages(persona: Persona, dim: str, question_text: str, question: Que
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
 
 
+def _with_format(request: dict, form: str) -> dict:
+    response_format = RESPONSE_FORMATS[form]
+    return {**request, "extra": {"response_format": response_format} if response_format else None}
+
+
 def _ask(
     endpoint: Endpoint, requests: list[dict], copies: list[set[str]], settings: JudgeSettings, cache: ChatCache, on_done
-) -> list:
+) -> tuple[list, str | None, list[dict]]:
     """Each request's verdict (score, reason) or the reason it has none; `copies[i]` are the texts request i's
     reason must not be. Cached verdicts are reused; only replies that parse are cached, so garbage and
-    failures are asked again on the next run."""
+    failures are asked again on the next run. Also returns the response_format the calls used (None when
+    every verdict came from the cache) and the forms the server refused ({response_format, reason})."""
     results: list = [None] * len(requests)
     missing = []
     for i, request in enumerate(requests):
@@ -294,9 +326,8 @@ def _ask(
                 pass
         missing.append(i)
 
-    def done(k: int, reply) -> None:
+    def done(i: int, reply) -> None:
         # each verdict is cached as it arrives, so an interrupted run keeps what finished
-        i = missing[k]
         if isinstance(reply, ChatError):
             results[i] = f"judge failed: {reply.reason}"
         else:
@@ -308,8 +339,49 @@ def _ask(
                 cache.put(endpoint, requests[i], ChatReply(reply.text, reply.finish_reason, {}))
         on_done()
 
-    chat_many(endpoint, [requests[i] for i in missing], concurrency=settings.concurrency, on_done=done)
-    return results
+    if not missing:
+        return results, None, []
+    forms = list(FALLBACK_ORDER) if settings.response_format == "auto" else [settings.response_format]
+    refused = []
+    first = missing[0]
+    while True:  # the first call settles the form; the others then use it
+        request = _with_format(requests[first], forms[0])
+        try:
+            reply = chat(
+                endpoint,
+                request["messages"],
+                temperature=request["temperature"],
+                max_tokens=request["max_tokens"],
+                extra=request["extra"],
+            )
+        except ChatError as e:
+            if e.status in REFUSED_REQUEST and len(forms) > 1:
+                refused.append({"response_format": forms.pop(0), "reason": e.reason})
+                continue
+            reply = e
+        break
+    done(first, reply)
+    rest = missing[1:]
+    chat_many(
+        endpoint,
+        [_with_format(requests[i], forms[0]) for i in rest],
+        concurrency=settings.concurrency,
+        on_done=lambda k, reply: done(rest[k], reply),
+    )
+    return results, forms[0], refused
+
+
+def response_format_note(judge: dict) -> str:
+    """The form the judge's calls asked for, and what the server refused, in words (report.md, `molt eval`);
+    "" for a scores.json written before the form was recorded."""
+    if "response_format" not in judge:
+        return ""
+    form = judge["response_format"]
+    text = "every verdict from the cache" if form is None else f"response_format {form}"
+    refused = judge.get("response_format_refused") or []
+    if refused:
+        text += " (the server refused " + "; ".join(f"{r['response_format']}: {r['reason']}" for r in refused) + ")"
+    return text
 
 
 def apply_judge(
@@ -331,7 +403,6 @@ def apply_judge(
         settings.url, settings.model, settings.api_key_env, timeout_s=settings.timeout, max_retries=settings.retries
     )
     dims = [d for d in DIMENSIONS if d in settings.dims]
-    extra = {"response_format": {"type": "json_object"}} if settings.json_mode else None
     requests, index, copies = [], [], []
     if len(scores["questions"]) != len(rows):
         raise ValueError("apply_judge: scores['questions'] and rows must be the same answers, in the same order")
@@ -339,12 +410,14 @@ def apply_judge(
         question = questions.get(row["id"])
         for dim in dims:
             messages = judge_messages(persona, dim, row.get("prompt") or question.question, question, row["response"])
-            requests.append({"messages": messages, "temperature": 0.0, "max_tokens": 300, "extra": extra})
+            requests.append({"messages": messages, "temperature": 0.0, "max_tokens": 300})
             index.append((i, dim))
             copies.append(prompt_copies(persona, dim, question))
     with Progress(disable=not show_progress) as progress:
         task = progress.add_task(f"judging ({settings.model})", total=len(requests))
-        results = _ask(endpoint, requests, copies, settings, ChatCache(cache_dir), lambda: progress.advance(task))
+        results, response_format, refused = _ask(
+            endpoint, requests, copies, settings, ChatCache(cache_dir), lambda: progress.advance(task)
+        )
 
     for entry in scores["questions"]:
         entry["rubric_dims"] = dict(entry["dims"])
@@ -373,6 +446,8 @@ def apply_judge(
         "dims": dims,
         "calls": len(requests),
         "unscored": unscored,
+        "response_format": response_format,  # None: every verdict came from the cache
+        "response_format_refused": refused,
         "combined": "each judged dimension is min(judge score, rubric v2 score): the judge's score unless a "
         "deterministic detector capped the dimension lower; an unscored dimension keeps rubric v2's score",
     }

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from molting.errors import UserError
+from molting.evaluate.judge import response_format_note
 from molting.evaluate.rubric import DIMENSION_NAMES, DIMENSIONS
 from molting.io import write_bytes_atomic, write_text_atomic
 from molting.paths import RunPaths
@@ -181,7 +182,9 @@ def _judge_section(scores: dict) -> list[str]:
         before = scores.get("rubric_only", {}).get("average")
         lines += [
             f"LLM judge `{judge['model']}` ({judge['rubric']}) on {', '.join(judge['dims'])}: {judge['calls']} calls, "
-            f"{judge['unscored']} left unscored. Scores above are combined: {judge['combined']}"
+            f"{judge['unscored']} left unscored"
+            + (f"; {_md_text(note)}" if (note := response_format_note(judge)) else "")
+            + f". Scores above are combined: {judge['combined']}"
             + (f" (rubric v2 alone: {before:.2f}/10)." if before is not None else "."),
             "",
         ]
