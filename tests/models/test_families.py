@@ -157,23 +157,8 @@ def test_ollama_template_renders_every_suite_prompt_as_the_chat_template(family,
     assert (template_leaves_out(tokenizer.chat_template) is not None) == (family in ("qwen2.5", "llama3.2"))
 
 
-# TinyLlama: transformers reads llama.cpp's Llama-2 vocabulary with a Metaspace pre-tokenizer that marks a space
-# before the first piece only ("▁<|system|>" → "▁<", "|", …), where llama.cpp's SentencePiece tokenizer does not:
-# every served prompt differs at token 0. The hub's TinyLlama tokenizer.json (a Prepend normalizer, like Phi-3's
-# here) is what matches; the base does not reproduce it yet.
-TINYLLAMA_SERVED = "the GGUF-derived TinyLlama tokenizer marks a leading space llama.cpp does not (token 0)"
-
-
 @pytest.mark.slow  # a minute per family on 2 cores: train, eval, GGUF conversion, llama.cpp, verify
-@pytest.mark.parametrize(
-    "family",
-    [
-        pytest.param("tinyllama", marks=pytest.mark.xfail(strict=True, reason=TINYLLAMA_SERVED)),
-        "phi3",
-        "qwen2.5",
-        "llama3.2",
-    ],
-)
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_train_eval_and_export_on_the_family(family, family_bases, tmp_path):
     """A few LoRA steps move the B matrices; molt eval stops on the family's end-of-turn tokens; the GGUF export's
     llama.cpp tokenizer (on the real vocabulary) tokenizes every suite prompt as transformers does, with the BOS
@@ -261,3 +246,47 @@ def test_a_template_that_rewrites_earlier_turns_trains_one_turn_at_a_time(family
     assert report["token_budget"]["examples"] == 2 and report["steps"]["examples"] == 2
     split = [f["message"] for f in report["findings"] if "split into" in f["message"]]
     assert split and "one per assistant turn" in split[0] and "tokens to train on instead of" in split[0]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_eval_generation_stops_on_every_end_of_turn_token_of_the_family(family, family_bases):
+    """`molt eval` stops on each of the family's end-of-turn tokens, not only the tokenizer's EOS (Phi-3's
+    <|endoftext|>, Llama 3.2's <|eom_id|> and <|end_of_text|>): the model is made to emit one of them first (a
+    hook on its output layer) and generation must stop there, with an empty answer and finish_reason "stop"."""
+    import torch
+
+    from molting.config import GenerationSettings
+    from molting.evaluate.generate import generate_answers
+    from molting.models.base_model import eos_token_ids, load_model, load_tokenizer
+
+    spec = f"builtin:{family}"
+    tokenizer, model = load_tokenizer(spec), load_model(spec, "float32", "cpu").eval()
+    end_ids = [tokenizer.convert_tokens_to_ids(t) for t in EXPECTED[family][2]]
+    eos = eos_token_ids(tokenizer, model)  # what molt eval passes to generate
+    assert eos == set(end_ids)
+    settings = GenerationSettings(max_new_tokens=8, batch_size=2)
+    prompts = [[{"role": "user", "content": "Oi, tudo bem?"}], [{"role": "user", "content": "Quem é você?"}]]
+    for end_id in end_ids:
+
+        def force(module, args, output, end_id=end_id):
+            output[..., end_id] = output.max() + 100.0
+            return output
+
+        handle = model.get_output_embeddings().register_forward_hook(force)
+        try:
+            answers = generate_answers(model, tokenizer, prompts, settings, eos)
+        finally:
+            handle.remove()
+        assert [(a["response"], a["new_tokens"], a["finish_reason"]) for a in answers] == [("", 1, "stop")] * 2, (
+            tokenizer.convert_ids_to_tokens(end_id)
+        )
+    # the same hook forcing an ordinary token: no stop, max_new_tokens of it (so the stops above were the end ids')
+    ordinary = tokenizer("a", add_special_tokens=False)["input_ids"][-1]
+    handle = model.get_output_embeddings().register_forward_hook(
+        lambda module, args, output: output.index_fill_(-1, torch.tensor([ordinary]), output.max().item() + 100.0)
+    )
+    try:
+        answers = generate_answers(model, tokenizer, prompts, settings, eos)
+    finally:
+        handle.remove()
+    assert [(a["new_tokens"], a["finish_reason"]) for a in answers] == [(8, "length")] * 2

@@ -73,3 +73,24 @@ def test_the_report_gives_the_compare_verdict_of_trained_against_base(tmp_path):
     assert "Verdict: **NO VERDICT (1 sample)**" in build_report(read_run(single))
     # a run evaluated once has no comparison to show on its page
     assert run_context(make_run(tmp_path, "alone", {q: [refs[q]] * 3 for q in refs}, LOSSES))["versus_base"] is None
+
+
+def test_report_html_says_what_the_fluency_pass_read_or_why_it_was_skipped(tmp_path):
+    """A run scored with the reference model has a fluency summary without a `skipped` key: report.html (rendered
+    with StrictUndefined) must show it, not fail on the missing key, as it did at the end of a real Gemma run."""
+    import json
+
+    from molting.report.html import write_run_html
+
+    refs = references()
+    run = make_run(tmp_path, "read", {q: [refs[q]] * 3 for q in refs}, LOSSES)
+    scores_path = run / "eval" / "final" / "scores.json"
+    scores = json.loads(scores_path.read_text())
+    summary = {"model": "packaged:gemma-3-270m", "mean_nll": 3.47, "mean_order_ratio": 0.49}
+    summary |= {"thresholds": {"drift": 0.66, "salad": 0.66}, "calibrated_on": "labelled (163 answers)"}
+    for fluency, expected in (
+        (summary, "Fluency read by packaged:gemma-3-270m"),
+        ({"skipped": "--no-fluency"}, "--no-fluency"),
+    ):
+        scores_path.write_text(json.dumps({**scores, "fluency": fluency}))
+        assert expected in write_run_html(run).read_text()

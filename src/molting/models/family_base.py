@@ -47,6 +47,9 @@ class Family:
     sentencepiece_pieces: int = 0  # a SentencePiece vocabulary: its size without the added tokens (tokenizer.model)
     overrides: dict = field(default_factory=dict)  # config.json entries besides the dimensions
     rename: dict = field(default_factory=dict)  # token id -> the name the family's own tokenizer gives it
+    # SentencePiece's dummy prefix before every piece of text, after special tokens too, as the hub's tokenizer.json
+    # (a Prepend normalizer) and llama.cpp do; transformers' GGUF reader marks only the text's first piece
+    sentencepiece_prefix_each_piece: bool = False
 
 
 # Phi-3.5-mini's long-context scaling, as its config.json has it; the factor lists hold one value per rotary
@@ -67,6 +70,7 @@ FAMILIES = {
         end_of_turn=("</s>",),
         bos="<s>",
         pad="</s>",
+        sentencepiece_prefix_each_piece=True,
     ),
     "phi3": Family(
         vocab="ggml-vocab-phi-3.gguf",
@@ -165,6 +169,8 @@ def _tokenizer(family: Family, vocab: Path, template: str, out: Path):
         import shutil
 
         shutil.rmtree(staging)
+    if family.sentencepiece_prefix_each_piece:
+        _prefix_each_piece(tokenizer)
     tokenizer.bos_token = family.bos
     tokenizer.eos_token = family.eos
     tokenizer.pad_token = family.pad
@@ -174,6 +180,18 @@ def _tokenizer(family: Family, vocab: Path, template: str, out: Path):
         if tokenizer.convert_tokens_to_ids(token) in (None, tokenizer.unk_token_id):
             raise RuntimeError(f"{vocab.name} has no token {token!r}")
     return tokenizer
+
+
+def _prefix_each_piece(tokenizer) -> None:
+    """TinyLlama's hub tokenizer.json: a "▁" before each stretch of text (a Prepend normalizer, spaces as "▁", no
+    pre-tokenizer), where the GGUF reader's Metaspace(prepend_scheme="first") marks only the first. The two differ
+    after every special token: the Zephyr template's "</s>\n<|user|>" is "</s>", "▁", "<0x0A>" to SentencePiece,
+    the hub's tokenizer and llama.cpp alike, and "</s>", "<0x0A>" to the GGUF reader's."""
+    from tokenizers import normalizers
+
+    backend = tokenizer.backend_tokenizer
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.pre_tokenizer = None
 
 
 def _build(name: str, family: Family, sources: list[Path], out: Path) -> None:
