@@ -124,7 +124,43 @@ def configuration_md() -> str:
             out += [" ".join(cls.__doc__.split()), ""]
         out += field_table(cls)
         out.append("")
+    out += EDITOR_COMPLETION
     return "\n".join(out)
+
+
+EDITOR_COMPLETION = [
+    "## Completion and checking in an editor",
+    "",
+    "`molt config schema --out schemas` writes a JSON Schema of each project file: `molt.schema.json`,",
+    "`persona.schema.json` and `suite.schema.json` (`--kind molt` for one). They are generated from the same",
+    "dataclasses molting reads the files into, so they list every field above with its type, default and help,",
+    "offer the fixed choices (`train.method`, a forbidden claim's `category`) as completions, and mark an",
+    "unknown key or a value of the wrong type as you type. The checks a schema cannot express (a positive",
+    "learning rate, ids that exist in the card, regexes that compile) stay with `molt check`.",
+    "",
+    "In VS Code, install the YAML extension (Red Hat's, which runs the YAML language server; other editors",
+    "with that server read the same settings), then either name the schema in a comment in the file:",
+    "",
+    "```yaml",
+    "# yaml-language-server: $schema=schemas/molt.schema.json",
+    "base_model: TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+    "```",
+    "",
+    "(the path is relative to the YAML file), or map files to schemas once in `.vscode/settings.json`:",
+    "",
+    "```json",
+    "{",
+    '  "yaml.schemas": {',
+    '    "./schemas/molt.schema.json": ["molt*.yaml"],',
+    '    "./schemas/persona.schema.json": ["persona.yaml"],',
+    '    "./schemas/suite.schema.json": ["suite.yaml"]',
+    "  }",
+    "}",
+    "```",
+    "",
+    "Write the schemas again after upgrading molting: a new field is in the new schemas only.",
+    "",
+]
 
 
 def section_defaults_yaml(section: str) -> str:

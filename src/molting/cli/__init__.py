@@ -11,7 +11,7 @@ import click
 from rich.markup import escape
 
 from molting import __version__
-from molting.cli import data, evaluate, export, project, report
+from molting.cli import config, data, evaluate, export, project, report
 from molting.cli.options import err_console
 from molting.errors import UserError, as_os_error, os_error_message
 
@@ -38,6 +38,7 @@ def cli():
       molt export RUN      merged model, GGUF, Ollama Modelfile (--verify: same answers?)
       molt doctor          versions, CUDA, known bad combinations
       molt data ...        import chat exports, distil a model, curate the data
+      molt config schema   JSON Schemas of molt.yaml, persona.yaml, suite.yaml for editors
     """
 
 
@@ -57,6 +58,7 @@ for command in (
     export.export,
     project.doctor,
     data.data,
+    config.config,
 ):
     cli.add_command(command)
 
