@@ -11,7 +11,7 @@ from molting.cli.options import console, err_console, load_config, quiet_librari
 from molting.errors import UserError
 
 
-@click.command()
+@click.command(short_help="Corrective data from the card: restatements, pairs.")
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option(
     "--out",
@@ -61,7 +61,7 @@ def augment(source, out, seed, per_fact, from_eval, overwrite):
         console.print(f"  {count:>5} {source:<9} {PAIR_SOURCES[source]}", highlight=False)
 
 
-@click.group()
+@click.group(short_help="Training data: import chats, distil a model, curate.")
 def data():
     """Training data from where a persona lives: import chat exports, distil a model, curate the result.
 
@@ -72,7 +72,7 @@ def data():
     """
 
 
-@data.command("import")
+@data.command("import", short_help="Import chat exports or JSONL into data.jsonl.")
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the data (JSONL).")
 @click.option(
@@ -190,7 +190,7 @@ def _card(config: str | None, persona: str | None, option_hint: str):
     raise UserError(f"{option_hint} needs the persona card: pass --config molt.yaml or --persona persona.yaml.")
 
 
-@data.command("distil")
+@data.command("distil", short_help="Ask a source model the persona's questions.")
 @click.option("--config", type=click.Path(dir_okay=False), help="molt.yaml whose persona card to use.")
 @click.option("--persona", type=click.Path(dir_okay=False), help="Persona card (instead of --config).")
 @click.option(
@@ -300,7 +300,7 @@ def data_distil(
         sys.exit(1)
 
 
-@data.command("curate")
+@data.command("curate", short_help="Deduplicate, split off held-out data, check it.")
 @click.argument("data_file", required=False, type=click.Path(dir_okay=False))
 @click.option(
     "--config",

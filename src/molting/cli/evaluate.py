@@ -12,7 +12,7 @@ from molting.errors import UserError
 from molting.paths import RunPaths, run_dir_for
 
 
-@click.command("eval")
+@click.command("eval", short_help="Answer the suite and the probes, and score them.")
 @click.argument("run", type=click.Path())
 @click.option("--base", "use_base", is_flag=True, help="Evaluate the untrained base instead of the adapter.")
 @click.option(
@@ -212,7 +212,7 @@ def eval_cmd(
         sys.exit(1)
 
 
-@click.command()
+@click.command(short_help="Log-probability margins of right over wrong answers.")
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--base", "use_base", is_flag=True, help="Probe the untrained base instead of the adapter.")
 @click.option("--id", "eval_id", help="Name of this evaluation (folder under RUN/eval/). Default: final, or base.")
@@ -237,7 +237,7 @@ def probe(run, use_base, eval_id):
     console.print(f"wrote {RunPaths(run).eval(report['eval_id']).logprob}")
 
 
-@click.command()
+@click.command(short_help="Score any model's answers from a JSONL file.")
 @click.option("--persona", required=True, type=click.Path(dir_okay=False), help="Persona card (persona.yaml).")
 @click.option("--suite", required=True, type=click.Path(dir_okay=False), help="Evaluation suite (suite.yaml).")
 @click.option(
@@ -311,7 +311,7 @@ def score(
     console.print(f"wrote {out}")
 
 
-@click.group()
+@click.group(short_help="Human scores: scoring sheet, import, agreement.")
 def scores():
     """Human scores: a scoring sheet for people, its import, and agreement with the automatic scores.
 
@@ -323,7 +323,7 @@ def scores():
     """
 
 
-@scores.command("sheet")
+@scores.command("sheet", short_help="Write a CSV scoring sheet for people.")
 @click.argument("run", type=click.Path(file_okay=False))
 @eval_id_option
 @click.option(
@@ -340,7 +340,7 @@ def scores_sheet(run, eval_id, out):
     console.print(f"wrote {write_sheet(run, eval_id, out)}")
 
 
-@scores.command("import")
+@scores.command("import", short_help="Merge a filled scoring sheet into the run.")
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False), help="The filled scoring sheet.")
 @eval_id_option
@@ -357,7 +357,7 @@ def scores_import(run, csv_path, eval_id):
     console.print(f"imported {result['scores']} scores for {result['answers']} answers into {result['path']}")
 
 
-@scores.command("agreement")
+@scores.command("agreement", short_help="Agreement of automatic and human scores.")
 @click.argument("run", type=click.Path(file_okay=False))
 @eval_id_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")

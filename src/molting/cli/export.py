@@ -9,7 +9,7 @@ from molting.cli.options import console, quiet_libraries
 from molting.paths import RunPaths
 
 
-@click.command()
+@click.command(short_help="Merged model, GGUF, Ollama Modelfile for local use.")
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option(
     "--to",

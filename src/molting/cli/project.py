@@ -20,7 +20,7 @@ from molting.cli.options import (
 from molting.paths import RunPaths, run_dir_for
 
 
-@click.command()
+@click.command(short_help="Write a new persona project to fill in.")
 @click.argument("directory", type=click.Path(file_okay=False))
 def init(directory):
     """Write a new persona project (persona.yaml, data.jsonl, suite.yaml, molt.yaml) into DIRECTORY.
@@ -34,7 +34,7 @@ def init(directory):
     console.print(f"Fill in every TODO, then: molt check {Path(directory) / 'molt.yaml'}")
 
 
-@click.command()
+@click.command(short_help="Preflight a config: data, tokens, EOS, steps, memory.")
 @click.argument("config", type=click.Path(dir_okay=False))
 @set_option
 @name_option
@@ -77,7 +77,7 @@ def check(config, overrides, name, runs_dir, allow_truncation, as_json):
     sys.exit(0 if report["ok"] else 1)
 
 
-@click.command()
+@click.command(short_help="LoRA-train the base on the persona data.")
 @click.argument("config", type=click.Path(dir_okay=False))
 @set_option
 @name_option
@@ -137,7 +137,7 @@ def train(config, overrides, name, runs_dir, allow_truncation, overwrite, resume
     )
 
 
-@click.command()
+@click.command(short_help="Check, train, evaluate and report in one go.")
 @click.argument("config", type=click.Path(dir_okay=False))
 @set_option
 @name_option
@@ -167,7 +167,7 @@ def run(config, overrides, name, runs_dir, allow_truncation, overwrite, no_base)
     console.print(f"[bold]Report: {result['report']}[/]")
 
 
-@click.command()
+@click.command(short_help="Versions, CUDA, free VRAM and known bad combinations.")
 @click.option("--model", help="Also check this base model (id, folder or builtin:*) for remote code.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor(model, as_json):

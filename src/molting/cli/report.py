@@ -9,7 +9,7 @@ from molting.cli import tables
 from molting.cli.options import console, err_console
 
 
-@click.command()
+@click.command(short_help="Write report.md, report.html and loss.png.")
 @click.argument("run", type=click.Path(file_okay=False))
 def report(run):
     """Write RUN/report.md, RUN/report.html (self-contained) and RUN/loss.png from the run directory."""
@@ -20,7 +20,7 @@ def report(run):
     console.print(f"wrote {write_run_html(run)}")
 
 
-@click.command()
+@click.command(short_help="Compare runs, with a verdict per question and overall.")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--eval", "eval_id", default="final", show_default=True, help="Which evaluation of each run (eval/ID).")
 @click.option("--md", "as_md", is_flag=True, help="Print the comparison as Markdown (for a lab log or a PR).")
@@ -62,7 +62,7 @@ def compare(runs, eval_id, as_md, as_json, html_out, plot_out, fail_on_regressio
         sys.exit(1)
 
 
-@click.command()
+@click.command(short_help="Local web dashboard over the runs.")
 @click.argument("runs_dir", default="runs", type=click.Path(file_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8321, show_default=True, help="Port to listen on.")
