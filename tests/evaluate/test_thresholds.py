@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 from conftest import run_molt
 
@@ -14,7 +15,11 @@ def test_eval_exits_1_below_the_minimums_and_0_at_or_above_them(trained_run):
     scores = json.loads((trained_run / "eval" / "gate" / "scores.json").read_text())  # written anyway
     average, d2 = scores["average"], scores["dimensions"]["D2"]
     assert average < 10 and d2 < 2, "the tiny run should not be perfect; pick other minimums"
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # stderr also carries the progress of the load, the answers and the probes (molting.progress): the verdict is
+    # the one line that is not progress, and it comes last
+    progress = re.compile(r"^(loading .*|answering .*|log-prob probes: .*|fluency under .*)$")
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not progress.match(line)]
+    assert result.stderr.rstrip().splitlines()[-1] == lines[-1]
     assert lines == [
         f"below the minimum: average {average:.2f}/10 < --min-average 10; D2 (factual accuracy) {d2:.2f} < --min D2=2"
     ], result.stderr
