@@ -54,3 +54,27 @@ def test_a_step_says_what_it_does_and_how_long_it_took(monkeypatch):
 
 def test_durations_read_as_people_write_them():
     assert [duration(s) for s in (4.2, 62, 3599, 3725)] == ["4s", "1m02s", "59m59s", "1h02m"]
+
+
+def test_advances_from_worker_threads_are_all_counted():
+    # the judge and `molt data distil` advance the bar from a thread pool
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = io.StringIO()
+    with bar("judging", 400, every_s=3600, stream=out) as progress:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: progress.advance(), range(400)))
+    lines = out.getvalue().splitlines()
+    assert progress.completed == 400
+    assert len(lines) == 2 and lines[1].startswith("judging: 400/400 (100%), ")
+
+
+def test_a_bar_learns_its_total_late():
+    # distil knows how many questions are left only once it has read its cache
+    out = io.StringIO()
+    with bar("asking", None, unit="questions", every_s=0.0, stream=out) as progress:
+        progress.update(completed=0, total=3)
+        progress.update(completed=3, total=3)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "asking: 0 questions, started"
+    assert lines[-1].startswith("asking: 3/3 questions (100%), ")

@@ -14,6 +14,7 @@ Reached through `bar(description, total, ...)` and `step(message)`.
 """
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +40,7 @@ def duration(seconds: float) -> str:
 
 
 class Bar:
-    """One task's progress: `advance(n)`, `update(completed=…, note=…)`; a context manager.
+    """One task's progress: `advance(n)`, `update(completed=…, note=…, total=…)`; a context manager.
 
     `note` is shown after the counts (the current loss, say). Live (rich) in a terminal; plain lines otherwise;
     nothing at all when disabled."""
@@ -66,6 +67,7 @@ class Bar:
         self._task = None
         self._start = self._last = 0.0
         self._done_printed = False
+        self._lock = threading.Lock()  # callbacks may come from worker threads (the judge, distil)
 
     def __enter__(self) -> "Bar":
         self.start()
@@ -98,9 +100,16 @@ class Bar:
             self._print(self._line(started=True))
 
     def advance(self, n: int = 1) -> None:
-        self.update(completed=self.completed + n)
+        with self._lock:
+            self._update(self.completed + n, None, None)
 
-    def update(self, completed: int | None = None, note: str | None = None) -> None:
+    def update(self, completed: int | None = None, note: str | None = None, total: int | None = None) -> None:
+        with self._lock:
+            self._update(completed, note, total)
+
+    def _update(self, completed: int | None, note: str | None, total: int | None) -> None:
+        if total is not None:
+            self.total = total
         if completed is not None:
             self.completed = completed
         if note is not None:
@@ -108,7 +117,7 @@ class Bar:
         if self.disable:
             return
         if self._rich is not None:
-            self._rich.update(self._task, completed=self.completed, note=self.note)
+            self._rich.update(self._task, completed=self.completed, total=self.total, note=self.note)
             return
         now = time.monotonic()
         finished = self.total is not None and self.completed >= self.total

@@ -271,10 +271,9 @@ def data_distil(
         endpoint = Endpoint(url, model, api_key_env=api_key_env, timeout_s=timeout, max_retries=retries)
     except ValueError as e:
         raise UserError(f"--url: {e}") from None
-    from rich.progress import Progress
+    from molting.progress import bar
 
-    with Progress(console=err_console, disable=as_json) as progress:
-        task = progress.add_task("asking", total=None)
+    with bar(f"asking {model}", None, unit="questions", disable=as_json) as progress:
         summary = distil(
             card,
             asked,
@@ -286,7 +285,7 @@ def data_distil(
             seed=seed,
             cache_dir=cache_dir,
             overwrite=overwrite,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            on_progress=lambda done, total: progress.update(completed=done, total=total),
         )
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False, indent=2))

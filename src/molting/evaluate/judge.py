@@ -397,7 +397,7 @@ def apply_judge(
     docstring). `scores["questions"][i]` is the rubric's score of `rows[i]`. Changes `scores` in place and
     returns it: per answer `judge` ({dim: {score, reason} | {unscored: reason}}), `rubric_dims` (rubric v2
     alone) and `dims` (combined); the averages are recomputed and rubric v2's kept as `rubric_only`."""
-    from rich.progress import Progress
+    from molting.progress import bar
 
     endpoint = Endpoint(
         settings.url, settings.model, settings.api_key_env, timeout_s=settings.timeout, max_retries=settings.retries
@@ -413,10 +413,9 @@ def apply_judge(
             requests.append({"messages": messages, "temperature": 0.0, "max_tokens": 300})
             index.append((i, dim))
             copies.append(prompt_copies(persona, dim, question))
-    with Progress(disable=not show_progress) as progress:
-        task = progress.add_task(f"judging ({settings.model})", total=len(requests))
+    with bar(f"judging ({settings.model})", len(requests), unit="requests", disable=not show_progress) as progress:
         results, response_format, refused = _ask(
-            endpoint, requests, copies, settings, ChatCache(cache_dir), lambda: progress.advance(task)
+            endpoint, requests, copies, settings, ChatCache(cache_dir), progress.advance
         )
 
     for entry in scores["questions"]:
