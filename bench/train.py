@@ -1,12 +1,15 @@
 """Training speed and quality: a plain Trainer recipe vs TRL's defaults vs `molt train`'s defaults, side by side.
 
 Run: .venv/bin/python bench/train.py [--base builtin:small] [--examples 64]
+     .venv/bin/python bench/train.py --base packaged:gemma-3-270m --examples 16   (a real 262,144-token vocabulary)
 
 (a) a plain Trainer recipe, as a first fine-tuning script is often written: Hugging Face Trainer, every
     example padded to max_length 1024, batch 1, grad_accum 4, loss on every token, LoRA r=16 α=32 dropout
     0.05, lr 1e-4, fp32;
 (b) TRL's SFTTrainer with its out-of-the-box settings (SFTConfig()) and the same LoRA;
-(c) `molt train` with its defaults (molting.train.sft.train_run, nothing overridden but epochs).
+(c) `molt train` with its defaults (molting.train.sft.train_run, nothing overridden but epochs);
+(d) only when (c) trained embedding rows (`lora.trainable_tokens: auto` found the base's turn tokens untrained,
+    as on Gemma 3): the same with `lora.trainable_tokens: none`, to show what those rows cost.
 Each sees the same first N example conversations once (1 epoch), in its own process so peak RSS is its
 own. Reported per recipe: non-padding tokens/s, supervised tokens/s, wall time of the training loop,
 peak RSS, model FLOPs utilisation, and the assistant-token loss on 16 held-out conversations.
@@ -134,7 +137,7 @@ def _recipe_b(base, train, out):
     )
 
 
-def _recipe_c(base, train, out):
+def _recipe_c(base, train, out, overrides=()):
     from peft import PeftModel
 
     from molting.config import load_run_config
@@ -149,7 +152,7 @@ def _recipe_c(base, train, out):
     (project / "molt.yaml").write_text(
         f"base_model: {base}\npersona: persona.yaml\ndata: data.jsonl\nsuite: suite.yaml\n"
     )
-    config = load_run_config(project / "molt.yaml", ["train.epochs=1"])
+    config = load_run_config(project / "molt.yaml", ["train.epochs=1", *overrides])
     manifest = train_run(config, out / "run", show_progress=False)
     peak = _peak_rss_mb()  # before loading the adapter again for the held-out loss
     preflight = json.loads((out / "run" / "preflight.json").read_text())
@@ -163,8 +166,13 @@ def _recipe_c(base, train, out):
             "supervised_tokens": preflight["token_budget"]["supervised_tokens"],
             "precision": manifest["train"]["mixed_precision"].replace("no", "fp32"),
             "peak_rss_mb": peak,
+            "token_rows": manifest["train"]["trainable_tokens"].get("train_tokens") or [],
         },
     )
+
+
+def _recipe_d(base, train, out):
+    return _recipe_c(base, train, out, ["lora.trainable_tokens=none"])
 
 
 def run_one(recipe: str, base: str, examples: int, out: Path) -> dict:
@@ -175,7 +183,8 @@ def run_one(recipe: str, base: str, examples: int, out: Path) -> dict:
     torch.manual_seed(0)
     conversations = _conversations()
     train, held_out = conversations[:examples], conversations[-HELD_OUT:]
-    model, tokenizer, result = {"a": _recipe_a, "b": _recipe_b, "c": _recipe_c}[recipe](base, train, out)
+    recipes = {"a": _recipe_a, "b": _recipe_b, "c": _recipe_c, "d": _recipe_d}
+    model, tokenizer, result = recipes[recipe](base, train, out)
     result["held_out_loss"] = assistant_token_loss(model, tokenizer, held_out)
     result["parameters"] = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     return result
@@ -202,7 +211,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="builtin:small")
     parser.add_argument("--examples", type=int, default=64)
-    parser.add_argument("--recipe", choices=["a", "b", "c"], help=argparse.SUPPRESS)  # one recipe, in a child process
+    # one recipe, in a child process
+    parser.add_argument("--recipe", choices=["a", "b", "c", "d"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.recipe:
@@ -219,7 +229,9 @@ def main() -> None:
     peak = matmul_peak()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for recipe in ("a", "b", "c"):
+        for recipe in ("a", "b", "c", "d"):
+            if recipe == "d" and not results["c"]["token_rows"]:
+                break
             out = Path(tmp) / recipe
             out.mkdir()
             proc = subprocess.run(
@@ -243,7 +255,12 @@ def main() -> None:
             if proc.returncode != 0 or line is None:
                 sys.exit(f"recipe {recipe} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
             results[recipe] = json.loads(line[len("RESULT ") :])
-    names = {"a": "(a) plain Trainer recipe", "b": "(b) TRL defaults", "c": "(c) molt train defaults"}
+    names = {
+        "a": "(a) plain Trainer recipe",
+        "b": "(b) TRL defaults",
+        "c": "(c) molt train defaults",
+        "d": "(d) molt train, no token rows",
+    }
     rows = []
     for key, r in results.items():
         achieved = 6 * r["parameters"] * r["non_pad_tokens"] / r["seconds"]
@@ -262,6 +279,8 @@ def main() -> None:
     a, b, c = (rows[i] for i in range(3))
     ratio_ca = c["non_pad_tok_per_s"] / a["non_pad_tok_per_s"]
     ratio_cb = c["non_pad_tok_per_s"] / b["non_pad_tok_per_s"]
+    rss_cb = c["peak_rss_mb"] / b["peak_rss_mb"]
+    held_cb = c["held_out_loss"] / b["held_out_loss"] - 1
     emit(
         "train",
         rows,
@@ -270,13 +289,27 @@ def main() -> None:
             "examples_seen": args.examples,
             "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peak.items()},
             "trl_defaults": results["b"].get("settings"),
+            "token_rows_trained_by_c": results["c"]["token_rows"],
             "ratio_c_over_a": round(ratio_ca, 2),
             "ratio_c_over_b": round(ratio_cb, 2),
+            "peak_rss_c_over_b": round(rss_cb, 2),
+            "held_out_c_vs_b_pct": round(100 * held_cb, 2),
+            **(
+                {
+                    "ratio_d_over_b": round(rows[3]["non_pad_tok_per_s"] / b["non_pad_tok_per_s"], 2),
+                    "peak_rss_d_over_b": round(rows[3]["peak_rss_mb"] / b["peak_rss_mb"], 2),
+                }
+                if len(rows) > 3
+                else {}
+            ),
             "targets": {
                 "c/a >= 5": ratio_ca >= 5,
-                "c/b >= 1.3": ratio_cb >= 1.3,
+                "c/b >= 1.3 (builtin bases)": ratio_cb >= 1.3,
+                "c/b >= 1.5 (a real vocabulary)": ratio_cb >= 1.5,
                 "peak c <= a": c["peak_rss_mb"] <= a["peak_rss_mb"],
+                "peak c <= 60% of b": rss_cb <= 0.6,
                 "held-out c <= b": c["held_out_loss"] <= b["held_out_loss"],
+                "held-out c within 1% of b": abs(held_cb) <= 0.01,
             },
         },
     )

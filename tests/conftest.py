@@ -13,6 +13,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Tests never touch the network. Set here, before any test module is collected: huggingface_hub reads
+# HF_HUB_OFFLINE once, when it is first imported, and collection imports it (through transformers); set
+# later, in a fixture, it came too late and a hub id not in the cache waited ~45 s on connection retries.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     # One core per worker: torch's default of a thread per core would have the workers (and the `molt`
     # subprocesses they start, which inherit this) fight over the same cores.
@@ -53,7 +58,6 @@ def molting_cache(tmp_path_factory):
     MOLTING_TEST_CACHE when set)."""
     cache = os.environ.get("MOLTING_TEST_CACHE") or str(_shared_dir(tmp_path_factory) / "molting-cache")
     os.environ["MOLTING_CACHE"] = cache
-    os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
     # Build builtin:tiny here, in-process, once: otherwise the first test that needs it builds it inside a
     # subprocess with a timeout meant for the test's own work.
     from molting.models.builtin_base import builtin_path

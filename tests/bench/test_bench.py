@@ -41,8 +41,18 @@ def test_bench_generate_runs_and_batching_changes_nothing():
 
 
 @pytest.mark.parametrize("examples", ["8"])
-def test_bench_train_runs_all_three_recipes(examples):
+def test_bench_train_runs_every_recipe(examples):
     out = _bench("train.py", "--base", "builtin:tiny", "--examples", examples)
-    assert [r["recipe"][:3] for r in out["rows"]] == ["(a)", "(b)", "(c)"]
+    # `lora.trainable_tokens: auto` trains builtin:tiny's </s> row, so (d) runs: the same without it
+    assert out["token_rows_trained_by_c"] == ["</s>"]
+    assert [r["recipe"][:3] for r in out["rows"]] == ["(a)", "(b)", "(c)", "(d)"]
     assert all(r["non_pad_tok_per_s"] > 0 and r["held_out_loss"] > 0 for r in out["rows"])
-    assert set(out["targets"]) == {"c/a >= 5", "c/b >= 1.3", "peak c <= a", "held-out c <= b"}
+    assert set(out["targets"]) == {
+        "c/a >= 5",
+        "c/b >= 1.3 (builtin bases)",
+        "c/b >= 1.5 (a real vocabulary)",
+        "peak c <= a",
+        "peak c <= 60% of b",
+        "held-out c <= b",
+        "held-out c within 1% of b",
+    }

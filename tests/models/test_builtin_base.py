@@ -1,6 +1,7 @@
 """Builtin bases: Llama architecture, SentencePiece tokenizer, Zephyr template with </s>, deterministic,
 loaded through the same from_pretrained path as a hub model."""
 
+import dataclasses
 import os
 
 import pytest
@@ -64,8 +65,12 @@ def test_same_code_path_as_a_local_model_directory():
 
 
 def test_build_is_deterministic(tmp_path, monkeypatch):
+    # The whole build (SentencePiece training, initialisation, pretraining) twice from scratch, in two caches;
+    # 20 pretraining steps instead of 200 keep it to seconds and run the same code.
+    monkeypatch.setitem(SIZES, "tiny", dataclasses.replace(SIZES["tiny"], pretrain_steps=20))
+    monkeypatch.setenv("MOLTING_CACHE", str(tmp_path / "one"))
     first = builtin_path("builtin:tiny")
-    monkeypatch.setenv("MOLTING_CACHE", str(tmp_path))
+    monkeypatch.setenv("MOLTING_CACHE", str(tmp_path / "two"))
     second = builtin_path("builtin:tiny")
     assert first != second
     for name in ("model.safetensors", "tokenizer.json", "config.json"):

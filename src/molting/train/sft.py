@@ -21,6 +21,8 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from molting.card.persona import load_persona
@@ -340,6 +342,34 @@ def _give_token_wrappers_a_bias(model) -> None:
                 object.__setattr__(module, "bias", None)
 
 
+@contextmanager
+def head_at_supervised_positions_only() -> Iterator[None]:
+    """While training: TRL's fused LM head projects only the positions that have a label, on every device.
+
+    TRL 1.16's SFTTrainer computes the loss without the full logits tensor: the head runs in tiles over the
+    hidden states. It projects only the supervised positions where Triton runs it (CUDA, XPU with Triton
+    installed), but every position elsewhere, CPU included, to keep tile shapes fixed for compilers (Neuron).
+    On a 262,144-token vocabulary (Gemma 3) the head is most of a step, and molting supervises the assistant's
+    tokens only (about a third of them on the example persona), so on a CPU most of that work was thrown away.
+    Nothing here compiles tiles, so the compact path (the same tiles over the supervised rows only, in torch
+    ops when Triton is absent) is used everywhere. Same loss and gradients: the unsupervised positions'
+    log-probabilities were zeroed before. bench/train.py measures the difference.
+    TRL decides this in `trl.trainer.utils._use_triton`, read on each forward; it is swapped for the duration
+    and put back after, and a TRL without that name fails here, loudly, rather than training slowly."""
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton  # an AttributeError here means TRL moved it: update this function
+
+    def compact(device) -> bool:
+        return device.type in ("cpu", "cuda", "xpu", "mps") or original(device)
+
+    trl_utils._use_triton = compact
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
 def _sft_rows(tokenizer, conversations) -> list[dict]:
     """SFTTrainer's pre-tokenized rows: one per conversation, or one per assistant turn where the template
     needs it (`tokenize_for_training`), with the mask of the tokens the loss is on."""
@@ -502,7 +532,8 @@ def _train(
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in trainer.model.parameters())
     train_started = time.time()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint[1]) if checkpoint else None)
+    with head_at_supervised_positions_only():
+        result = trainer.train(resume_from_checkpoint=str(checkpoint[1]) if checkpoint else None)
     train_seconds = time.time() - train_started
     rank_record = {
         "rank": rank,
