@@ -2,6 +2,7 @@
 measured peak RSS of real `molt train` runs on the CPU, for bases of three sizes and several settings.
 
 Run: python bench/memory.py   (30 minutes on a busy 2-core machine; copy the table into bench/RESULTS.md)
+     python bench/memory.py --cases tinyllama,phi3,qwen2.5,llama3.2   (the baseline run, then only these rows)
 
 Each run is a fresh `molt train` process (so RSS holds exactly one run), on the example persona's 16 longest
 conversations (so every batch is padded to near the longest example, which is what the estimate assumes),
@@ -106,7 +107,13 @@ def measure(project: Path, runs: Path, name: str, overrides: list[str]) -> dict:
 
 
 def main() -> None:
+    import argparse
+
     from molting.train.memory_estimate import CPU_PROCESS_BASELINE_GB
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", help="comma-separated rows to run (default: all); the baseline always runs")
+    args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="molting-bench-memory-") as tmp:
         tmp = Path(tmp)
@@ -134,6 +141,12 @@ def main() -> None:
             # embeddings), so the estimate is checked on each and not only on Llama
             *((family, [f"base_model=builtin:{family}", no_save]) for family in FAMILIES),
         ]
+        if args.cases:
+            wanted = args.cases.split(",")
+            unknown = sorted(set(wanted) - {name for name, _ in cases})
+            if unknown:
+                sys.exit(f"--cases: unknown {', '.join(unknown)}; choose from {', '.join(n for n, _ in cases)}")
+            cases = [case for case in cases if case[0] in wanted]
         rows = []
         for name, overrides in cases:
             rows.append(measure(project, runs, name, overrides))
