@@ -334,7 +334,7 @@ def _answers(tmp_path: Path) -> Path:
 
 
 def test_score_into_a_read_only_folder(tmp_path):
-    card = ["--persona", EXAMPLE / "persona.yaml", "--suite", EXAMPLE / "suite.yaml"]
+    card = ["--persona", EXAMPLE / "persona.yaml", "--suite", EXAMPLE / "suite.yaml", "--no-fluency"]
     folder = tmp_path / "scores"
     run_molt("score", *card, "--responses", _answers(tmp_path), "--out", folder / "scores.json", check=True)
     before = _files(folder)
@@ -358,7 +358,7 @@ FULL = 512  # bytes a command may write per file: each of these writes more
 
 
 def test_score_on_a_full_disk(tmp_path):
-    card = ["--persona", EXAMPLE / "persona.yaml", "--suite", EXAMPLE / "suite.yaml"]
+    card = ["--persona", EXAMPLE / "persona.yaml", "--suite", EXAMPLE / "suite.yaml", "--no-fluency"]
     out = tmp_path / "scores" / "scores.json"
     run_molt("score", *card, "--responses", _answers(tmp_path), "--out", out, check=True)
     before = _files(out.parent)
@@ -423,7 +423,7 @@ def test_a_yaml_alias_bomb_is_refused(project, tmp_path, name, command):
     path.write_text(path.read_text() + BILLION_LAUGHS + "\n")
     args = {
         "check": ["check", project / "molt.yaml", *set_args(TINY), "--runs-dir", tmp_path / "out"],
-        "score": ["score", "--persona", project / "persona.yaml", "--suite", project / "suite.yaml"]
+        "score": ["score", "--persona", project / "persona.yaml", "--suite", project / "suite.yaml", "--no-fluency"]
         + ["--responses", _answers(tmp_path), "--out", tmp_path / "out" / "scores.json"],
         "augment": ["augment", project / "molt.yaml", "--out", tmp_path / "out"],
     }[command]
@@ -505,7 +505,7 @@ def test_a_card_pattern_that_backtracks_catastrophically_is_stopped_and_named(pr
     line = _card_with_pattern(project, "(a|aa)+$")  # 2^n ways to split n a's: a search would never end
     answers = tmp_path / "answers.jsonl"
     answers.write_text(json.dumps({"id": "Q1", "response": "Sou o Cláudio, " + "a" * 60 + "!"}) + "\n")
-    card = ["--persona", project / "persona.yaml", "--suite", project / "suite.yaml"]
+    card = ["--persona", project / "persona.yaml", "--suite", project / "suite.yaml", "--no-fluency"]
     started = time.monotonic()
     result = _run_limited("score", *card, "--responses", answers, "--out", tmp_path / "scores.json", timeout=60)
     _fails_cleanly(
@@ -519,7 +519,7 @@ def test_a_nested_quantifier_in_a_card_pattern_scores_in_time(project, tmp_path)
     _card_with_pattern(project, "(a+)+$")  # Python's re takes 2^60 steps on the answer below
     answers = tmp_path / "answers.jsonl"
     answers.write_text(json.dumps({"id": "Q1", "response": "Sou o Cláudio, " + "a" * 60 + "!"}) + "\n")
-    card = ["--persona", project / "persona.yaml", "--suite", project / "suite.yaml"]
+    card = ["--persona", project / "persona.yaml", "--suite", project / "suite.yaml", "--no-fluency"]
     result = _run_limited("score", *card, "--responses", answers, "--out", tmp_path / "scores.json", timeout=60)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "scores.json").is_file()

@@ -210,7 +210,7 @@ def test_molt_score_with_a_judge(suite, tmp_path):
     out = tmp_path / "scores.json"
     with serve(lambda body, n: '{"score": 1, "reason": "meh"}') as server:
         result = run_molt(
-            "score", "--persona", EXAMPLE / "persona.yaml", "--suite", EXAMPLE / "suite.yaml",
+            "score", "--no-fluency", "--persona", EXAMPLE / "persona.yaml", "--suite", EXAMPLE / "suite.yaml",
             "--responses", responses, "--out", out, "--judge-url", server.url, "--judge-model", "judge-7b",
         )  # fmt: skip
     assert result.returncode == 0, result.stderr

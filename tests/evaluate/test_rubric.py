@@ -154,6 +154,7 @@ def test_molt_score_cli(tmp_path, suite):
     out = tmp_path / "scores.json"
     result = run_molt(
         "score",
+        "--no-fluency",  # the reference model's pass: tests/evaluate/test_fluency.py
         "--persona",
         EXAMPLE / "persona.yaml",
         "--suite",
@@ -174,6 +175,7 @@ def test_molt_score_rejects_unknown_ids_with_the_line(tmp_path):
     out = tmp_path / "scores.json"
     result = run_molt(
         "score",
+        "--no-fluency",  # the reference model's pass: tests/evaluate/test_fluency.py
         "--persona",
         EXAMPLE / "persona.yaml",
         "--suite",

@@ -157,7 +157,6 @@ def test_ollama_template_renders_every_suite_prompt_as_the_chat_template(family,
     assert (template_leaves_out(tokenizer.chat_template) is not None) == (family in ("qwen2.5", "llama3.2"))
 
 
-@pytest.mark.slow  # a minute per family on 2 cores: train, eval, GGUF conversion, llama.cpp, verify
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_train_eval_and_export_on_the_family(family, family_bases, tmp_path):
     """A few LoRA steps move the B matrices; molt eval stops on the family's end-of-turn tokens; the GGUF export's
@@ -191,7 +190,7 @@ def test_train_eval_and_export_on_the_family(family, family_bases, tmp_path):
     lora_b = [w for name, w in load_file(run / "adapter" / "adapter_model.safetensors").items() if "lora_B" in name]
     assert lora_b and all(torch.count_nonzero(w) > 0 for w in lora_b)
 
-    run_molt("eval", run, check=True)
+    run_molt("eval", run, "--no-fluency", check=True)  # the reference model's pass: tests/evaluate/test_fluency.py
     rows = [json.loads(line) for line in next((run / "eval").glob("*/responses.jsonl")).read_text().splitlines()]
     assert rows and all(r["finish_reason"] in ("stop", "length") for r in rows)
 
