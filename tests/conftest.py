@@ -52,6 +52,25 @@ def _once_per_session(tmp_path_factory, name: str):
         yield
 
 
+@pytest.fixture(scope="session")
+def family_bases(tmp_path_factory, molting_cache) -> dict[str, Path]:
+    """The four family bases (`builtin:tinyllama`, `builtin:phi3`, `builtin:qwen2.5`, `builtin:llama3.2`), built
+    once per session and shared by the xdist workers."""
+    from molting.models.family_base import FAMILIES
+    from molting.models.resolve import resolve_base
+
+    with _once_per_session(tmp_path_factory, "family-bases"):
+        return {name: Path(resolve_base(f"builtin:{name}")) for name in FAMILIES}
+
+
+def qwen3_template_path() -> Path:
+    """Qwen3's real chat template, from the pinned llama-cpp-python sdist: with the Qwen2 vocabulary (Qwen3's
+    own), the matrix's fifth row, a template that does not render a conversation as its own prefixes."""
+    from molting.export.llama_cpp_tools import fetch_model_files
+
+    return fetch_model_files() / "models" / "templates" / "Qwen-Qwen3-0.6B.jinja"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def molting_cache(tmp_path_factory):
     """Builtin bases are built once per session, shared by the xdist workers (or reused from

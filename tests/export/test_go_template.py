@@ -1,6 +1,7 @@
 """Ollama's TEMPLATE rendered by Go's own text/template (the small program in go_template/, built with Debian's
 golang-go, which `make setup-dev` installs): for every family base and every suite prompt, the same text as
-molting's evaluator (molting.export.go_template) and as the Jinja chat template."""
+molting's evaluator (molting.export.go_template) and as the Jinja chat template; and for Qwen3's real template,
+which writes the last assistant turn unlike the earlier ones."""
 
 import json
 import os
@@ -9,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE, _once_per_session
+from conftest import EXAMPLE, _once_per_session, qwen3_template_path
 
 from molting.models.family_base import FAMILIES
 
@@ -29,7 +30,7 @@ def go_renderer(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("family", ["tiny", *FAMILIES])
+@pytest.mark.parametrize("family", ["tiny", *FAMILIES, "qwen3"])
 def test_go_renders_the_template_as_jinja_and_molting(family, go_renderer, tmp_path, molting_cache):
     from molting.card.persona import load_persona
     from molting.card.suite import load_suite
@@ -38,7 +39,10 @@ def test_go_renders_the_template_as_jinja_and_molting(family, go_renderer, tmp_p
     from molting.models.base_model import load_tokenizer
     from molting.models.chat_format import render
 
-    tokenizer = load_tokenizer(f"builtin:{family}")  # built once in the cache (build_dir_once serialises builds)
+    # built once in the cache (build_dir_once serialises builds); "qwen3": Qwen3's real template on its vocabulary
+    tokenizer = load_tokenizer(f"builtin:{'qwen2.5' if family == 'qwen3' else family}")
+    if family == "qwen3":
+        tokenizer.chat_template = qwen3_template_path().read_text(encoding="utf-8")
     persona = load_persona(EXAMPLE / "persona.yaml")
     system = persona.system_prompts.inference.strip()
     suite = load_suite(EXAMPLE / "suite.yaml", persona)

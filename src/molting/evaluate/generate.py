@@ -61,14 +61,28 @@ def generate_batch(
         new = out[row, width:].tolist()
         stop = next((k for k, t in enumerate(new) if t in eos_ids), None)
         kept = new if stop is None else new[:stop]
+        reasoning, response = split_reasoning(tokenizer.decode(kept, skip_special_tokens=False))
         results.append(
             {
-                "response": tokenizer.decode(kept, skip_special_tokens=False).strip(),
+                "response": response,
+                **({"reasoning": reasoning} if reasoning is not None else {}),
                 "new_tokens": len(kept) + (0 if stop is None else 1),
                 "finish_reason": "length" if stop is None else "stop",
             }
         )
     return results
+
+
+def split_reasoning(text: str) -> tuple[str | None, str]:
+    """(reasoning, answer) of a generated text. A model tuned on a template that writes a reasoning block into
+    the answer (Qwen3's `<think>...</think>`, empty when there is no reasoning) generates it before the answer;
+    the answer is what follows it, so the rubric and the fluency pass read only what the user is told. Text
+    without a closed block is all answer (reasoning None)."""
+    stripped = text.strip()
+    if stripped.startswith("<think>") and "</think>" in stripped:
+        reasoning, _, answer = stripped[len("<think>") :].partition("</think>")
+        return reasoning.strip(), answer.strip()
+    return None, stripped
 
 
 def generate_answers(

@@ -65,12 +65,19 @@ def chat_segments(tokenizer) -> ChatSegments:
         system_user = plain([sys_msg, user])
     except Exception as e:  # a template may refuse some orders (e.g. no system role): not portable
         raise TemplateNotPortable(f"the chat template failed on a sample conversation ({e})") from None
-    if not user_gen.startswith(user_only) or not user_assistant.startswith(user_only):
+    if not all(text.startswith(user_only) for text in (user_gen, user_assistant, user_assistant_user)):
         raise TemplateNotPortable("the chat template renders a conversation differently from its prefixes")
     generation_prompt = user_gen[len(user_only) :]
     first_user_before, user_after = _split(user_only, _MARK["user"])
-    assistant_before, assistant_after = _split(user_assistant[len(user_only) :], _MARK["assistant"])
-    user_before, _ = _split(user_assistant_user[len(user_assistant) :], _MARK["user"])
+    # Ollama renders conversations that end with a user turn, so every assistant turn it writes has a user turn
+    # after it: take the assistant's form from there. (Qwen3's template writes an empty <think></think> block into
+    # the last assistant turn only.) What ends the assistant turn is what ends it in last place too, so the split
+    # between its end and the next user turn's opening is read from the rendering with the assistant last.
+    assistant_before, between = _split(user_assistant_user[len(user_only) :], _MARK["assistant"])
+    _, assistant_after = _split(user_assistant[len(user_only) :], _MARK["assistant"])
+    if not between.startswith(assistant_after):
+        raise TemplateNotPortable("an assistant turn ends differently when a user turn follows it")
+    user_before, _ = _split(between[len(assistant_after) :], _MARK["user"])
     if not first_user_before.endswith(user_before):
         raise TemplateNotPortable("the first user turn is written differently from later ones")
     head = first_user_before[: len(first_user_before) - len(user_before)]
@@ -209,14 +216,22 @@ def _quoted(value: str) -> str:
 
 
 def template_leaves_out(chat_template: str) -> str | None:
-    """What of the chat template the TEMPLATE does not carry: the tool-calling branches (Qwen2.5's, Llama 3.2's),
-    which molting neither trains nor evaluates; None when the template has none."""
+    """What of the chat template the TEMPLATE does not carry: the tool-calling branches (Qwen2.5's, Llama 3.2's,
+    Qwen3's), which molting neither trains nor evaluates, and Qwen3's dropping of earlier turns' reasoning; None
+    when the template has neither."""
+    left_out = []
     if "tools" in chat_template or "tool_calls" in chat_template:
-        return (
+        left_out.append(
             "The chat template's tool-calling branches (a tools list, assistant tool_calls, tool results) are left "
             "out: this TEMPLATE renders the plain chat path only (system, user and assistant messages)."
         )
-    return None
+    if "</think>" in chat_template:
+        left_out.append(
+            "The chat template drops the reasoning (<think>...</think>) of earlier assistant turns; this TEMPLATE "
+            "prints earlier turns as they are sent, so send them without it. Its thinking switch (enable_thinking) "
+            "is left out too: the generation prompt is the template's default."
+        )
+    return " ".join(left_out) or None
 
 
 def modelfile_text(
