@@ -6,7 +6,7 @@ Run: python bench/memory.py   (30 minutes on a busy 2-core machine; copy the tab
 
 Each run is a fresh `molt train` process (so RSS holds exactly one run), on the example persona's 16 longest
 conversations (so every batch is padded to near the longest example, which is what the estimate assumes),
-for one epoch. The measured figure is the process's peak RSS (`ru_maxrss`, in manifest.json), which
+for one epoch. The measured figure is the process's peak RSS (VmHWM, in manifest.json), which
 includes the Python/torch process itself: the estimator models that as a fixed term (see below).
 
 Bases: builtin:tiny (2.4 M parameters), builtin:small (27 M), and `medium` (~90 M: builtin:small's

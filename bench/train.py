@@ -19,7 +19,6 @@ here (2048² matmuls) in the precision the recipe computes in; padding is counte
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -35,7 +34,9 @@ HELD_OUT = 16
 
 def _peak_rss_mb() -> float:
     """Peak RSS of this process so far: taken right after training, before the held-out evaluation."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from molting.train.manifest import peak_rss_mb  # VmHWM: ru_maxrss would include this bench's own peak
+
+    return peak_rss_mb()
 
 
 def _conversations():

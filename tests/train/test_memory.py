@@ -160,3 +160,25 @@ def test_qlora_really_loads_and_trains_in_4bit(tmp_path):
     model = load_model("builtin:tiny", quantization="4bit")
     assert any(type(m).__name__ == "Linear4bit" for m in model.modules())
     assert torch.cuda.max_memory_allocated() / 2**30 < manifest["memory_estimate"]["peak_gb"] * 1.25
+
+
+def test_peak_rss_is_the_processs_own_not_its_parents():
+    """A process started by one that held a lot of memory reports its own peak: ru_maxrss is carried over from
+    the parent through fork and exec on Linux (a `molt train` started by bench/memory.py after it built a base
+    reported the bench's 1.7 GB), VmHWM is not."""
+    import subprocess
+    import sys
+
+    from molting.train.manifest import peak_rss_mb
+
+    held = bytearray(800 * 2**20)
+    held[::4096] = b"\1" * len(held[::4096])  # touch every page: 800 MB resident in this process
+    assert peak_rss_mb() >= 800
+    child = subprocess.run(
+        [sys.executable, "-c", "from molting.train.manifest import peak_rss_mb; print(peak_rss_mb())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    del held
+    assert float(child.stdout) < 300, child.stdout  # a bare interpreter with molting.train.manifest imported

@@ -54,11 +54,29 @@ def machine() -> dict:
     return info
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started, in MB.
+
+    On Linux it is VmHWM from /proc/self/status, not getrusage's ru_maxrss: the kernel carries ru_maxrss over
+    from the parent through fork and exec, so a `molt train` started by a process that once held 1.7 GB
+    reported 1.7 GB whatever it used itself (bench/memory.py's runs did, after the bench built a base
+    in-process). VmHWM belongs to the process's own address space. Elsewhere ru_maxrss (bytes on macOS, KB
+    on other systems) is what there is."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / 2**20 if sys.platform == "darwin" else peak / 1024, 1)
+
+
 def peak_memory_mb(device: str) -> dict:
     """Peak memory so far: CUDA max allocated on a GPU, and the process's peak RSS always."""
     import torch
 
-    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    out = {"peak_rss_mb": peak_rss_mb()}
     if device == "cuda":
         out["peak_cuda_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
