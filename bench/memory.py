@@ -1,7 +1,7 @@
 """Memory estimator validation: predicted peak (molting.train.memory_estimate, what `molt check` reports) against the
 measured peak RSS of real `molt train` runs on the CPU, for bases of three sizes and several settings.
 
-Run: python bench/memory.py   (30 minutes on a busy 2-core machine; copy the table into bench/RESULTS.md)
+Run: python bench/memory.py   (6 minutes on an idle 2-core machine, bases cached; the table goes in bench/RESULTS.md)
      python bench/memory.py --cases tinyllama,phi3,qwen2.5,llama3.2   (the baseline run, then only these rows)
 
 Each run is a fresh `molt train` process (so RSS holds exactly one run), on the example persona's 16 longest

@@ -32,7 +32,9 @@ def table() -> str:
         "| base | params | method | " + " | ".join(f"{gb} GB" for gb in GPU_GB) + " |",
         "|---|---|---|" + "---|" * len(GPU_GB),
     ]
-    plan = TrainingPlan(device="cuda", weights_dtype="bfloat16", lora_r=16, seq_len=1024, batch_size=4)
+    # molt train's SFT stage: the fused LM head, every position counted as supervised (the safe side; the
+    # preflight uses the data's own share of assistant tokens)
+    plan = TrainingPlan(device="cuda", weights_dtype="bfloat16", lora_r=16, seq_len=1024, batch_size=4, fused_head=True)
     models = sorted(shipped_ids(), key=lambda m: ModelShape.from_config(shipped_config(m)).params)
     for model_id in models:
         config = shipped_config(model_id)

@@ -16,8 +16,13 @@ The estimate adds up what PyTorch actually holds, term by term, in bytes:
 - **activations**: what autograd saves per token and decoder layer (norm inputs in fp32, q/k/v and their
   rotary copies, the attention output, the MLP's gate, up, activation and product) times tokens in the
   longest batch; with gradient checkpointing only each layer's input is kept, plus one layer recomputed;
-- **logits**: batch × sequence × vocabulary, in the activation dtype, the fp32 copy the loss takes, its
-  log-softmax and the gradient — 3-4 copies (the largest single term for 128k-vocabulary models);
+- **logits**: `molt train`'s SFT stage never builds them (`fused_head`): TRL's fused LM head projects only the
+  supervised positions, in tiles of at most 4,096 positions × 32,768 vocabulary rows, and folds each tile into
+  the loss; on a GPU (Triton) a tile is one buffer in the compute dtype, on a CPU (torch ops) the buffer plus
+  about seven fp32 temporaries of its size in the backward pass; plus the fp32 gradient of the hidden
+  states at those positions. Without the fused head (DPO, ORPO): batch × sequence × vocabulary in the
+  activation dtype, the fp32 copy the loss takes, its log-softmax and the gradient — 3-4 copies (the largest
+  single term for 128k-vocabulary models);
 - **fixed cost**: on a CPU the process itself (Python, torch, transformers, TRL, PEFT, datasets imported:
   `CPU_PROCESS_BASELINE_GB`, measured by bench/memory.py), since RSS counts it; on a GPU the CUDA context.
 
@@ -40,6 +45,13 @@ GIB = 2**30
 CPU_PROCESS_BASELINE_GB = 0.74
 # Device memory the CUDA context and kernels take outside PyTorch's allocator (0.3-0.6 GB by GPU/driver).
 CUDA_CONTEXT_GB = 0.5
+# TRL 1.16's fused LM head (trl/kernels/chunked_logprob.py): TOKEN_CHUNK_SIZE positions × _CHUNKED_LOGPROB_CHUNK_SIZE
+# vocabulary rows a tile.
+FUSED_TILE_POSITIONS = 4096
+FUSED_TILE_VOCAB = 32768
+# Bytes per tile element beyond the buffer itself on a CPU: the backward's fp32 temporaries (the tile in fp32,
+# logits, log-probabilities, probabilities, the gradient and the target comparison's products).
+_FUSED_CPU_TEMPORARIES = 7 * 4
 # Fraction of the device memory molting plans to use: PyTorch's allocator fragments, other processes exist.
 USABLE_FRACTION = 0.95
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -135,6 +147,10 @@ class TrainingPlan:
     seq_len: int = 1024  # the longest batch's length: batches are padded to their longest example
     batch_size: int = 4
     gradient_checkpointing: bool = False
+    # TRL's fused LM head (molt train's SFT stage): the loss over the supervised positions only, in tiles
+    fused_head: bool = False
+    # the share of the longest batch's positions that are supervised (the assistant's tokens), for the fused head
+    supervised_fraction: float = 1.0
 
     def but(self, **changes) -> "TrainingPlan":
         return dataclasses.replace(self, **changes)
@@ -195,7 +211,13 @@ def estimate_memory(model_config: dict, plan: TrainingPlan) -> dict:
         activations = tokens * (shape.layers * residual * h + 2 * per_token_layer)
     else:
         activations = tokens * (shape.layers + 1) * per_token_layer  # + one layer's gradients in flight
-    logits = tokens * shape.vocab * (3 * 4 + (act if act != 4 else 0))
+    if plan.fused_head:
+        positions = max(1, math.ceil(tokens * min(1.0, plan.supervised_fraction)))
+        tile = min(positions, FUSED_TILE_POSITIONS) * min(shape.vocab, FUSED_TILE_VOCAB)
+        per_element = act + (_FUSED_CPU_TEMPORARIES if plan.device == "cpu" else 0)
+        logits = tile * per_element + positions * h * 4
+    else:
+        logits = tokens * shape.vocab * (3 * 4 + (act if act != 4 else 0))
     autocast_copies = 0
     if plan.autocast and wbytes == 4:
         per_layer = shape.linear_params / shape.layers

@@ -58,6 +58,7 @@ class TokenBudget(TypedDict):
     truncated_examples: int
     assistant_tokens_lost: int
     supervised_tokens: int
+    max_supervised_tokens: int  # the most assistant tokens one example trains on (within max_length)
     total_tokens: int
 
 
@@ -269,6 +270,7 @@ def token_budget(
         "truncated_examples": sum(e["truncated"] for e in per_example),
         "assistant_tokens_lost": sum(e["assistant_tokens_lost"] for e in per_example),
         "supervised_tokens": sum(e["assistant_supervised"] for e in per_example),
+        "max_supervised_tokens": max(e["assistant_supervised"] - e["assistant_tokens_lost"] for e in per_example),
         "total_tokens": sum(lengths),
     }
     return summary, per_example, findings
@@ -447,9 +449,12 @@ def _model_facts(config: RunConfig, tokenizer) -> tuple[set[int], int | None]:
     return ids or {tokenizer.eos_token_id}, getattr(model_config, "max_position_embeddings", None)
 
 
-def memory_check(config: RunConfig, longest_example: int) -> tuple[dict, list[Finding]]:
+def memory_check(
+    config: RunConfig, longest_example: int, most_supervised: int | None = None
+) -> tuple[dict, list[Finding]]:
     """Predicted peak memory of loading and training (from config.json alone) against the memory this
-    machine's training device has, or `check.memory_gb`; what would make it fit when it does not."""
+    machine's training device has, or `check.memory_gb`; what would make it fit when it does not.
+    `most_supervised`: the most assistant tokens of one example, which sets what the fused LM head projects."""
     from molting.models.base_model import mixed_precision, pick_device, pick_dtype
     from molting.models.model_configs import model_config, shipped_config, shipped_ids
     from molting.train.memory_estimate import TrainingPlan, device_memory, estimate_memory, fit_suggestions, fits
@@ -471,6 +476,9 @@ def memory_check(config: RunConfig, longest_example: int) -> tuple[dict, list[Fi
         # ORPO runs the chosen and the rejected answer of each example in one forward pass
         batch_size=config.train.batch_size * (2 if config.train.method == "orpo" else 1),
         gradient_checkpointing=config.train.gradient_checkpointing,
+        # SFT trains through TRL's fused LM head (molting.train.sft); the DPO and ORPO stages build the logits
+        fused_head=config.train.method == "sft",
+        supervised_fraction=min(1.0, most_supervised / longest_example) if most_supervised else 1.0,
     )
     model = model_config(config.base_model)
     estimate = estimate_memory(model, plan)
@@ -685,7 +693,10 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
         findings += held_out_findings
     # held-out batches are as large as training's, and need less memory at the same length (no gradients)
     longest = max(budget["max_tokens"], held_out["token_budget"]["max_tokens"] if held_out else 0)
-    memory, memory_findings = memory_check(config, longest)
+    most_supervised = max(
+        budget["max_supervised_tokens"], held_out["token_budget"]["max_supervised_tokens"] if held_out else 0
+    )
+    memory, memory_findings = memory_check(config, longest, most_supervised)
     findings += (
         template_findings
         + infer_findings
