@@ -35,6 +35,33 @@ FAST = [
 ]
 
 
+# Under `--dist loadfile`, the test files whose work takes longest (a base built once per session, then trained,
+# exported and verified on), handed out before the others: started last, one of them alone kept a worker busy
+# for minutes after the other had finished everything else.
+LONGEST_FIRST = (
+    "tests/models/test_families.py",
+    "tests/models/test_gguf_base.py",
+    "tests/models/test_family_export.py",
+    "tests/evaluate/test_fluency.py",
+)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadfile":
+        return None  # xdist's own scheduler
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestFirst(LoadFileScheduling):
+        def _assign_work_unit(self, node) -> None:
+            for scope in LONGEST_FIRST:
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
+                    break
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
+
+
 def _shared_dir(tmp_path_factory) -> Path:
     """A folder every pytest-xdist worker of this session sees (the parent of the workers' base temp
     folders); without xdist, the session's own base temp folder."""
@@ -79,10 +106,17 @@ def molting_cache(tmp_path_factory):
     os.environ["MOLTING_CACHE"] = cache
     # Build builtin:tiny here, in-process, once: otherwise the first test that needs it builds it inside a
     # subprocess with a timeout meant for the test's own work.
+    import torch
+
     from molting.models.builtin_base import builtin_path
 
     with _once_per_session(tmp_path_factory, "builtin-tiny"):
-        builtin_path("builtin:tiny")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(threads, min(2, os.cpu_count() or 1)))  # every other worker waits for it
+        try:
+            builtin_path("builtin:tiny")
+        finally:
+            torch.set_num_threads(threads)
     return Path(cache)
 
 
