@@ -14,7 +14,7 @@ ROWS = [*FAMILIES, "qwen3"]
 
 @pytest.mark.parametrize("family", ROWS)
 def test_train_eval_and_export_on_the_family(family, family_bases, tmp_path):
-    """A few LoRA steps move the B matrices; molt eval stops on the family's end-of-turn tokens; the GGUF export's
+    """A few LoRA steps move the B matrices; `molt eval` runs on the Qwen3 row; the GGUF export's
     llama.cpp tokenizer (on the real vocabulary) tokenizes every suite prompt as transformers does, with the BOS
     as trained; the Modelfile's TEMPLATE renders every suite prompt as the chat template."""
     import shutil
@@ -51,9 +51,12 @@ def test_train_eval_and_export_on_the_family(family, family_bases, tmp_path):
     lora_b = [w for name, w in load_file(run / "adapter" / "adapter_model.safetensors").items() if "lora_B" in name]
     assert lora_b and all(torch.count_nonzero(w) > 0 for w in lora_b)
 
-    run_molt("eval", run, "--no-fluency", check=True)  # the reference model's pass: tests/evaluate/test_fluency.py
-    rows = [json.loads(line) for line in next((run / "eval").glob("*/responses.jsonl")).read_text().splitlines()]
-    assert rows and all(r["finish_reason"] in ("stop", "length") for r in rows)
+    if family == "qwen3":
+        # `molt eval` end to end on the run trained one turn at a time (every family's stops on each end-of-turn
+        # token: test_families.py, in-process; every family's adapter generates again in the verify below)
+        run_molt("eval", run, "--no-fluency", check=True)  # the reference model's pass: test_fluency.py
+        rows = [json.loads(line) for line in next((run / "eval").glob("*/responses.jsonl")).read_text().splitlines()]
+        assert rows and all(r["finish_reason"] in ("stop", "length") for r in rows)
 
     result = run_molt("export", run, "--to", "ollama", "--verify", "--max-new-tokens", 8)
     report = json.loads((run / "export" / "ollama" / "verify.json").read_text())
