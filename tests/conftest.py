@@ -105,18 +105,18 @@ def molting_cache(tmp_path_factory):
     cache = os.environ.get("MOLTING_TEST_CACHE") or str(_shared_dir(tmp_path_factory) / "molting-cache")
     os.environ["MOLTING_CACHE"] = cache
     # Build builtin:tiny here, in-process, once: otherwise the first test that needs it builds it inside a
-    # subprocess with a timeout meant for the test's own work.
-    import torch
+    # subprocess, on a test's time. One worker builds it; the others do not wait here but start their first
+    # file: the files handed out first (LONGEST_FIRST) need no builtin:tiny. (A test that needed it before the
+    # build ended would build a copy of its own; `build_dir_once` keeps whichever finishes first.)
+    from filelock import FileLock, Timeout
 
     from molting.models.builtin_base import builtin_path
 
-    with _once_per_session(tmp_path_factory, "builtin-tiny"):
-        threads = torch.get_num_threads()
-        torch.set_num_threads(max(threads, min(2, os.cpu_count() or 1)))  # every other worker waits for it
-        try:
+    try:
+        with FileLock(str(_shared_dir(tmp_path_factory) / "builtin-tiny.lock"), timeout=0):
             builtin_path("builtin:tiny")
-        finally:
-            torch.set_num_threads(threads)
+    except Timeout:
+        pass  # another worker is building it
     return Path(cache)
 
 

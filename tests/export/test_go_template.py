@@ -31,7 +31,7 @@ def go_renderer(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("family", ["tiny", *FAMILIES, "qwen3"])
-def test_go_renders_the_template_as_jinja_and_molting(family, go_renderer, tmp_path, molting_cache):
+def test_go_renders_the_template_as_jinja_and_molting(family, go_renderer, tmp_path, family_bases):
     from molting.card.persona import load_persona
     from molting.card.suite import load_suite
     from molting.export.go_template import render as render_molting
@@ -39,7 +39,7 @@ def test_go_renders_the_template_as_jinja_and_molting(family, go_renderer, tmp_p
     from molting.models.base_model import load_tokenizer
     from molting.models.chat_format import render
 
-    # built once in the cache (build_dir_once serialises builds); "qwen3": Qwen3's real template on its vocabulary
+    # the family bases are built once per session (family_bases); "qwen3": Qwen3's real template on its vocabulary
     tokenizer = load_tokenizer(f"builtin:{'qwen2.5' if family == 'qwen3' else family}")
     if family == "qwen3":
         tokenizer.chat_template = qwen3_template_path().read_text(encoding="utf-8")
