@@ -90,6 +90,11 @@ def family_bases(tmp_path_factory, molting_cache) -> dict[str, Path]:
         return {name: Path(resolve_base(f"builtin:{name}")) for name in FAMILIES}
 
 
+def row_base(row: str) -> str:
+    """The family base a row of the family matrix runs on: "qwen3" is Qwen3's template on builtin:qwen2.5."""
+    return "qwen2.5" if row == "qwen3" else row
+
+
 def qwen3_template_path() -> Path:
     """Qwen3's real chat template, from the pinned llama-cpp-python sdist: with the Qwen2 vocabulary (Qwen3's
     own), the matrix's fifth row, a template that does not render a conversation as its own prefixes."""

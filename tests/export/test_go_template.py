@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE, _once_per_session, qwen3_template_path
+from conftest import EXAMPLE, _once_per_session, qwen3_template_path, row_base
 
 from molting.models.family_base import FAMILIES
 
@@ -40,7 +40,7 @@ def test_go_renders_the_template_as_jinja_and_molting(family, go_renderer, tmp_p
     from molting.models.chat_format import render
 
     # the family bases are built once per session (family_bases); "qwen3": Qwen3's real template on its vocabulary
-    tokenizer = load_tokenizer(f"builtin:{'qwen2.5' if family == 'qwen3' else family}")
+    tokenizer = load_tokenizer(f"builtin:{row_base(family)}")
     if family == "qwen3":
         tokenizer.chat_template = qwen3_template_path().read_text(encoding="utf-8")
     persona = load_persona(EXAMPLE / "persona.yaml")

@@ -5,7 +5,7 @@ test_families.py) so pytest-xdist's --dist loadfile can run it beside the rest o
 import json
 
 import pytest
-from conftest import EXAMPLE, qwen3_template_path
+from conftest import EXAMPLE, qwen3_template_path, row_base
 
 from molting.models.family_base import FAMILIES
 
@@ -32,7 +32,7 @@ def test_train_eval_and_export_on_the_family(family, family_bases, tmp_path):
     kept = lines[:3] + [lines[9]]  # line 10: three user/assistant exchanges, which Qwen3's template splits
     (project / "data.jsonl").write_text("\n".join(kept) + "\n", encoding="utf-8")
     settings = [
-        f"base_model=builtin:{'qwen2.5' if family == 'qwen3' else family}",
+        f"base_model=builtin:{row_base(family)}",
         *([f"chat_template={qwen3_template_path()}"] if family == "qwen3" else []),
         "train.epochs=1",
         "train.grad_accum=1",

@@ -193,9 +193,6 @@ def test_peak_rss_is_the_processs_own_not_its_parents():
     """A process started by one that held a lot of memory reports its own peak: ru_maxrss is carried over from
     the parent through fork and exec on Linux (a `molt train` started by bench/memory.py after it built a base
     reported the bench's 1.7 GB), VmHWM is not."""
-    import subprocess
-    import sys
-
     from molting.train.manifest import peak_rss_mb
 
     held = bytearray(800 * 2**20)
