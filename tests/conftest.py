@@ -109,20 +109,26 @@ def molting_cache(tmp_path_factory):
     MOLTING_TEST_CACHE when set)."""
     cache = os.environ.get("MOLTING_TEST_CACHE") or str(_shared_dir(tmp_path_factory) / "molting-cache")
     os.environ["MOLTING_CACHE"] = cache
-    # Build builtin:tiny here, in-process, once: otherwise the first test that needs it builds it inside a
-    # subprocess, on a test's time. One worker builds it; the others do not wait here but start their first
-    # file: the files handed out first (LONGEST_FIRST) need no builtin:tiny. (A test that needed it before the
-    # build ended would build a copy of its own; `build_dir_once` keeps whichever finishes first.)
-    from filelock import FileLock, Timeout
+    return Path(cache)
 
+
+_tiny_built = False
+
+
+@pytest.fixture(autouse=True)
+def builtin_tiny_built(request, tmp_path_factory, molting_cache) -> None:
+    """builtin:tiny, built in-process once per session before the first test that may need it (otherwise a
+    test would build it inside a `molt` subprocess, on its own time). Not before the tests of the first file
+    handed out (LONGEST_FIRST), which need none: the worker that runs them starts at once, and the other
+    worker builds builtin:tiny (when both waited, or the first worker built it, the suite took a minute longer)."""
+    global _tiny_built
+    if _tiny_built or request.node.nodeid.startswith(LONGEST_FIRST[0]):
+        return
     from molting.models.builtin_base import builtin_path
 
-    try:
-        with FileLock(str(_shared_dir(tmp_path_factory) / "builtin-tiny.lock"), timeout=0):
-            builtin_path("builtin:tiny")
-    except Timeout:
-        pass  # another worker is building it
-    return Path(cache)
+    with _once_per_session(tmp_path_factory, "builtin-tiny"):
+        builtin_path("builtin:tiny")
+    _tiny_built = True
 
 
 @pytest.fixture
