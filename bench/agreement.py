@@ -7,7 +7,7 @@ Run: python bench/agreement.py [--disagreements] [--write-docs]
 Three columns, all on tests/fixtures/labelled/answers.yaml:
 - v1: the detectors as they were (no word salad, no claims through pronouns);
 - no fluency: v1 plus invented words (a dictionary) and claims through pronouns (`molt score --no-fluency`);
-- fluency: all of it, with each answer's order ratio under the reference model (molting.evaluate.fluency).
+- fluency: all of it, with each answer's order score under the reference model (molting.evaluate.fluency).
 The fluency figures of the labelled answers are read from tests/fixtures/labelled/fluency.json, which
 `--calibrate` writes with the real model (packaged:gemma-3-270m, about a minute and a half on 2 cores) along
 with the thresholds (src/molting/evaluate/fluency_calibration.json); `--recompute` measures them again
@@ -55,7 +55,7 @@ def measure(model: str) -> tuple[dict[str, Fluency], str]:
 
 def read_figures() -> tuple[dict[str, Fluency], str]:
     data = json.loads(FIGURES.read_text())
-    figures = {k: Fluency(v["nll"], v["shuffled_nll"], v["tokens"]) for k, v in data["answers"].items()}
+    figures = {k: Fluency.from_figures(v) for k, v in data["answers"].items()}
     return figures, data["identity"]
 
 
@@ -66,7 +66,16 @@ def write_figures(figures: dict[str, Fluency], model: str, identity: str) -> Non
         "model": model,
         "identity": identity,
         "prompt_version": PROMPT_VERSION,
-        "answers": {k: {"nll": f.nll, "shuffled_nll": f.shuffled_nll, "tokens": f.tokens} for k, f in figures.items()},
+        "answers": {
+            k: {
+                "nll": f.nll,
+                "shuffled_nll": f.shuffled_nll,
+                "tokens": f.tokens,
+                "half_nll": f.half_nll,
+                "shuffled_half_nll": f.shuffled_half_nll,
+            }
+            for k, f in figures.items()
+        },
     }
     FIGURES.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
@@ -125,7 +134,7 @@ def main() -> int:
         calibration = calibrate_fluency(LABELLED, figures, args.model, identity, PROMPT_VERSION)
         out = Path(args.out) if args.out else SHIPPED_CALIBRATION
         save_calibration(out, calibration)
-        print(f"wrote {out}: drift at order ratio {calibration.drift}, salad at {calibration.salad}")
+        print(f"wrote {out}: drift at order score {calibration.drift}, salad at {calibration.salad}")
         if args.model == DEFAULT_REFERENCE and not args.out:
             write_figures(figures, args.model, identity)
             print(f"wrote {FIGURES.relative_to(REPO)}")
@@ -140,7 +149,7 @@ def main() -> int:
     after = results["fluency"]
     n = next(iter(after.figures.values()))["n"]
     print(f"scorer vs {n} hand-labelled answers ({LABELLED.relative_to(REPO)}), exact agreement")
-    print(f"fluency: {calibration.model}, drift at order ratio {calibration.drift}, salad at {calibration.salad}")
+    print(f"fluency: {calibration.model}, drift at order score {calibration.drift}, salad at {calibration.salad}")
     print(
         f"{'dim':<4} {'v1':>7} {'no-flu':>7} {'fluency':>8} {'within-1':>9} {'kappa':>6} {'qw-kappa':>8} {'target':>7}"
     )

@@ -22,7 +22,7 @@ def labelled_figures():
     from molting.evaluate.fluency import Fluency, load_calibration
 
     data = json.loads(FIGURES.read_text())
-    figures = {k: Fluency(v["nll"], v["shuffled_nll"], v["tokens"]) for k, v in data["answers"].items()}
+    figures = {k: Fluency.from_figures(v) for k, v in data["answers"].items()}
     return figures, load_calibration(None, data["identity"])
 
 
@@ -82,9 +82,7 @@ def test_scorer_agrees_with_the_labelled_set_at_the_targets():
     below = {d: f["exact"] for d, f in result.figures.items() if f["exact"] < TARGETS[d]}
     assert not below, f"agreement fell below the targets: {below}"
     assert result.groups["good"]["n"] >= 30 and result.groups["good"]["min_total"] >= 7
-    # The word-salad target (none above 6/10) is missed by one answer of 32 (L125, order ratio 0.64, below the
-    # threshold): bench/agreement.py prints it as MISSED. Held here: no more than that one.
-    assert result.groups["word_salad"]["n"] >= 30
+    assert result.groups["word_salad"]["n"] >= 30 and result.groups["word_salad"]["max_total"] <= 6
     v1 = labelled_agreement(LABELLED, v1=True)
     assert v1.groups["word_salad"]["max_total"] == 10  # what v1 gave word salad, for contrast
 
@@ -95,7 +93,10 @@ def test_word_salad_pronoun_claims_and_invented_words_are_caught():
     scored = score_labelled(*load_labelled(LABELLED)[:2], answers, figures, calibration)
     totals = {a.id: sum(scored.auto[a.id].values()) for a in answers}
     salad = [a.id for a in answers if a.kind == "word_salad"]
-    assert sum(totals[i] <= 6 for i in salad) >= len(salad) - 1
+    assert all(totals[i] <= 6 for i in salad), {i: totals[i] for i in salad if totals[i] > 6}
+    # L125 opens like a sentence; its order ratio alone (0.636) is below every threshold that spares the good
+    # answers. The second half gives it away.
+    assert figures["L125"].order_ratio < calibration.salad <= figures["L125"].order_score
     for a in answers:
         if a.kind == "pronoun_claim":  # each claim made through a pronoun or a relative clause costs D2
             assert scored.auto[a.id]["D2"] == 0, a.id

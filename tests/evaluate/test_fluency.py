@@ -7,7 +7,14 @@ import json
 import pytest
 from conftest import EXAMPLE, REPO, run_molt
 
-from molting.evaluate.fluency import ReferenceModel, load_calibration, model_identity, prompt_for, shuffled
+from molting.evaluate.fluency import (
+    ReferenceModel,
+    load_calibration,
+    model_identity,
+    prompt_for,
+    second_half,
+    shuffled,
+)
 from molting.evaluate.rubric import load_labelled
 
 LABELLED = REPO / "tests" / "fixtures" / "labelled" / "answers.yaml"
@@ -36,6 +43,11 @@ def test_stored_figures_are_the_models(gemma_base):
         figure = stored["answers"][a.id]
         assert plain.nll == pytest.approx(figure["nll"], abs=0.02), a.id
         assert sum(s.nll for s in shuffles) / 2 == pytest.approx(figure["shuffled_nll"], abs=0.02), a.id
+        # each word's NLL sums its tokens': the words add up to the answer's
+        assert sum(plain.words) == pytest.approx(plain.nll * plain.tokens, abs=0.05), a.id
+        half, shuffled_half = second_half(plain, shuffles)
+        assert half == pytest.approx(figure["half_nll"], abs=0.1), a.id
+        assert shuffled_half == pytest.approx(figure["shuffled_half_nll"], abs=0.1), a.id
 
 
 def _responses(tmp_path):
@@ -58,7 +70,8 @@ def test_molt_score_reads_every_answer_and_caches_it(tmp_path, gemma_base):
     scores = json.loads(out.read_text())
     entries = {e["answer_id"]: e for e in scores["questions"]}
     salad, good = entries["salad"], entries["good"]
-    assert salad["fluency"]["order_ratio"] > scores["fluency"]["thresholds"]["salad"] > good["fluency"]["order_ratio"]
+    assert salad["fluency"]["order_score"] > scores["fluency"]["thresholds"]["salad"] > good["fluency"]["order_score"]
+    assert salad["fluency"]["half_ratio"] is not None and good["fluency"]["half_ratio"] is not None
     assert any(e["detector"] == "word_salad" and e["dim"] == "D5" for e in salad["evidence"])
     assert salad["dims"]["D5"] == 0 and salad["total"] <= 6
     assert not any(e["detector"] in ("word_salad", "not_fluent") for e in good["evidence"]) and good["total"] >= 7

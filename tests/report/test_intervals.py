@@ -86,7 +86,7 @@ def test_report_html_says_what_the_fluency_pass_read_or_why_it_was_skipped(tmp_p
     run = make_run(tmp_path, "read", {q: [refs[q]] * 3 for q in refs}, LOSSES)
     scores_path = run / "eval" / "final" / "scores.json"
     scores = json.loads(scores_path.read_text())
-    summary = {"model": "packaged:gemma-3-270m", "mean_nll": 3.47, "mean_order_ratio": 0.49}
+    summary = {"model": "packaged:gemma-3-270m", "mean_nll": 3.47, "mean_order_score": 0.49}
     summary |= {"thresholds": {"drift": 0.66, "salad": 0.66}, "calibrated_on": "labelled (163 answers)"}
     for fluency, expected in (
         (summary, "Fluency read by packaged:gemma-3-270m"),

@@ -18,8 +18,21 @@ words shuffled (two fixed shuffles, averaged), and the figure used is their rati
 the share of the answer's surprise that word order does not explain. The same words are in both, so rare
 words cancel out. Fluent prose, right or wrong, sits at 0.31–0.66 (shuffling its words costs the model a
 lot); word salad at 0.64–0.88 (its order was already no better than random); a repetition loop at 1.0.
-Thresholds calibrated on that set (`calibrate`, run by `python bench/agreement.py --calibrate`) turn the
-ratio into caps (molting.evaluate.rubric): at or above `drift` the answer drifts into nonsense (D5 ≤ 1,
+
+The ranges overlap at 0.64–0.66: salad that opens like a sentence ("Eu sou uma IA que o João Figueiredo da
+Softtor trabalha no parceiro, e a pesquisa confesso o CRM…", 0.636) sits below fluent answers with rare
+words (0.664). Its second half gives it away: each word's NLL is summed from its tokens, in place and in
+the shuffles, so the same ratio can be read over the answer's second half of words alone (0.85 for that
+answer; good answers 0.38–0.72). The figure the thresholds apply to is the **order score**,
+
+    order_score = (order_ratio + HALF_WEIGHT · half_ratio) / (1 + HALF_WEIGHT),  HALF_WEIGHT = 0.2
+
+The weight was chosen on the labelled set (tests/fixtures/labelled): from 0.15 to 0.3 every word-salad
+answer there is above every good one (widest gap at 0.2, 0.015); with the whole-answer ratio alone one salad
+answer sat below six good ones. Leaving each answer out in turn and choosing the weight and threshold on the
+rest misclassified none of the 129 salad and good answers, but the set is small: read it as a fit, not as
+proof. Thresholds calibrated on that set (`calibrate`, run by `python bench/agreement.py --calibrate`) turn
+the score into caps (molting.evaluate.rubric): at or above `drift` the answer drifts into nonsense (D5 ≤ 1,
 D3 ≤ 1); at or above `salad` it is word salad throughout (D5 0, D3 ≤ 1, D2 0: a fact's words inside salad
 are not a statement). Thresholds belong to one reference model and one prompt: a calibration file names
 both, and `load_calibration` refuses it for another model.
@@ -33,6 +46,7 @@ import hashlib
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,6 +57,8 @@ from molting.models.builtin_base import cache_dir
 DEFAULT_REFERENCE = "packaged:gemma-3-270m"
 SHIPPED_CALIBRATION = Path(__file__).parent / "fluency_calibration.json"
 PROMPT_VERSION = 1  # bump when `prompt_for` changes: thresholds and cached figures depend on it
+SIGNAL_VERSION = 2  # what the thresholds apply to: 1 the order ratio, 2 the order score (with the second half)
+HALF_WEIGHT = 0.2  # the second half's weight in the order score (see above)
 MIN_TOKENS = 8  # fewer answer tokens than this: the mean is too noisy to judge (short answers are D5's own)
 SHUFFLES = (0, 1)  # the seeds of the word shuffles each answer is compared with
 # "Question"/"Answer" in the card's language: the answer reads as a reply, as a reader would take it.
@@ -55,9 +71,12 @@ class Nll:
 
     nll: float | None  # mean negative log-likelihood per answer token, nats; None below MIN_TOKENS
     tokens: int  # answer tokens scored
+    # the NLL of each white-space-separated word (the sum of its tokens'), in the text's order; None when
+    # the tokenizer gives no character offsets
+    words: tuple[float, ...] | None = None
 
     def as_dict(self) -> dict:
-        return {"nll": self.nll, "tokens": self.tokens}
+        return {"nll": self.nll, "tokens": self.tokens, "words": None if self.words is None else list(self.words)}
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,9 @@ class Fluency:
     nll: float | None
     shuffled_nll: float | None
     tokens: int
+    # the NLL summed over the second half of the answer's words, in place and (mean of) in the shuffles
+    half_nll: float | None = None
+    shuffled_half_nll: float | None = None
 
     @property
     def order_ratio(self) -> float | None:
@@ -74,20 +96,71 @@ class Fluency:
             return None
         return round(self.nll / self.shuffled_nll, 4)
 
+    @classmethod
+    def from_figures(cls, figures: dict) -> "Fluency":
+        """From tests/fixtures/labelled/fluency.json's entries (bench/agreement.py writes them)."""
+        keys = ("nll", "shuffled_nll", "tokens", "half_nll", "shuffled_half_nll")
+        return cls(*(figures.get(k) for k in keys))
+
+    @property
+    def half_ratio(self) -> float | None:
+        if self.order_ratio is None or self.half_nll is None or not self.shuffled_half_nll:
+            return None
+        return round(self.half_nll / self.shuffled_half_nll, 4)
+
+    @property
+    def order_score(self) -> float | None:
+        """What the thresholds apply to: the order ratio, weighted with the second half's (module doc); the
+        order ratio alone when the second half could not be read."""
+        whole, half = self.order_ratio, self.half_ratio
+        if whole is None or half is None:
+            return whole
+        return round((whole + HALF_WEIGHT * half) / (1 + HALF_WEIGHT), 4)
+
     def as_dict(self) -> dict:
         return {
             "nll": self.nll,
             "shuffled_nll": self.shuffled_nll,
             "order_ratio": self.order_ratio,
+            "half_ratio": self.half_ratio,
+            "order_score": self.order_score,
             "tokens": self.tokens,
         }
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Where each white-space-separated word of `text` starts and ends."""
+    spans, pos = [], 0
+    for word in text.split():
+        start = text.index(word, pos)
+        spans.append((start, start + len(word)))
+        pos = start + len(word)
+    return spans
+
+
+def per_word(offsets: list[tuple[int, int]], values: list[float], spans: list[tuple[int, int]]) -> list[float]:
+    """Each token's value added to the word its characters fall in; a token of white space alone, to the
+    word after it (or the last word)."""
+    sums = [0.0] * len(spans)
+    word = 0
+    for (start, _end), value in zip(offsets, values, strict=True):
+        while word < len(spans) - 1 and spans[word][1] <= start:
+            word += 1
+        sums[word] += value
+    return sums
+
+
+def permutation(words: int, seed: int) -> list[int]:
+    """The word order of `shuffled(answer, seed)`: position j holds the answer's word permutation[j]."""
+    order = list(range(words))
+    random.Random(seed).shuffle(order)
+    return order
 
 
 def shuffled(answer: str, seed: int) -> str:
     """The answer's words (split on white space, punctuation kept on its word) in a fixed random order."""
     words = answer.split()
-    random.Random(seed).shuffle(words)
-    return " ".join(words)
+    return " ".join(words[i] for i in permutation(len(words), seed))
 
 
 @dataclass(frozen=True)
@@ -101,10 +174,11 @@ class Calibration:
     salad: float  # at or above: word salad throughout
     calibrated_on: str  # the labelled set and its size
     agreement: dict  # D5 exact agreement on that set, with these thresholds
+    signal_version: int = 1  # SIGNAL_VERSION when calibrated (files without it: the order ratio alone)
 
     def level(self, fluency: "Fluency | None") -> str | None:
         """ "salad", "drift" or None."""
-        ratio = fluency.order_ratio if fluency is not None else None
+        ratio = fluency.order_score if fluency is not None else None
         if ratio is None:
             return None
         if ratio >= self.salad:
@@ -161,12 +235,21 @@ class ReferenceModel:
             raise UserError(f"fluency.model {spec!r}: could not load it ({e}).") from None
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
 
-    def _ids(self, prompt: str, answer: str) -> tuple[list[int], int]:
-        """The token ids of prompt + answer, and where the answer starts. Tokenized apart and joined, so the
+    def _ids(self, prompt: str, answer: str) -> tuple[list[int], int, Callable[[list[float]], list[float]] | None]:
+        """The token ids of prompt + answer, where the answer starts, and a function of the answer tokens'
+        NLLs giving each word's (None without character offsets). Tokenized apart and joined, so the
         answer's tokens do not depend on how the prompt ends."""
         prompt_ids = self.tokenizer(prompt)["input_ids"]
-        answer_ids = self.tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"]
-        return prompt_ids + answer_ids, len(prompt_ids)
+        text = " " + answer.strip()
+        try:
+            encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            offsets = [tuple(o) for o in encoded["offset_mapping"]]
+        except NotImplementedError:  # a slow (Python) tokenizer keeps no offsets
+            encoded, offsets = self.tokenizer(text, add_special_tokens=False), None
+        answer_ids = encoded["input_ids"]
+        spans = word_spans(text)
+        words = None if offsets is None or not spans else (lambda values: per_word(offsets, values, spans))
+        return prompt_ids + answer_ids, len(prompt_ids), words
 
     def score(self, pairs: list[tuple[str, str]], on_done=None) -> list[Nll]:
         """(prompt, text) pairs → their Nll, in order; `on_done(n)` after each batch."""
@@ -189,7 +272,7 @@ class ReferenceModel:
             with torch.no_grad():
                 hidden = self.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
                 for row, i in enumerate(batch):
-                    seq, answer_start = encoded[i]
+                    seq, answer_start, words_of = encoded[i]
                     n = len(seq) - answer_start
                     if n < 1:
                         results[i] = Nll(None, 0)
@@ -200,8 +283,10 @@ class ReferenceModel:
                     if self.softcap:
                         logits = torch.tanh(logits / self.softcap) * self.softcap
                     targets = torch.tensor(seq[answer_start:])
-                    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="mean").item()
-                    results[i] = Nll(round(nll, 4) if n >= MIN_TOKENS and math.isfinite(nll) else None, n)
+                    each = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+                    nll = each.mean().item()
+                    words = tuple(round(w, 4) for w in words_of(each.tolist())) if words_of else None
+                    results[i] = Nll(round(nll, 4) if n >= MIN_TOKENS and math.isfinite(nll) else None, n, words)
             if on_done:
                 on_done(len(batch))
         return results  # type: ignore[return-value]
@@ -225,7 +310,9 @@ class FluencyCache:
 
     def get(self, prompt: str, answer: str) -> Nll | None:
         hit = self.entries.get(self.key(prompt, answer))
-        return Nll(hit["nll"], hit["tokens"]) if hit else None
+        if not hit or "words" not in hit:  # no entry, or one written before words were kept
+            return None
+        return Nll(hit["nll"], hit["tokens"], None if hit["words"] is None else tuple(hit["words"]))
 
     def put(self, prompt: str, answer: str, result: Nll) -> None:
         self.entries[self.key(prompt, answer)] = result.as_dict()
@@ -251,6 +338,12 @@ def load_calibration(path: str | Path | None, identity: str | None = None) -> Ca
         raise UserError(
             f"{path}: not a fluency calibration file ({e}). Write one with bench/agreement.py --calibrate."
         ) from None
+    if calibration.signal_version != SIGNAL_VERSION:
+        raise UserError(
+            f"{path}: these fluency thresholds were calibrated for signal v{calibration.signal_version} (the "
+            f"order ratio alone), not for molting's v{SIGNAL_VERSION} (the order score, with the answer's "
+            "second half): calibrate again with python bench/agreement.py --calibrate --model MODEL --out FILE."
+        )
     if identity is not None and (calibration.identity != identity or calibration.prompt_version != PROMPT_VERSION):
         raise UserError(
             f"{path}: these fluency thresholds were calibrated for {calibration.model} ({calibration.identity}, "
@@ -278,14 +371,14 @@ class FluencyCheck:
 
     def summary(self) -> dict:
         scored = [f.nll for f in self.by_answer.values() if f.nll is not None]
-        ratios = [f.order_ratio for f in self.by_answer.values() if f.order_ratio is not None]
+        ratios = [f.order_score for f in self.by_answer.values() if f.order_score is not None]
         return {
             "model": self.model,
             "identity": self.calibration.identity,
             "thresholds": {"drift": self.calibration.drift, "salad": self.calibration.salad},
             "calibrated_on": self.calibration.calibrated_on,
             "mean_nll": round(sum(scored) / len(scored), 4) if scored else None,
-            "mean_order_ratio": round(sum(ratios) / len(ratios), 4) if ratios else None,
+            "mean_order_score": round(sum(ratios) / len(ratios), 4) if ratios else None,
             "answers": len(self.by_answer),
             "computed": self.computed,
             "seconds": round(self.seconds, 2),
@@ -327,8 +420,25 @@ def measure_fluency(
         plain = known[(prompt, answer)]
         shuffled_nlls = [known[(prompt, v)].nll for v in variants]
         mean = round(sum(shuffled_nlls) / len(shuffled_nlls), 4) if None not in shuffled_nlls else None
-        out.append(Fluency(plain.nll, mean, plain.tokens))
+        half, shuffled_half = second_half(plain, [known[(prompt, v)] for v in variants])
+        out.append(Fluency(plain.nll, mean, plain.tokens, half, shuffled_half))
     return out, identity, len(missing)
+
+
+def second_half(plain: Nll, shuffles: list[Nll]) -> tuple[float | None, float | None]:
+    """The NLL of the answer's second half of words in place, and the mean of the same words' NLL in the
+    shuffles (`shuffles[k]` is the answer shuffled with SHUFFLES[k])."""
+    if plain.words is None or any(s.words is None or len(s.words) != len(plain.words) for s in shuffles):
+        return None, None
+    n = len(plain.words)
+    if n < 2:
+        return None, None
+    half = sum(plain.words[n // 2 :])
+    moved = [
+        sum(value for value, word in zip(s.words, permutation(n, seed), strict=True) if word >= n // 2)
+        for s, seed in zip(shuffles, SHUFFLES, strict=True)
+    ]
+    return round(half, 4), round(sum(moved) / len(moved), 4)
 
 
 def prepare_reference(model_spec: str, calibration_path: str | Path | None) -> Calibration:

@@ -30,7 +30,7 @@ from molting.card.probe_questions import Probe
 from molting.card.suite import Question, load_suite
 from molting.card.text_match import BoundedPattern, compile_any, find_first, fold
 from molting.errors import UserError
-from molting.evaluate.fluency import Calibration, Fluency, FluencyCheck
+from molting.evaluate.fluency import SIGNAL_VERSION, Calibration, Fluency, FluencyCheck
 from molting.evaluate.nonwords import NonWordChecker, nonword_level
 from molting.evaluate.statistics import agreement_by_dimension, group_summary
 from molting.yaml_source import load_yaml
@@ -78,6 +78,34 @@ def special_token_texts(tokenizer) -> list[str]:
         if getattr(added, "special", False):
             texts.add(str(added))
     return sorted(t for t in texts if _TOKEN_LIKE.fullmatch(t))
+
+
+def template_text_lines(tokenizer, system_prompt: str) -> list[str]:
+    """The literal text a chat template writes around the conversation, line by line: Llama 3.2's
+    "Cutting Knowledge Date: December 2023" and "Today Date: …" in its system header. A model that says
+    it back leaks its template as surely as one that says `<|eot_id|>`. Found by rendering a conversation
+    of placeholders and keeping what is left: lines of at least three words (role names and special tokens
+    are dropped)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return []
+    system, question = "\u2983molting-system\u2984", "\u2983molting-question\u2984"
+    conversations = [
+        [{"role": "system", "content": system}, {"role": "user", "content": question}],
+        [{"role": "user", "content": question}],  # templates that refuse a system turn
+    ]
+    for messages in conversations:
+        try:
+            rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            break
+        except Exception:  # noqa: BLE001 - any template error: try the next form, else no lines
+            continue
+    else:
+        return []
+    for marker in (system, question, *special_token_texts(tokenizer)):
+        rendered = rendered.replace(marker, "\n")
+    lines = (line.strip() for line in rendered.splitlines())
+    return list(dict.fromkeys(line for line in lines if len(line.split()) >= 3))
 
 
 TOOL_CALL = _compile(
@@ -462,7 +490,8 @@ class AnswerScore:
 class Scorer:
     """Scores answers against one persona card. Build once; `score` is cheap (compiled patterns).
     `special_tokens`: the base's own special tokens (`special_token_texts`), caught as template tokens
-    beside the fixed patterns."""
+    beside the fixed patterns; `template_lines`: the literal text of its chat template
+    (`template_text_lines`), caught as a template leak, whole or by its label ("Today Date:")."""
 
     def __init__(
         self,
@@ -470,8 +499,14 @@ class Scorer:
         special_tokens: list[str] | tuple[str, ...] = (),
         calibration: Calibration | None = None,
         v1: bool = False,
+        template_lines: list[str] | tuple[str, ...] = (),
     ):
         self.persona = persona
+        # each line, and its label when it has one of two words or more ("Cutting Knowledge Date:")
+        labels = [line[: line.index(":") + 1] for line in template_lines if ":" in line]
+        self.template_texts = list(template_lines) + [
+            label for label in labels if len(label.split()) >= 2 and len(label) >= 10
+        ]
         self.calibration = calibration
         self.v1 = v1  # the detectors before word salad and pronoun claims were caught (bench/agreement.py)
         self.special_tokens = {t for t in special_tokens if _TOKEN_LIKE.fullmatch(t)}
@@ -533,6 +568,13 @@ class Scorer:
         if echoes_question(question.question, text):  # "Você é o João?" said back is no answer either
             for dim in DIMENSIONS:
                 cap(dim, 0, "no_answer", f"only repeats the question: {text[:60]!r}")
+            return AnswerScore(question.id, dims, evidence)
+        rest = text
+        for leaked in self.template_texts:
+            rest = rest.replace(leaked, " ")
+        if rest != text and len(_WORD.findall(fold(rest).lower())) < 3:  # the template said back, nothing else
+            for dim in DIMENSIONS:
+                cap(dim, 0, "no_answer", f"only the chat template's own text: {text[:60]!r}")
             return AnswerScore(question.id, dims, evidence)
 
         # Forbidden claims of the card, each in its category's dimension. Words the answer only echoes from
@@ -617,6 +659,9 @@ class Scorer:
             token = next((m.group(0) for m in _TOKEN_LIKE.finditer(text) if m.group(0) in self.special_tokens), None)
             if token:
                 cap("D4", 0, "template_tokens", token)
+        leaked_template = next((t for t in self.template_texts if t in text), None)
+        if leaked_template:
+            cap("D4", 0, "template_text", f"the chat template's own text: {leaked_template}")
 
         # D4 cleanliness: the system prompt pasted back, as bullets (its trait list, one item a line) or
         # verbatim. A list is not a leak in itself ("Pontos fortes: - revisar código …" answers the question);
@@ -653,8 +698,9 @@ class Scorer:
             limit = self.calibration.salad if level == "salad" else self.calibration.drift
             levels.setdefault(
                 level,
-                f"order ratio {fluency.order_ratio:.2f} ≥ {limit:.2f} (NLL {fluency.nll:.2f} per token, "
-                f"{fluency.shuffled_nll:.2f} with the words shuffled)",
+                f"order score {fluency.order_score:.3f} ≥ {limit:.3f} (NLL {fluency.nll:.2f} per token, "
+                f"{fluency.shuffled_nll:.2f} with the words shuffled; order ratio {fluency.order_ratio:.2f}, "
+                f"second half {fluency.half_ratio if fluency.half_ratio is not None else 'n/a'})",
             )
         for level, detail in levels.items():
             detector = "word_salad" if level == "salad" else "not_fluent"
@@ -718,7 +764,7 @@ class AnswerEntry(TypedDict):
     language: str | None
     passed: NotRequired[bool]  # probes: no detector the probe fails on fired
     similarity: NotRequired[dict[str, float | None]]  # embedding similarity to the reference and persona
-    fluency: NotRequired[dict[str, float | int | None]]  # nll, shuffled_nll, order_ratio, tokens (FluencyCheck)
+    fluency: NotRequired[dict[str, float | int | None]]  # Fluency.as_dict()
     rubric_dims: NotRequired[dict[str, int]]  # with a judge: rubric v2's own scores
     judge: NotRequired[dict[str, dict[str, Any]]]  # with a judge: its verdict per dimension
 
@@ -800,6 +846,7 @@ def score_responses(
     special_tokens: list[str] | tuple[str, ...] = (),
     fluency: FluencyCheck | None = None,
     fluency_skipped: str | None = None,
+    template_lines: list[str] | tuple[str, ...] = (),
 ) -> Scores:
     """Score rows `{"id", "response", ["finish_reason"], ["answer_id"]}` in order; the `molt score` output.
 
@@ -808,11 +855,12 @@ def score_responses(
     `probes`) go to `probes`, apart, so `average` stays comparable between runs with and without probes.
     `per_question` (and `per_probe`) give each id's number of answers, mean and 95% bootstrap interval
     (molting.evaluate.statistics). `special_tokens`: the base's own (`special_token_texts`), caught in
-    answers as template tokens. `fluency`: each answer under a reference model with its calibration
+    answers as template tokens; `template_lines`: its chat template's literal text (`template_text_lines`),
+    caught as a template leak. `fluency`: each answer under a reference model with its calibration
     (molting.evaluate.fluency.fluency_for_rows, by answer id); without it, `fluency_skipped` says why, and
     only invented words (molting.evaluate.nonwords) catch word salad.
     """
-    scorer = Scorer(persona, special_tokens, fluency.calibration if fluency else None)
+    scorer = Scorer(persona, special_tokens, fluency.calibration if fluency else None, template_lines=template_lines)
     by_answer = fluency.by_answer if fluency else {}
     probes = probes or {}
     probe_questions = {pid: p.as_question() for pid, p in probes.items()}
@@ -998,11 +1046,11 @@ def labelled_agreement(
 def calibrate_fluency(
     path: str | Path, fluency: dict[str, Fluency], model: str, identity: str, prompt_version: int
 ) -> Calibration:
-    """The order-ratio thresholds that make the scorer agree best with the labelled set's D5 labels (then
+    """The order-score thresholds that make the scorer agree best with the labelled set's D5 labels (then
     D2 and D3, then the widest margin): each answer is scored three ways (fluent, drifting, salad) once,
-    and every pair of thresholds between two observed ratios is tried."""
+    and every pair of thresholds between two observed scores is tried."""
     persona, questions, answers = load_labelled(path)
-    ratios = sorted({f.order_ratio for f in fluency.values() if f.order_ratio is not None})
+    ratios = sorted({f.order_score for f in fluency.values() if f.order_score is not None})
     # each cut halfway between two observed ratios, with the gap it sits in (wider: a safer threshold)
     cuts = [((a + b) / 2, b - a) for a, b in zip(ratios, ratios[1:], strict=False)] + [(ratios[-1] + 1.0, 1.0)]
     probe = {"none": (9.0, 9.0), "drift": (0.0, 9.0), "salad": (0.0, 0.0)}
@@ -1014,7 +1062,7 @@ def calibrate_fluency(
     def agreement_with(drift: float, salad: float) -> tuple:
         exact = dict.fromkeys(("D5", "D2", "D3"), 0)
         for item in answers:
-            ratio = fluency[item.id].order_ratio if item.id in fluency else None
+            ratio = fluency[item.id].order_score if item.id in fluency else None
             level = "none" if ratio is None or ratio < drift else "salad" if ratio >= salad else "drift"
             for dim in exact:
                 exact[dim] += by_level[level][item.id][dim] == item.dims[dim]
@@ -1034,4 +1082,5 @@ def calibrate_fluency(
         round(salad, 4),
         f"tests/fixtures/labelled/answers.yaml ({n} answers)",
         {"D5_exact": round(d5 / n, 4)},
+        SIGNAL_VERSION,
     )

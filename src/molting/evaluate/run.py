@@ -34,7 +34,13 @@ from molting.evaluate.fluency import fluency_for_rows, prepare_reference
 from molting.evaluate.generate import batch_seed, generate_batch, plan_batches
 from molting.evaluate.judge import apply_judge
 from molting.evaluate.logprob_probes import probe_and_write
-from molting.evaluate.rubric import answer_ids, refresh_question_summary, score_responses, special_token_texts
+from molting.evaluate.rubric import (
+    answer_ids,
+    refresh_question_summary,
+    score_responses,
+    special_token_texts,
+    template_text_lines,
+)
 from molting.evaluate.server_answers import answer_with_endpoint, default_eval_id
 from molting.io import jsonl_lines, sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
 from molting.models.base_model import eos_token_ids, load_model, load_tokenizer, pick_device
@@ -339,6 +345,8 @@ def eval_run(
     rows = [r for r in all_rows if r["response"] is not None]  # a server may leave a question unanswered
     # the base's own special tokens (Gemma's <end_of_turn>, Llama 3's <|eot_id|>) count as template tokens too
     special = special_token_texts(tokenizer) if tokenizer is not None else []
+    # and so does the template's own text (Llama 3.2's "Cutting Knowledge Date: December 2023")
+    template_lines = template_text_lines(tokenizer, persona.system_prompts.inference) if tokenizer is not None else []
     by_id = {**suite.by_id, **{p.id: p for p in probe_list}}
     check = (
         fluency_for_rows(
@@ -358,7 +366,8 @@ def eval_run(
     skipped = None if check else ("--no-fluency" if not fluency else "fluency.model is null in the config")
     if say and check:
         say(f"fluency: {len(rows)} answers read by {reference} in {check.seconds:.0f} s")
-    scores = score_responses(persona, suite.by_id, rows, {p.id: p for p in probe_list}, special, check, skipped)
+    probes_by_id = {p.id: p for p in probe_list}
+    scores = score_responses(persona, suite.by_id, rows, probes_by_id, special, check, skipped, template_lines)
     persona_answers = [
         m["content"]
         for c in load_dataset(config.data, persona.system_prompts.train)

@@ -201,8 +201,8 @@ def _fluency_lines(fluency: dict | None) -> list[str]:
     if "skipped" in fluency:
         return [f"Fluency: not read by a reference model ({fluency['skipped']}); invented words still count.", ""]
     return [
-        f"Fluency read by {fluency['model']}: mean NLL {fluency['mean_nll']} per token, mean order ratio "
-        f"{fluency['mean_order_ratio']} (word salad at ≥ {fluency['thresholds']['salad']}; "
+        f"Fluency read by {fluency['model']}: mean NLL {fluency['mean_nll']} per token, mean order score "
+        f"{fluency['mean_order_score']} (word salad at ≥ {fluency['thresholds']['salad']}; "
         f"thresholds calibrated on {fluency['calibrated_on']}).",
         "",
     ]
