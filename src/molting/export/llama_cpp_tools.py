@@ -169,14 +169,14 @@ def prompt_without_added_bos(path: Path) -> bool:
     is true, and the converter can leave it true whatever tokenizer_config.json says (it did for Gemma 3
     270M): the served prompt then starts <bos><bos>, a prompt the model never saw. The flag is a one-byte
     field, so it is rewritten where it lies."""
-    from gguf import GGUFReader
+    from molting.models.gguf_reading import gguf_reader
 
-    reader = GGUFReader(str(path), "r+")
+    reader = gguf_reader(path, "r+")
     field = reader.get_field("tokenizer.ggml.add_bos_token")
     if field is None or not bool(field.parts[field.data[0]][0]):
         return False
     field.parts[field.data[0]][0] = False
-    reader.data.flush()
+    reader.flush()
     del reader
     return True
 
@@ -243,9 +243,9 @@ def quantize_gguf(source: Path, out_file: Path, quant: str) -> None:
 def gguf_summary(path: Path) -> dict:
     """What a GGUF says about itself (read with the gguf package): architecture, tensor count and types,
     the tokenizer's special tokens, the chat template."""
-    from gguf import GGUFReader
+    from molting.models.gguf_reading import gguf_reader
 
-    reader = GGUFReader(str(path))
+    reader = gguf_reader(path)
 
     def field(name: str):
         f = reader.fields.get(name)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from molting.io import build_dir_once, sha256_file, sha256_text
 from molting.models.builtin_base import SEED, ZEPHYR_TEMPLATE, _corpus_lines, _pretraining_documents, cache_dir
+from molting.models.gguf_reading import fast_gguf_reading, gguf_reader
 
 # molting.models.model_configs' shipped hub configs (not imported: model_configs imports resolve, which imports us)
 SHIPPED = Path(__file__).parent / "shipped_configs"
@@ -200,7 +201,8 @@ def _build(name: str, family: Family, sources: list[Path], out: Path) -> None:
 
     _say(f"building builtin:{name} (once; cached in {cache_dir()}): tokenizer from {sources[0].name}")
     template = sources[2].read_text(encoding="utf-8") if family.template else ZEPHYR_TEMPLATE
-    tokenizer = _tokenizer(family, sources[0], template, out)
+    with fast_gguf_reading():  # a 128k/152k vocabulary: parsed once, the fast way
+        tokenizer = _tokenizer(family, sources[0], template, out)
     hub = json.loads(sources[1].read_text(encoding="utf-8"))
     kv_heads = HEADS if hub["num_key_value_heads"] == hub["num_attention_heads"] else HEADS // 2
     end_ids = [tokenizer.convert_tokens_to_ids(t) for t in family.end_of_turn]
@@ -255,10 +257,9 @@ def _build(name: str, family: Family, sources: list[Path], out: Path) -> None:
 def _sentencepiece_model(vocab: Path, pieces: int, out: Path) -> None:
     """The family's tokenizer.model (SentencePiece, as TinyLlama's and Phi-3's hub folders have one), written from
     the vocab GGUF's pieces, scores and types: llama.cpp's converter reads a Llama-2-style vocabulary from it."""
-    from gguf import GGUFReader
     from sentencepiece import sentencepiece_model_pb2 as spm
 
-    reader = GGUFReader(str(vocab))
+    reader = gguf_reader(vocab)
     tokens = reader.fields["tokenizer.ggml.tokens"].contents()[:pieces]
     scores = reader.fields["tokenizer.ggml.scores"].contents()[:pieces]
     types = reader.fields["tokenizer.ggml.token_type"].contents()[:pieces]

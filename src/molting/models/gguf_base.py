@@ -27,6 +27,7 @@ from pathlib import Path
 from molting.errors import UserError
 from molting.io import build_dir_once, sha256_file, write_text_atomic
 from molting.models.builtin_base import cache_dir
+from molting.models.gguf_reading import fast_gguf_reading
 from molting.progress import step
 
 CONVERSION_VERSION = 1  # bump when what a conversion writes changes
@@ -116,7 +117,12 @@ def gguf_base_path(gguf_file: str | Path, expected_sha256: str | None = None) ->
             "version. Delete it and run again to re-assemble it."
         )
     final = cache_dir() / "gguf" / f"{path.stem}-{digest[:16]}-v{CONVERSION_VERSION}"
-    return build_dir_once(final, lambda staging: _convert(path, staging))
+
+    def convert(staging: Path) -> None:
+        with fast_gguf_reading():  # transformers opens the file three times: parsed once, the fast way
+            _convert(path, staging)
+
+    return build_dir_once(final, convert)
 
 
 def _architecture(path: Path) -> str:
