@@ -31,6 +31,7 @@ MIN_LENGTH = 4  # shorter words are mostly function words, abbreviations and typ
 _WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
 _CODE = re.compile(r"`[^`]*`|https?://\S+|\S+@\S+|\S*[/\\]\S*")
 _INNER_CAPITAL = re.compile(r"[a-z][A-Z]")
+_JOINERS = re.compile(r"[-'’]")
 _SUPPLEMENTS = Path(__file__).parent / "wordlists"
 
 
@@ -69,9 +70,8 @@ class NonWordChecker:
             word = m.group(0)
             if word[0].isupper() or _INNER_CAPITAL.search(word):
                 continue  # a name, an acronym or code (findUnique)
-            for part in re.split(r"[-'’]", word):
-                if len(part) >= MIN_LENGTH:
-                    out.append(part)
+            parts = _JOINERS.split(word) if ("-" in word or "'" in word or "’" in word) else (word,)
+            out.extend(part for part in parts if len(part) >= MIN_LENGTH)
         return out
 
     def nonwords(self, text: str, also_known: set[str] | frozenset[str] = frozenset()) -> tuple[list[str], int]:
