@@ -54,6 +54,7 @@ def fast_gguf_reading() -> Iterator[None]:
     fast reader, and the same file is parsed once however often it is opened."""
     import gguf
     from gguf.gguf_reader import GGUFReader as original
+
     parsed: dict[tuple[str, int, int], object] = {}
 
     def reader(path, mode="r"):
