@@ -88,9 +88,12 @@ def test_report_html_says_what_the_fluency_pass_read_or_why_it_was_skipped(tmp_p
     scores = json.loads(scores_path.read_text())
     summary = {"model": "packaged:gemma-3-270m", "mean_nll": 3.47, "mean_order_score": 0.49}
     summary |= {"thresholds": {"drift": 0.66, "salad": 0.66}, "calibrated_on": "labelled (163 answers)"}
+    before_v2 = {k: v for k, v in summary.items() if k != "mean_order_score"} | {"mean_order_ratio": 0.51}
     for fluency, expected in (
-        (summary, "Fluency read by packaged:gemma-3-270m"),
+        (summary, "mean order score 0.49"),
+        (before_v2, "mean order ratio 0.51"),  # a run scored before the order score
         ({"skipped": "--no-fluency"}, "--no-fluency"),
     ):
         scores_path.write_text(json.dumps({**scores, "fluency": fluency}))
         assert expected in write_run_html(run).read_text()
+        assert expected in build_report(read_run(run))

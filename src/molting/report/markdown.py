@@ -200,10 +200,15 @@ def _fluency_lines(fluency: dict | None) -> list[str]:
         return []
     if "skipped" in fluency:
         return [f"Fluency: not read by a reference model ({fluency['skipped']}); invented words still count.", ""]
+    # scores.json written before the order score (signal v2) has the mean order ratio instead
+    order = (
+        f"mean order score {fluency['mean_order_score']}"
+        if "mean_order_score" in fluency
+        else f"mean order ratio {fluency.get('mean_order_ratio')}"
+    )
     return [
-        f"Fluency read by {fluency['model']}: mean NLL {fluency['mean_nll']} per token, mean order score "
-        f"{fluency['mean_order_score']} (word salad at ≥ {fluency['thresholds']['salad']}; "
-        f"thresholds calibrated on {fluency['calibrated_on']}).",
+        f"Fluency read by {fluency['model']}: mean NLL {fluency['mean_nll']} per token, {order} "
+        f"(word salad at ≥ {fluency['thresholds']['salad']}; thresholds calibrated on {fluency['calibrated_on']}).",
         "",
     ]
 
