@@ -367,17 +367,29 @@ def _negated(folded: str, start: int, end: int) -> bool:
     return bool(_NEGATION.search(clause))
 
 
+# each function word, and the languages it marks
+_MARKED: dict[str, tuple[str, ...]] = {}
+for _lang, _markers in LANGUAGE_MARKERS.items():
+    for _word in _markers:
+        _MARKED[_word] = (*_MARKED.get(_word, ()), _lang)
+_PT_ONLY = LANGUAGE_MARKERS["pt"] - LANGUAGE_MARKERS["es"]
+_ES_ONLY = LANGUAGE_MARKERS["es"] - LANGUAGE_MARKERS["pt"]
+
+
 def detect_language(folded_lower: str) -> tuple[str | None, dict[str, int]]:
     """The language with the most function-word hits, or None when fewer than 3 hits (too little text)."""
     words = _WORD.findall(folded_lower)
-    counts = {lang: sum(1 for w in words if w in markers) for lang, markers in LANGUAGE_MARKERS.items()}
+    counts = dict.fromkeys(LANGUAGE_MARKERS, 0)
+    for word in words:
+        for lang in _MARKED.get(word, ()):
+            counts[lang] += 1
     # Portuguese and Spanish share many words; count only the words that tell them apart.
     best = max(counts, key=counts.get)
     if counts[best] < 3:
         return None, counts
     if best in ("pt", "es"):
-        pt_only = sum(1 for w in words if w in LANGUAGE_MARKERS["pt"] - LANGUAGE_MARKERS["es"])
-        es_only = sum(1 for w in words if w in LANGUAGE_MARKERS["es"] - LANGUAGE_MARKERS["pt"])
+        pt_only = sum(1 for w in words if w in _PT_ONLY)
+        es_only = sum(1 for w in words if w in _ES_ONLY)
         best = "es" if es_only > pt_only else "pt"
     return best, counts
 
