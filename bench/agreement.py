@@ -3,6 +3,7 @@ pronoun claims were caught.
 
 Run: python bench/agreement.py [--disagreements] [--write-docs]
      python bench/agreement.py --calibrate [--model SPEC --out FILE]
+     python bench/agreement.py --weights      (how the second half's weight in the order score was chosen)
 
 Three columns, all on tests/fixtures/labelled/answers.yaml:
 - v1: the detectors as they were (no word salad, no claims through pronouns);
@@ -80,6 +81,42 @@ def write_figures(figures: dict[str, Fluency], model: str, identity: str) -> Non
     FIGURES.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
 
+WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
+HELD_OUT_FROM = "L164"  # set 3: written after the weight was chosen on the answers before it
+
+
+def weight_sweep(figures: dict[str, Fluency], held_out: bool) -> None:
+    """For each weight of the second half: the highest order score of a good answer (labelled 10/10), the
+    lowest of a word-salad one, and the gap; then leave-one-out: each answer classified by the weight and
+    threshold (the middle of the widest gap) chosen on the others."""
+    _, _, answers = load_labelled(LABELLED)
+    kept = [a for a in answers if a.id in figures and (held_out or a.id < HELD_OUT_FROM)]
+    salad = {a.id for a in kept if a.kind == "word_salad"}
+    good = {a.id for a in kept if sum(a.dims.values()) == 10}
+
+    def gap(ids: set[str], weight: float) -> tuple[float, float]:
+        top = max(figures[i].order_score_with(weight) or 0.0 for i in ids & good)
+        bottom = min(figures[i].order_score_with(weight) or 1.0 for i in ids & salad)
+        return top, bottom
+
+    both = salad | good
+    name = "all sets" if held_out else f"sets 1-2 (before {HELD_OUT_FROM})"
+    print(f"{name}: {len(salad)} word-salad answers, {len(good)} labelled 10/10")
+    print(f"{'weight':>6} {'good max':>9} {'salad min':>9} {'gap':>7} {'good >= salad min':>18}")
+    for weight in WEIGHTS:
+        top, bottom = gap(both, weight)
+        above = sum((figures[i].order_score_with(weight) or 0.0) >= bottom for i in good)
+        print(f"{weight:>6} {top:>9.4f} {bottom:>9.4f} {bottom - top:>7.4f} {above:>18}")
+    wrong = []
+    for left_out in sorted(both):
+        rest = both - {left_out}
+        weight, (top, bottom) = max(((w, gap(rest, w)) for w in WEIGHTS), key=lambda x: x[1][1] - x[1][0])
+        is_salad = (figures[left_out].order_score_with(weight) or 0.0) >= (top + bottom) / 2
+        if is_salad != (left_out in salad):
+            wrong.append(left_out)
+    print(f"leave-one-out over {len(both)} answers: {len(wrong)} misclassified {wrong}")
+
+
 def table(results: dict) -> str:
     """The markdown table: exact agreement per column, and κ and within-one for the fluency column."""
     after = results["fluency"]
@@ -124,7 +161,13 @@ def main() -> int:
     parser.add_argument("--model", default=DEFAULT_REFERENCE, help="reference model for --calibrate/--recompute")
     parser.add_argument("--out", help="with --calibrate: where to write the thresholds (default: the shipped file)")
     parser.add_argument("--write-docs", action="store_true", help="put the table into docs/evaluate.md")
+    parser.add_argument("--weights", action="store_true", help="the second half's weight: gaps and leave-one-out")
     args = parser.parse_args()
+    if args.weights:
+        figures, _ = read_figures()
+        weight_sweep(figures, held_out=False)
+        weight_sweep(figures, held_out=True)
+        return 0
 
     if args.calibrate or args.recompute:
         figures, identity = measure(args.model)

@@ -1,6 +1,6 @@
 """Training speed and quality: a plain Trainer recipe vs TRL's defaults vs `molt train`'s defaults, side by side.
 
-Run: .venv/bin/python bench/train.py [--base builtin:small] [--examples 64]
+Run: .venv/bin/python bench/train.py [--base builtin:small] [--examples 64] [--bf16-weights]
      .venv/bin/python bench/train.py --base packaged:gemma-3-270m --examples 16   (a real 262,144-token vocabulary)
 
 (a) a plain Trainer recipe, as a first fine-tuning script is often written: Hugging Face Trainer, every
@@ -9,7 +9,9 @@ Run: .venv/bin/python bench/train.py [--base builtin:small] [--examples 64]
 (b) TRL's SFTTrainer with its out-of-the-box settings (SFTConfig()) and the same LoRA;
 (c) `molt train` with its defaults (molting.train.sft.train_run, nothing overridden but epochs);
 (d) only when (c) trained embedding rows (`lora.trainable_tokens: auto` found the base's turn tokens untrained,
-    as on Gemma 3): the same with `lora.trainable_tokens: none`, to show what those rows cost.
+    as on Gemma 3): the same with `lora.trainable_tokens: none`, to show what those rows cost;
+(e), (f) with --bf16-weights: (c) and (d) with `train.dtype=bfloat16` (frozen weights stored in bf16, which on a
+    CPU is not the default), to show what fp32 weights cost.
 Each sees the same first N example conversations once (1 epoch), in its own process so peak RSS is its
 own. Reported per recipe: non-padding tokens/s, supervised tokens/s, wall time of the training loop,
 peak RSS, model FLOPs utilisation, and the assistant-token loss on 16 held-out conversations.
@@ -176,6 +178,14 @@ def _recipe_d(base, train, out):
     return _recipe_c(base, train, out, ["lora.trainable_tokens=none"])
 
 
+def _recipe_e(base, train, out):
+    return _recipe_c(base, train, out, ["train.dtype=bfloat16"])
+
+
+def _recipe_f(base, train, out):
+    return _recipe_c(base, train, out, ["train.dtype=bfloat16", "lora.trainable_tokens=none"])
+
+
 def run_one(recipe: str, base: str, examples: int, out: Path) -> dict:
     import torch
 
@@ -184,7 +194,7 @@ def run_one(recipe: str, base: str, examples: int, out: Path) -> dict:
     torch.manual_seed(0)
     conversations = _conversations()
     train, held_out = conversations[:examples], conversations[-HELD_OUT:]
-    recipes = {"a": _recipe_a, "b": _recipe_b, "c": _recipe_c, "d": _recipe_d}
+    recipes = {"a": _recipe_a, "b": _recipe_b, "c": _recipe_c, "d": _recipe_d, "e": _recipe_e, "f": _recipe_f}
     model, tokenizer, result = recipes[recipe](base, train, out)
     result["held_out_loss"] = assistant_token_loss(model, tokenizer, held_out)
     result["parameters"] = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
@@ -213,7 +223,8 @@ def main() -> None:
     parser.add_argument("--base", default="builtin:small")
     parser.add_argument("--examples", type=int, default=64)
     # one recipe, in a child process
-    parser.add_argument("--recipe", choices=["a", "b", "c", "d"], help=argparse.SUPPRESS)
+    parser.add_argument("--bf16-weights", action="store_true", help="also (c) and (d) with bf16 frozen weights")
+    parser.add_argument("--recipe", choices=["a", "b", "c", "d", "e", "f"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.recipe:
@@ -230,9 +241,9 @@ def main() -> None:
     peak = matmul_peak()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for recipe in ("a", "b", "c", "d"):
-            if recipe == "d" and not results["c"]["token_rows"]:
-                break
+        for recipe in ("a", "b", "c", "d", "e", "f") if args.bf16_weights else ("a", "b", "c", "d"):
+            if recipe in ("d", "f") and not results["c"]["token_rows"]:
+                continue
             out = Path(tmp) / recipe
             out.mkdir()
             proc = subprocess.run(
@@ -261,6 +272,8 @@ def main() -> None:
         "b": "(b) TRL defaults",
         "c": "(c) molt train defaults",
         "d": "(d) molt train, no token rows",
+        "e": "(e) molt train, bf16 weights",
+        "f": "(f) molt train, bf16 weights, no token rows",
     }
     rows = []
     for key, r in results.items():
@@ -277,7 +290,8 @@ def main() -> None:
                 "held_out_loss": round(r["held_out_loss"], 4),
             }
         )
-    a, b, c = (rows[i] for i in range(3))
+    by_key = dict(zip(results, rows, strict=True))
+    a, b, c = by_key["a"], by_key["b"], by_key["c"]
     ratio_ca = c["non_pad_tok_per_s"] / a["non_pad_tok_per_s"]
     ratio_cb = c["non_pad_tok_per_s"] / b["non_pad_tok_per_s"]
     rss_cb = c["peak_rss_mb"] / b["peak_rss_mb"]
@@ -295,14 +309,12 @@ def main() -> None:
             "ratio_c_over_b": round(ratio_cb, 2),
             "peak_rss_c_over_b": round(rss_cb, 2),
             "held_out_c_vs_b_pct": round(100 * held_cb, 2),
-            **(
-                {
-                    "ratio_d_over_b": round(rows[3]["non_pad_tok_per_s"] / b["non_pad_tok_per_s"], 2),
-                    "peak_rss_d_over_b": round(rows[3]["peak_rss_mb"] / b["peak_rss_mb"], 2),
-                }
-                if len(rows) > 3
-                else {}
-            ),
+            **{
+                f"{name}_{key}_over_b": round(by_key[key][field] / b[field], 2)
+                for key in ("d", "e", "f")
+                if key in by_key
+                for name, field in (("ratio", "non_pad_tok_per_s"), ("peak_rss", "peak_rss_mb"))
+            },
             "targets": {
                 "c/a >= 5": ratio_ca >= 5,
                 "c/b >= 1.3 (builtin bases)": ratio_cb >= 1.3,

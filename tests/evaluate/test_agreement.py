@@ -118,3 +118,21 @@ def test_agreement_script_prints_the_figures():
     assert set(lines) == {"D1", "D2", "D3", "D4", "D5"} and all(line.endswith(" ok") for line in lines.values())
     assert "word salad (42 answers): highest total 5/10, target ≤ 6 ok" in out.stdout
     assert "good answers (42 labelled 10/10)" in out.stdout
+
+
+def test_the_shipped_weight_separates_salad_from_good_answers():
+    """`--weights`: at the second half's shipped weight every word-salad answer scores above every answer
+    labelled 10/10, where the order ratio alone (weight 0) leaves some below; leave-one-out on all sets."""
+    from molting.evaluate.fluency import HALF_WEIGHT
+
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "agreement.py"), "--weights"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = {}
+    for line in out.stdout.splitlines():
+        cells = line.split()
+        if len(cells) == 5 and cells[0].replace(".", "").isdigit():
+            rows.setdefault(float(cells[0]), []).append(float(cells[3]))  # the gap, sets 1-2 then all sets
+    assert all(gap > 0 for gap in rows[HALF_WEIGHT]) and all(gap < 0 for gap in rows[0.0])
+    assert "leave-one-out over 84 answers: 0 misclassified" in out.stdout

@@ -15,6 +15,7 @@ from molting.evaluate.fluency import (
     permutation,
     second_half,
     shuffled,
+    token_words,
     word_spans,
 )
 
@@ -25,7 +26,9 @@ def test_each_token_counts_for_the_word_its_characters_fall_in():
     assert [text[a:b] for a, b in spans] == ["O", "João,", "que", "é"]
     # " O" | " Jo" | "ão" | "," | "\n" (white space alone: the next word's) | " que" | " é"
     offsets = [(0, 2), (2, 5), (5, 7), (7, 8), (8, 9), (9, 13), (13, 15)]
-    assert per_word(offsets, [1.0, 2.0, 3.0, 0.5, 0.25, 4.0, 5.0], spans) == [1.0, 5.5, 4.25, 5.0]
+    words = token_words(offsets, spans)
+    assert words == [0, 1, 1, 1, 2, 2, 3]
+    assert per_word([1.0, 2.0, 3.0, 0.5, 0.25, 4.0, 5.0], words, len(spans)) == [1.0, 5.5, 4.25, 5.0]
 
 
 def test_the_second_half_is_the_same_words_in_place_and_in_each_shuffle():

@@ -23,14 +23,18 @@ The ranges overlap at 0.64–0.66: salad that opens like a sentence ("Eu sou uma
 Softtor trabalha no parceiro, e a pesquisa confesso o CRM…", 0.636) sits below fluent answers with rare
 words (0.664). Its second half gives it away: each word's NLL is summed from its tokens, in place and in
 the shuffles, so the same ratio can be read over the answer's second half of words alone (0.85 for that
-answer; good answers 0.38–0.72). The figure the thresholds apply to is the **order score**,
+answer, above every answer labelled 10/10). The figure the thresholds apply to is the **order
+score**,
 
     order_score = (order_ratio + HALF_WEIGHT · half_ratio) / (1 + HALF_WEIGHT),  HALF_WEIGHT = 0.2
 
-The weight was chosen on the labelled set (tests/fixtures/labelled): from 0.15 to 0.3 every word-salad
-answer there is above every good one (widest gap at 0.2, 0.015); with the whole-answer ratio alone one salad
-answer sat below six good ones. Leaving each answer out in turn and choosing the weight and threshold on the
-rest misclassified none of the 129 salad and good answers, but the set is small: read it as a fit, not as
+The weight was chosen on the labelled set's first 163 answers (tests/fixtures/labelled; `python
+bench/agreement.py --weights` prints the sweep): with the order ratio alone (weight 0) the lowest word-salad
+answer sits below three answers labelled 10/10; from 0.05 to 0.4 every word-salad answer is above every one
+of them, the widest gap (0.0185) at 0.2. Leaving each of those 66 answers out in turn, and choosing weight
+and threshold on the rest, misclassifies one: L125 itself, the only answer that needs the second half. On
+all 181 answers (with the 18 written after the choice) the widest gap is at 0.25 (0.0148; 0.0133 at 0.2)
+and leave-one-out misclassifies none. The set is small: read it as a fit, not as
 proof. Thresholds calibrated on that set (`calibrate`, run by `python bench/agreement.py --calibrate`) turn
 the score into caps (molting.evaluate.rubric): at or above `drift` the answer drifts into nonsense (D5 ≤ 1,
 D3 ≤ 1); at or above `salad` it is word salad throughout (D5 0, D3 ≤ 1, D2 0: a fact's words inside salad
@@ -46,7 +50,6 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -112,10 +115,14 @@ class Fluency:
     def order_score(self) -> float | None:
         """What the thresholds apply to: the order ratio, weighted with the second half's (module doc); the
         order ratio alone when the second half could not be read."""
+        return self.order_score_with(HALF_WEIGHT)
+
+    def order_score_with(self, weight: float) -> float | None:
+        """The order score with another weight on the second half (bench/agreement.py --weights)."""
         whole, half = self.order_ratio, self.half_ratio
         if whole is None or half is None:
             return whole
-        return round((whole + HALF_WEIGHT * half) / (1 + HALF_WEIGHT), 4)
+        return round((whole + weight * half) / (1 + weight), 4)
 
     def as_dict(self) -> dict:
         return {
@@ -138,14 +145,21 @@ def word_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def per_word(offsets: list[tuple[int, int]], values: list[float], spans: list[tuple[int, int]]) -> list[float]:
-    """Each token's value added to the word its characters fall in; a token of white space alone, to the
-    word after it (or the last word)."""
-    sums = [0.0] * len(spans)
-    word = 0
-    for (start, _end), value in zip(offsets, values, strict=True):
+def token_words(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    """For each token (its character offsets), the word its characters fall in; a token of white space
+    alone belongs to the word after it (or the last word)."""
+    words, word = [], 0
+    for start, _end in offsets:
         while word < len(spans) - 1 and spans[word][1] <= start:
             word += 1
+        words.append(word)
+    return words
+
+
+def per_word(values: list[float], words: list[int], count: int) -> list[float]:
+    """Each token's value added to its word's (`words` from `token_words`), for `count` words."""
+    sums = [0.0] * count
+    for value, word in zip(values, words, strict=True):
         sums[word] += value
     return sums
 
@@ -235,10 +249,10 @@ class ReferenceModel:
             raise UserError(f"fluency.model {spec!r}: could not load it ({e}).") from None
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
 
-    def _ids(self, prompt: str, answer: str) -> tuple[list[int], int, Callable[[list[float]], list[float]] | None]:
-        """The token ids of prompt + answer, where the answer starts, and a function of the answer tokens'
-        NLLs giving each word's (None without character offsets). Tokenized apart and joined, so the
-        answer's tokens do not depend on how the prompt ends."""
+    def _ids(self, prompt: str, answer: str) -> tuple[list[int], int, tuple[list[int], int] | None]:
+        """The token ids of prompt + answer, where the answer starts, and each answer token's word
+        (`token_words`) with the number of words (None without character offsets). Tokenized apart and
+        joined, so the answer's tokens do not depend on how the prompt ends."""
         prompt_ids = self.tokenizer(prompt)["input_ids"]
         text = " " + answer.strip()
         try:
@@ -248,7 +262,7 @@ class ReferenceModel:
             encoded, offsets = self.tokenizer(text, add_special_tokens=False), None
         answer_ids = encoded["input_ids"]
         spans = word_spans(text)
-        words = None if offsets is None or not spans else (lambda values: per_word(offsets, values, spans))
+        words = (token_words(offsets, spans), len(spans)) if offsets is not None and spans else None
         return prompt_ids + answer_ids, len(prompt_ids), words
 
     def score(self, pairs: list[tuple[str, str]], on_done=None) -> list[Nll]:
@@ -272,7 +286,7 @@ class ReferenceModel:
             with torch.no_grad():
                 hidden = self.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
                 for row, i in enumerate(batch):
-                    seq, answer_start, words_of = encoded[i]
+                    seq, answer_start, word_of = encoded[i]
                     n = len(seq) - answer_start
                     if n < 1:
                         results[i] = Nll(None, 0)
@@ -285,7 +299,7 @@ class ReferenceModel:
                     targets = torch.tensor(seq[answer_start:])
                     each = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
                     nll = each.mean().item()
-                    words = tuple(round(w, 4) for w in words_of(each.tolist())) if words_of else None
+                    words = tuple(round(w, 4) for w in per_word(each.tolist(), *word_of)) if word_of else None
                     results[i] = Nll(round(nll, 4) if n >= MIN_TOKENS and math.isfinite(nll) else None, n, words)
             if on_done:
                 on_done(len(batch))

@@ -86,6 +86,8 @@ def template_text_lines(tokenizer, system_prompt: str) -> list[str]:
     it back leaks its template as surely as one that says `<|eot_id|>`. Found by rendering a conversation
     of placeholders and keeping what is left: lines of at least three words (role names and special tokens
     are dropped)."""
+    from molting.models.chat_format import render
+
     template = getattr(tokenizer, "chat_template", None)
     if not template:
         return []
@@ -96,7 +98,7 @@ def template_text_lines(tokenizer, system_prompt: str) -> list[str]:
     ]
     for messages in conversations:
         try:
-            rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            rendered = render(tokenizer, messages, add_generation_prompt=True)
             break
         except Exception:  # noqa: BLE001 - any template error: try the next form, else no lines
             continue
@@ -581,13 +583,15 @@ class Scorer:
             for dim in DIMENSIONS:
                 cap(dim, 0, "no_answer", f"only repeats the question: {text[:60]!r}")
             return AnswerScore(question.id, dims, evidence)
-        rest = text
-        for leaked in self.template_texts:
-            rest = rest.replace(leaked, " ")
-        if rest != text and len(_WORD.findall(fold(rest).lower())) < 3:  # the template said back, nothing else
-            for dim in DIMENSIONS:
-                cap(dim, 0, "no_answer", f"only the chat template's own text: {text[:60]!r}")
-            return AnswerScore(question.id, dims, evidence)
+        template_said = [t for t in self.template_texts if t in text]  # capped on D4 below
+        if template_said:
+            rest = text
+            for said in template_said:
+                rest = rest.replace(said, " ")
+            if len(_WORD.findall(fold(rest).lower())) < 3:  # the template said back, and nothing else
+                for dim in DIMENSIONS:
+                    cap(dim, 0, "no_answer", f"only the chat template's own text: {text[:60]!r}")
+                return AnswerScore(question.id, dims, evidence)
 
         # Forbidden claims of the card, each in its category's dimension. Words the answer only echoes from
         # the question ("Você é o João? Não, …") are the user's, not a claim.
@@ -671,9 +675,8 @@ class Scorer:
             token = next((m.group(0) for m in _TOKEN_LIKE.finditer(text) if m.group(0) in self.special_tokens), None)
             if token:
                 cap("D4", 0, "template_tokens", token)
-        leaked_template = next((t for t in self.template_texts if t in text), None)
-        if leaked_template:
-            cap("D4", 0, "template_text", f"the chat template's own text: {leaked_template}")
+        if template_said:
+            cap("D4", 0, "template_text", f"the chat template's own text: {template_said[0]}")
 
         # D4 cleanliness: the system prompt pasted back, as bullets (its trait list, one item a line) or
         # verbatim. A list is not a leak in itself ("Pontos fortes: - revisar código …" answers the question);
