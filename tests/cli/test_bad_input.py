@@ -117,6 +117,25 @@ def test_malformed_data_line(project, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_bad_data_line_is_named_before_any_model_library_is_imported(project, tmp_path):
+    """The card, suite and data are read before torch, transformers or datasets is imported (the device check
+    only for a quantised load, the libraries quieted through their variables): a mistake in them is named in
+    well under a second, where it took 3 s of imports first."""
+    with (project / "data.jsonl").open("a") as f:
+        f.write('{"messages": [{"role": "user", "content": "oi"}]}\n')
+    code = (
+        "import sys\n"
+        "from molting.cli import main\n"
+        f"sys.argv = ['molt', 'check', {str(project / 'molt.yaml')!r}, '--runs-dir', {str(tmp_path / 'runs')!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "print('imported:', sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    _fails_cleanly(result, "the conversation ends with a 'user' message")
+    assert "imported: []" in result.stdout, result.stdout
+
+
 def test_persona_errors_name_the_card_line(project, tmp_path):
     text = (project / "persona.yaml").read_text().replace("category: relationship", "category: family", 1)
     (project / "persona.yaml").write_text(text)

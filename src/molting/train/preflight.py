@@ -655,7 +655,10 @@ def run_preflight(config: RunConfig, allow_truncation: bool | None = None, world
     machine cannot do is a `UserError` before anything (tokenizer included) is loaded."""
     from molting.models.base_model import pick_device, quantization_unavailable
 
-    problem = quantization_unavailable(config.train.quantization, pick_device())
+    # torch is imported (for the device) only when there is a quantised load to check: the card, suite and data
+    # are checked first, so an error in them is reported in a fraction of a second
+    quantized = config.train.quantization != "none"
+    problem = quantization_unavailable(config.train.quantization, pick_device()) if quantized else None
     if problem:
         raise UserError(problem)
     allow = config.check.allow_truncation if allow_truncation is None else allow_truncation
