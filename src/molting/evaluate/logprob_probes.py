@@ -36,7 +36,10 @@ def _continuation_logprobs(model, tokenizer, context: str, continuations: list[s
         start = min(len(context_ids), len(whole) - 1)
         ids = torch.tensor([whole], device=model.device)
         with torch.no_grad():
-            logits = model(input_ids=ids).logits[0, start - 1 : -1].float()
+            # the output projection only at the positions that predict the continuation: the whole prompt's
+            # logits were positions × vocabulary floats (about 1 GB for a 1,000-token prompt on a 262k vocabulary)
+            keep = len(whole) - start + 1
+            logits = model(input_ids=ids, logits_to_keep=keep).logits[0, -keep:-1].float()
         logprobs = torch.log_softmax(logits, dim=-1)
         target = ids[0, start:]
         out.append(logprobs.gather(1, target[:, None])[:, 0].tolist())
