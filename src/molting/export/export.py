@@ -189,9 +189,9 @@ def export_gguf(run_dir: Path, merged: Path, quant: str | None, say=print) -> di
         say(f"quantising to {quant} with llama.cpp (llama_model_quantize)")
         quantize_gguf(f16, target, quant)
         summary = gguf_summary(target)
-        from molting.models.gguf_reading import gguf_reader
+        from molting.models.gguf_reading import gguf_metadata
 
-        shapes = [tuple(int(d) for d in t.shape) for t in gguf_reader(f16).tensors]
+        shapes = [t.shape for t in gguf_metadata(f16).tensors]
         summary["notes"] = _quant_notes(summary, quant, shapes)
         record["files"][quant] = summary
         result[quant] = summary

@@ -169,15 +169,14 @@ def prompt_without_added_bos(path: Path) -> bool:
     is true, and the converter can leave it true whatever tokenizer_config.json says (it did for Gemma 3
     270M): the served prompt then starts <bos><bos>, a prompt the model never saw. The flag is a one-byte
     field, so it is rewritten where it lies."""
-    from molting.models.gguf_reading import gguf_reader
+    from molting.models.gguf_reading import gguf_metadata
 
-    reader = gguf_reader(path, "r+")
-    field = reader.get_field("tokenizer.ggml.add_bos_token")
-    if field is None or not bool(field.parts[field.data[0]][0]):
+    metadata = gguf_metadata(path)
+    if metadata.fields.get("tokenizer.ggml.add_bos_token") is not True:
         return False
-    field.parts[field.data[0]][0] = False
-    reader.flush()
-    del reader
+    with open(path, "r+b") as f:
+        f.seek(metadata.value_offsets["tokenizer.ggml.add_bos_token"])
+        f.write(b"\x00")
     return True
 
 
@@ -241,22 +240,15 @@ def quantize_gguf(source: Path, out_file: Path, quant: str) -> None:
 
 
 def gguf_summary(path: Path) -> dict:
-    """What a GGUF says about itself (read with the gguf package): architecture, tensor count and types,
-    the tokenizer's special tokens, the chat template."""
-    from molting.models.gguf_reading import gguf_reader
+    """What a GGUF says about itself (its header, molting.models.gguf_reading.gguf_metadata): architecture, tensor
+    count and types, the tokenizer's special tokens, the chat template."""
+    from molting.models.gguf_reading import gguf_metadata
 
-    reader = gguf_reader(path)
-
-    def field(name: str):
-        f = reader.fields.get(name)
-        if f is None:
-            return None
-        value = f.contents()
-        return value
-
+    metadata = gguf_metadata(path)
+    field = metadata.fields.get
     types: dict[str, int] = {}
-    for t in reader.tensors:
-        types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+    for t in metadata.tensors:
+        types[t.type_name] = types.get(t.type_name, 0) + 1
     tokens = field("tokenizer.ggml.tokens") or []
 
     def token(key: str):
@@ -268,7 +260,7 @@ def gguf_summary(path: Path) -> dict:
         "bytes": path.stat().st_size,
         "architecture": field("general.architecture"),
         "file_type": field("general.file_type"),
-        "tensor_count": len(reader.tensors),
+        "tensor_count": len(metadata.tensors),
         "tensor_types": types,
         "vocab_size": len(tokens),
         "tokenizer_model": field("tokenizer.ggml.model"),

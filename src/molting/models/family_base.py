@@ -28,7 +28,7 @@ from pathlib import Path
 
 from molting.io import build_dir_once, sha256_file, sha256_text
 from molting.models.builtin_base import SEED, ZEPHYR_TEMPLATE, _corpus_lines, _pretraining_documents, cache_dir
-from molting.models.gguf_reading import fast_gguf_reading, gguf_reader
+from molting.models.gguf_reading import fast_gguf_reading, gguf_metadata
 
 # molting.models.model_configs' shipped hub configs (not imported: model_configs imports resolve, which imports us)
 SHIPPED = Path(__file__).parent / "shipped_configs"
@@ -259,10 +259,10 @@ def _sentencepiece_model(vocab: Path, pieces: int, out: Path) -> None:
     the vocab GGUF's pieces, scores and types: llama.cpp's converter reads a Llama-2-style vocabulary from it."""
     from sentencepiece import sentencepiece_model_pb2 as spm
 
-    reader = gguf_reader(vocab)
-    tokens = reader.fields["tokenizer.ggml.tokens"].contents()[:pieces]
-    scores = reader.fields["tokenizer.ggml.scores"].contents()[:pieces]
-    types = reader.fields["tokenizer.ggml.token_type"].contents()[:pieces]
+    fields = gguf_metadata(vocab).fields
+    tokens = fields["tokenizer.ggml.tokens"][:pieces]
+    scores = fields["tokenizer.ggml.scores"][:pieces]
+    types = fields["tokenizer.ggml.token_type"][:pieces]
     model = spm.ModelProto()
     for token, score, kind in zip(tokens, scores, types, strict=True):
         model.pieces.add(piece=token, score=float(score), type=int(kind))  # GGUF's token types are SentencePiece's

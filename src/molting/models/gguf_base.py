@@ -127,13 +127,11 @@ def gguf_base_path(gguf_file: str | Path, expected_sha256: str | None = None) ->
 
 def _architecture(path: Path) -> str:
     """The file's `general.architecture`; a file that is not a readable GGUF is the user's to replace."""
-    from gguf import GGUFReader
+    from molting.models.gguf_reading import gguf_metadata
 
     try:
-        reader = GGUFReader(path)
-        field = reader.fields["general.architecture"]
-        return bytes(field.parts[field.data[0]]).decode("utf-8")
-    except Exception as e:  # gguf raises ValueError, KeyError, IndexError or struct errors on a bad file
+        return str(gguf_metadata(path).fields["general.architecture"])
+    except Exception as e:  # ValueError, KeyError, IndexError or struct errors on a bad file
         raise UserError(
             f"{path}: not a readable GGUF file ({type(e).__name__}: {e}). The file may be truncated or "
             "damaged: download or export it again."
