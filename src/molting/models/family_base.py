@@ -33,7 +33,7 @@ from molting.models.gguf_reading import fast_gguf_reading, gguf_metadata
 # molting.models.model_configs' shipped hub configs (not imported: model_configs imports resolve, which imports us)
 SHIPPED = Path(__file__).parent / "shipped_configs"
 
-RECIPE_VERSION = 1  # bump when anything below changes what gets built
+RECIPE_VERSION = 2  # bump when anything below changes what gets built
 
 
 @dataclass(frozen=True)
@@ -298,19 +298,28 @@ def _hub_rope_form(path: Path, family: Family) -> None:
 
 def _pretrain(model, tokenizer, steps: int, name: str, block: int = 128, batch: int = 8) -> dict:
     """A few steps of causal-LM training on the example conversations in the family's template (names swapped,
-    as for `builtin:<size>`), the softmax taken over the tokens the text uses only: with Llama 3's 128,256-token
-    vocabulary the full output layer would cost 30 times more, and rows of tokens the text never uses have
-    nothing to learn from it anyway."""
+    as for `builtin:<size>`), on the rows of the tokens the text uses only: the embedding and output rows of
+    those tokens are trained as small tensors of their own (the softmax over them alone) and written back
+    after. Rows of tokens the text never uses have nothing to learn from it, and with Llama 3's 128,256-token
+    vocabulary the full output layer would cost 30 times more; training the whole embedding, even with those
+    rows' gradients zero, spent most of each step on dense 128k-row gradients and optimizer state."""
     import torch
 
     ids = tokenizer("".join(_pretraining_documents(tokenizer)), add_special_tokens=False)["input_ids"]
     used = torch.tensor(sorted(set(ids)))
     position = torch.full((model.config.vocab_size,), -1, dtype=torch.long)
     position[used] = torch.arange(len(used))
-    blocks = torch.tensor(ids[: len(ids) // block * block]).view(-1, block)
+    blocks = position[torch.tensor(ids[: len(ids) // block * block])].view(-1, block)  # as rows of `used`
     generator = torch.Generator().manual_seed(SEED)
-    # fused: one kernel over each tensor, 6x the default's speed on a 128k-row embedding on one CPU thread
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0, fused=True)
+    embed, head = model.model.embed_tokens.weight, model.lm_head.weight
+    tied = head is embed
+    embed_rows = torch.nn.Parameter(embed.detach()[used].clone())
+    head_rows = embed_rows if tied else torch.nn.Parameter(head.detach()[used].clone())
+    embed.requires_grad_(False)
+    head.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad] + [embed_rows] + ([] if tied else [head_rows])
+    # fused: one kernel over each tensor (6x the default's speed on one CPU thread on a large tensor)
+    optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0, fused=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=steps, pct_start=0.1)
     from molting.progress import bar
 
@@ -319,15 +328,21 @@ def _pretrain(model, tokenizer, steps: int, name: str, block: int = 128, batch: 
     progress.start()
     for done in range(steps):
         x = blocks[torch.randint(0, len(blocks), (batch,), generator=generator)]
-        hidden = model.model(input_ids=x).last_hidden_state[:, :-1]
-        logits = hidden @ model.lm_head.weight[used].T
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(used)), position[x[:, 1:]].reshape(-1))
+        hidden = model.model(inputs_embeds=embed_rows[x]).last_hidden_state[:, :-1]
+        logits = hidden @ head_rows.T
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(used)), x[:, 1:].reshape(-1))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         progress.update(completed=done + 1, note=f"loss {loss.item():.3f}")
+    with torch.no_grad():
+        embed[used] = embed_rows
+        if not tied:
+            head[used] = head_rows
+    embed.requires_grad_(True)
+    head.requires_grad_(True)
     progress.stop()
     model.eval()
     return {
