@@ -51,6 +51,12 @@ def dictionary(language: str) -> frozenset[str]:
     return frozenset(fold(w).lower() for w in words)
 
 
+@lru_cache(maxsize=8)
+def _with_english(language: str) -> frozenset[str]:
+    """The language's words and English's (technology talk is English in every language)."""
+    return dictionary(language) | dictionary("en")
+
+
 def has_dictionary(language: str) -> bool:
     return bool(dictionary(language))
 
@@ -60,7 +66,8 @@ class NonWordChecker:
 
     def __init__(self, language: str, known: set[str] | frozenset[str] = frozenset()):
         self.language = language
-        self.known = dictionary(language) | dictionary("en") | {fold(w).lower() for w in known}
+        self.dictionary = _with_english(language)  # shared, not copied: each scorer built its own 0.5 s union
+        self.known = frozenset(fold(w).lower() for w in known)
 
     def words(self, text: str) -> list[str]:
         """The words a dictionary can be asked about, in order."""
@@ -77,7 +84,11 @@ class NonWordChecker:
     def nonwords(self, text: str, also_known: set[str] | frozenset[str] = frozenset()) -> tuple[list[str], int]:
         """(the unknown words, the number of words checked). `also_known`: folded words of the question."""
         words = self.words(text)
-        unknown = [w for w in words if (f := fold(w).lower()) not in self.known and f not in also_known]
+        unknown = [
+            w
+            for w in words
+            if (f := fold(w).lower()) not in self.dictionary and f not in self.known and f not in also_known
+        ]
         return unknown, len(words)
 
 
