@@ -1,6 +1,7 @@
 """Shared fixtures: a molting cache for the session, the example persona copied per test, one real
 training run on builtin:tiny shared by the eval and report tests, and a helper that runs the real `molt`
-command in a subprocess (exit codes and stderr as a user sees them)."""
+command in a process of its own (exit codes and stderr as a user sees them), forked from a launcher that
+imported molting's libraries once per worker (tests/molt_zygote.py)."""
 
 import os
 import shutil
@@ -139,15 +140,74 @@ def project(tmp_path) -> Path:
     return target
 
 
+class _MoltLauncher:
+    """`python -m molting ARGS` in a process of its own, forked from a launcher that has imported molting and
+    its libraries once (tests/molt_zygote.py): exit code, stdout and stderr as a user sees them, without the
+    4-5 s of imports each `molt` subprocess spent first. One per xdist worker, started on first use."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPO / "tests" / "molt_zygote.py")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "COLUMNS": "200"},  # rich reads the width when molting's consoles are made
+            )
+        return self.proc
+
+    def run(self, args: list[str], cwd, timeout: float) -> subprocess.CompletedProcess:
+        import json
+        import select
+        import signal
+        import tempfile
+
+        proc = self._start()
+        assert proc.stdin and proc.stdout
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            request = {
+                "args": args,
+                "cwd": str(cwd or os.getcwd()),
+                "env": {**os.environ, "COLUMNS": "200"},
+                "stdout": str(out),
+                "stderr": str(err),
+            }
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+            pid = json.loads(proc.stdout.readline())["pid"]
+            ready, _, _ = select.select([proc.stdout], [], [], timeout)
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                proc.stdout.readline()
+                raise subprocess.TimeoutExpired(["molt", *args], timeout)
+            returncode = json.loads(proc.stdout.readline())["returncode"]
+            return subprocess.CompletedProcess(
+                ["molt", *args], returncode, out.read_text(encoding="utf-8"), err.read_text(encoding="utf-8")
+            )
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # idle between commands: nothing of its own to finish
+            self.proc.wait()
+
+
+_launcher = _MoltLauncher()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_the_molt_launcher():
+    yield
+    _launcher.close()
+
+
 def run_molt(*args, cwd=None, check=False) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "molting", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-        timeout=900,
-    )
+    """`molt ARGS` in a process of its own (forked from the launcher above); the CompletedProcess that
+    `subprocess.run(["molt", *args], capture_output=True, text=True)` would give."""
+    result = _launcher.run([str(a) for a in args], cwd, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(
             f"molt {' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
