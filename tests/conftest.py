@@ -146,7 +146,10 @@ class _MoltLauncher:
     4-5 s of imports each `molt` subprocess spent first. One per xdist worker, started on first use."""
 
     def __init__(self) -> None:
+        import threading
+
         self.proc: subprocess.Popen | None = None
+        self.lock = threading.Lock()  # one command at a time per launcher: calls from threads wait their turn
 
     def _start(self) -> subprocess.Popen:
         if self.proc is None or self.proc.poll() is not None:
@@ -154,7 +157,7 @@ class _MoltLauncher:
                 [sys.executable, str(REPO / "tests" / "molt_zygote.py")],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                text=True,
+                bufsize=0,  # unbuffered: a line already read into a buffer would be invisible to select()
                 env={**os.environ, "COLUMNS": "200"},  # rich reads the width when molting's consoles are made
             )
         return self.proc
@@ -165,9 +168,9 @@ class _MoltLauncher:
         import signal
         import tempfile
 
-        proc = self._start()
-        assert proc.stdin and proc.stdout
-        with tempfile.TemporaryDirectory() as tmp:
+        with self.lock, tempfile.TemporaryDirectory() as tmp:
+            proc = self._start()
+            assert proc.stdin and proc.stdout
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
             request = {
                 "args": args,
@@ -176,9 +179,8 @@ class _MoltLauncher:
                 "stdout": str(out),
                 "stderr": str(err),
             }
-            proc.stdin.write(json.dumps(request) + "\n")
-            proc.stdin.flush()
-            pid = json.loads(proc.stdout.readline())["pid"]
+            proc.stdin.write((json.dumps(request) + "\n").encode())
+            pid = json.loads(proc.stdout.readline())["pid"]  # raw: read byte by byte, never past the line
             ready, _, _ = select.select([proc.stdout], [], [], timeout)
             if not ready:
                 os.kill(pid, signal.SIGKILL)

@@ -40,3 +40,21 @@ def test_a_table_is_as_wide_as_in_a_fresh_process(tmp_path):
     a = make_run(tmp_path, "a", answers, [2.0, 1.5])
     b = make_run(tmp_path, "b", answers, [2.0, 1.4])
     test_the_launcher_gives_what_a_fresh_process_gives(["compare", str(a), str(b)], tmp_path)
+
+
+def test_a_command_past_its_timeout_is_killed_and_the_next_one_runs(tmp_path):
+    """As subprocess.run(timeout=…): TimeoutExpired, the command's process killed; the launcher goes on."""
+    import socket
+
+    from conftest import _launcher
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(subprocess.TimeoutExpired):
+        _launcher.run(["serve", str(tmp_path / "runs"), "--port", str(port)], tmp_path, timeout=3)
+    with socket.socket() as s:  # the killed server's port is free again (a live listener would still hold it)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+    assert run_molt("--version").returncode == 0
