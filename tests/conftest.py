@@ -180,16 +180,26 @@ class _MoltLauncher:
                 "stderr": str(err),
             }
             proc.stdin.write((json.dumps(request) + "\n").encode())
-            pid = json.loads(proc.stdout.readline())["pid"]  # raw: read byte by byte, never past the line
+            pid = self._reply(proc)["pid"]
             ready, _, _ = select.select([proc.stdout], [], [], timeout)
             if not ready:
                 os.kill(pid, signal.SIGKILL)
-                proc.stdout.readline()
+                self._reply(proc)
                 raise subprocess.TimeoutExpired(["molt", *args], timeout)
-            returncode = json.loads(proc.stdout.readline())["returncode"]
+            returncode = self._reply(proc)["returncode"]
             return subprocess.CompletedProcess(
                 ["molt", *args], returncode, out.read_text(encoding="utf-8"), err.read_text(encoding="utf-8")
             )
+
+    @staticmethod
+    def _reply(proc: subprocess.Popen) -> dict:
+        import json
+
+        line = proc.stdout.readline()  # type: ignore[union-attr]  # raw: read byte by byte, never past the line
+        if not line:
+            proc.wait()
+            raise RuntimeError(f"the molt launcher (tests/molt_zygote.py) exited {proc.returncode}: see its stderr")
+        return json.loads(line)
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
