@@ -248,3 +248,21 @@ def test_export_bad_input(trained_run, tmp_path):
     assert not (trained_run / "export").exists()
     result = run_molt("export", trained_run, "--to", "zip")
     assert result.returncode == 2 and "zip" in result.stderr
+
+
+def test_a_saved_tokenizer_is_loaded_once_while_its_files_are_unchanged(tmp_path):
+    """`molt export --verify` reads the adapter's and the merged model's tokenizers twice each: loaded once, and
+    again after the folder's tokenizer files change (a new export in the same process)."""
+    from molting.export.export import saved_tokenizer
+    from molting.models.resolve import resolve_base
+
+    folder = tmp_path / "tok"
+    shutil.copytree(resolve_base("builtin:tiny"), folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    first = saved_tokenizer(folder)
+    assert saved_tokenizer(folder) is first
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{{ messages[0]['content'] }}"
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    again = saved_tokenizer(folder)
+    assert again is not first and again.chat_template == "{{ messages[0]['content'] }}"

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 from molting.card.persona import load_persona
@@ -62,11 +63,29 @@ def _record(folder: Path) -> dict | None:
         return None
 
 
+_WEIGHTS = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+def saved_tokenizer(folder: Path):
+    """The tokenizer saved in a folder molting wrote (the adapter's, the merged model's), loaded once per process
+    while its files are unchanged: `molt export --verify` read each of the two twice, about 3 s a load on Gemma 3's
+    262,144-token vocabulary. Callers read it and never change it."""
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.endswith(_WEIGHTS))
+    fingerprint = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _tokenizer_of(str(Path(folder).resolve()), fingerprint)
+
+
+@lru_cache(maxsize=4)
+def _tokenizer_of(folder: str, fingerprint: tuple):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
 def load_adapter_model(run_dir: Path, merge: bool):
     """The run's base in fp32 with its adapter (merged into the weights, or kept as a PEFT wrapper), and
     the run's tokenizer."""
     from peft import PeftModel
-    from transformers import AutoTokenizer
 
     config = load_resolved_config(run_dir)
     adapter = _adapter_dir(run_dir)
@@ -74,7 +93,7 @@ def load_adapter_model(run_dir: Path, merge: bool):
     if merge:
         model = model.merge_and_unload()
     model.eval()
-    return model, AutoTokenizer.from_pretrained(str(adapter))
+    return model, saved_tokenizer(adapter)
 
 
 def export_merged(run_dir: Path, say=print) -> Path:
@@ -203,12 +222,10 @@ def export_gguf(run_dir: Path, merged: Path, quant: str | None, say=print) -> di
 
 
 def export_ollama(run_dir: Path, merged: Path, gguf_file: Path, say=print) -> Path:
-    from transformers import AutoTokenizer
-
     config = load_resolved_config(run_dir)
     persona = load_persona(config.persona)
     system = persona.system_prompts.inference.strip()
-    tokenizer = AutoTokenizer.from_pretrained(str(merged))
+    tokenizer = saved_tokenizer(merged)
     try:
         template = go_template(chat_segments(tokenizer))
         mismatches = template_mismatches(template, tokenizer, sample_conversations(system))

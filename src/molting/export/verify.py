@@ -33,7 +33,7 @@ from molting.card.suite import load_suite
 from molting.config import load_resolved_config
 from molting.errors import UserError
 from molting.evaluate.rubric import score_responses, special_token_texts
-from molting.export.export import RECORD, load_adapter_model
+from molting.export.export import RECORD, load_adapter_model, saved_tokenizer
 from molting.export.llama_cpp_tools import import_llama_cpp, load_gguf
 from molting.export.ollama_modelfile import chat_segments, parse_modelfile, template_mismatches
 from molting.io import write_json_atomic
@@ -200,7 +200,7 @@ def verify_export(
     run_dir: str | Path, target: str, max_new_tokens: int | None = None, show_progress: bool = True
 ) -> dict:
     """Verify RUN's export to `target` (see the module docstring). `max_new_tokens` defaults to the run's."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from molting.progress import bar
 
@@ -238,7 +238,7 @@ def verify_export(
         answers["adapter"] = _hf_answers(model, tokenizer, prompts, eos_token_ids(tokenizer, model), max_new, advance)
         del model
         merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype="float32").eval()
-        merged_tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
+        merged_tokenizer = saved_tokenizer(merged_dir)  # the merged folder's own, as written (the Modelfile's too)
         merged_eos = eos_token_ids(merged_tokenizer, merged)
         answers["merged"] = _hf_answers(merged, merged_tokenizer, prompts, merged_eos, max_new, advance)
         del merged
