@@ -42,7 +42,7 @@ def quiet_libraries() -> None:
     """Library chatter (per-step dicts, deprecation notices) hides molting's own progress and findings.
 
     Said through the variables the libraries read when they are imported, so a command that stops on a bad
-    card or data line never imports them (2 s of the 3 a `molt check` took to name a bad line); a library
+    card or data line never imports them (about 2.6 s of the 3.1 a `molt check` took to name a bad line); a library
     already imported (molting used in-process) is told directly. A variable the user set is left as it is."""
     import sys
 

@@ -70,8 +70,8 @@ def saved_tokenizer(folder: Path):
     """The tokenizer saved in a folder molting wrote (the adapter's, the merged model's), loaded once per process
     while its files are unchanged: `molt export --verify` read each of the two twice, about 3 s a load on Gemma 3's
     262,144-token vocabulary. Callers read it and never change it."""
-    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.endswith(_WEIGHTS))
-    fingerprint = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    stats = sorted((p.name, p.stat()) for p in Path(folder).iterdir() if p.is_file() and not p.name.endswith(_WEIGHTS))
+    fingerprint = tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
     return _tokenizer_of(str(Path(folder).resolve()), fingerprint)
 
 

@@ -341,8 +341,6 @@ def _pretrain(model, tokenizer, steps: int, name: str, block: int = 128, batch: 
         embed[used] = embed_rows
         if not tied:
             head[used] = head_rows
-    embed.requires_grad_(True)
-    head.requires_grad_(True)
     progress.stop()
     model.eval()
     return {
